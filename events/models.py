@@ -1,0 +1,81 @@
+"""The event store: every accepted, de-duplicated event of every family."""
+
+from django.db import models
+
+
+class Family(models.TextChoices):
+    CHAT = "chat", "chat"
+    XMPP = "xmpp", "xmpp log"
+    INTERACTION = "interaction", "interaction"
+
+
+class Site(models.Model):
+    """A site as its clients name it: chat `site_id`, xmpp `channel`, interaction host."""
+
+    code = models.CharField(max_length=255, primary_key=True)
+    first_seen = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["code"]
+
+    def __str__(self) -> str:
+        return self.code
+
+
+class Event(models.Model):
+    # The identity of SPEC §2.4: the record's `id`, or a hash of its canonical content.
+    uid = models.CharField(max_length=255, unique=True)
+    family = models.CharField(max_length=16, choices=Family.choices)
+    # chat: message/status; xmpp: the `event` name; interaction: the `name`.
+    kind = models.CharField(max_length=255)
+    # interaction `category`; empty for the other families.
+    category = models.CharField(max_length=255, blank=True, default="")
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="events")
+    # xmpp `room_id` or interaction `session_id`; empty for chat.
+    session = models.CharField(max_length=255, blank=True, default="")
+    # chat `from` or xmpp `nick`; empty for interactions.
+    actor = models.CharField(max_length=255, blank=True, default="")
+    # Epoch seconds; a float keeps chat timestamps exact enough to order ties.
+    ts = models.FloatField()
+    # A chat status: True for "online", False for "offline"; NULL otherwise.
+    online = models.BooleanField(null=True)
+    # The whole record as received (unknown fields are kept).
+    payload = models.JSONField()
+    # Provenance; no index: nothing looks events up by batch on a hot path.
+    batch = models.ForeignKey(
+        "ingest.RawBatch", on_delete=models.PROTECT, related_name="events", db_index=False
+    )
+    line = models.PositiveIntegerField()
+
+    class Meta:
+        indexes = [
+            models.Index(fields=["site", "family", "kind", "ts"], name="event_site_kind_ts"),
+            models.Index(fields=["site", "actor", "ts"], name="event_site_actor_ts"),
+            models.Index(fields=["session", "ts"], name="event_session_ts"),
+            models.Index(fields=["ts", "id"], name="event_ts_id"),
+        ]
+        constraints = [
+            models.CheckConstraint(condition=models.Q(ts__gte=0), name="event_ts_not_negative"),
+            models.CheckConstraint(
+                condition=models.Q(family__in=[f.value for f in Family]), name="event_family_known"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.family}/{self.kind} {self.uid}"
+
+
+class Stanza(models.Model):
+    """The queryable fields parsed from an xmpp event's XML stanza."""
+
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, primary_key=True)
+    element = models.CharField(max_length=16)  # message / presence / iq
+    type = models.CharField(max_length=64, blank=True, default="")
+    from_jid = models.CharField(max_length=1024, blank=True, default="")
+    to_jid = models.CharField(max_length=1024, blank=True, default="")
+    body = models.TextField(blank=True, default="")
+    chat_state = models.CharField(max_length=16, blank=True, default="")
+    unavailable = models.BooleanField(default=False)
+
+    class Meta:
+        indexes = [models.Index(fields=["element", "chat_state"], name="stanza_element_state")]

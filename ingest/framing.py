@@ -1,0 +1,241 @@
+"""Framing: splitting a byte stream into raw records without parsing events.
+
+Two framings are recognised: NDJSON (one record per line) and a JSON array
+(possibly pretty-printed over many lines). Both stream in bounded memory and
+report the byte offset after each record, which is what import checkpoints
+store. A record longer than the configured limit is cut short and marked
+a `Broken` record instead of being buffered whole.
+"""
+
+from __future__ import annotations
+
+import gzip
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import orjson
+
+BOM = b"\xef\xbb\xbf"
+BLOCK_SIZE = 4 * 1024 * 1024
+NDJSON = "ndjson"
+ARRAY = "array"
+
+
+@dataclass(frozen=True, slots=True)
+class Broken:
+    """A stretch of the stream that is no record: too long, or an unclosed array."""
+
+    reason: str
+    head: bytes  # the first bytes, kept for the rejection record
+
+
+# (line number, raw record or Broken, stream offset just after it)
+RawRecord = tuple[int, bytes | Broken, int]
+
+
+def oversize(size: int, limit: int, head: bytes) -> Broken:
+    return Broken(f"record is {size} bytes, over the limit of {limit}", head[:limit])
+
+
+def open_stream(path: str) -> BinaryIO:
+    """The file's bytes, transparently decompressed when it is gzip."""
+    raw = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    magic = raw.read(2)
+    raw.seek(0)
+    if magic == b"\x1f\x8b":
+        return gzip.GzipFile(fileobj=raw, mode="rb")  # type: ignore[return-value]
+    return raw
+
+
+def skip_to(stream: BinaryIO, offset: int) -> None:
+    """Position a stream at `offset`: a seek for files, a read for gzip streams."""
+    if offset:
+        stream.seek(offset)  # gzip streams decompress up to it, parsing nothing
+
+
+def detect_framing(head: bytes) -> str:
+    """NDJSON unless the stream is a JSON array (SPEC §5: NDJSON or JSON-array files).
+
+    A stream whose first line is a complete JSON value is NDJSON (a line such as
+    `[1, 2, 3]` is then one record); an opening `[` whose first line does not
+    close, or a one-line array of objects, makes a JSON-array stream.
+    """
+    text = head.removeprefix(BOM).lstrip()
+    if not text.startswith(b"["):
+        return NDJSON
+    first_line = text.split(b"\n", 1)[0]
+    try:
+        value = orjson.loads(first_line)
+    except orjson.JSONDecodeError:
+        return ARRAY
+    if value and all(isinstance(item, dict) for item in value):
+        return ARRAY
+    return NDJSON
+
+
+def iter_ndjson(
+    stream: BinaryIO, offset: int = 0, line_no: int = 1, max_record: int = 1 << 20
+) -> Iterator[RawRecord]:
+    """Yield every line (blank ones too, so line numbers stay true), CR kept."""
+    pending = b""
+    at_start = offset == 0
+    while block := stream.read(BLOCK_SIZE):
+        if at_start:
+            at_start = False
+            if block.startswith(BOM):
+                block = block[len(BOM) :]
+                offset += len(BOM)
+        data = pending + block if pending else block
+        lines = data.split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            offset += len(line) + 1
+            yield line_no, line, offset
+            line_no += 1
+        if len(pending) > max_record:
+            # An endless line: keep its head, skip to its end.
+            head, size = pending[:max_record], len(pending)
+            while True:
+                block = stream.read(BLOCK_SIZE)
+                cut = block.find(b"\n")
+                if not block or cut >= 0:
+                    size += cut if cut >= 0 else 0
+                    offset += size + (1 if cut >= 0 else 0)
+                    yield line_no, oversize(size, max_record, head), offset
+                    line_no += 1
+                    pending = block[cut + 1 :] if cut >= 0 else b""
+                    break
+                size += len(block)
+    if pending:
+        offset += len(pending)
+        yield line_no, pending, offset
+
+
+_STRUCTURAL = re.compile(rb'[\[\]{},"]')
+_STRING_TAIL = re.compile(rb'(?:[^"\\]|\\.)*"', re.DOTALL)
+_NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+
+
+def iter_json_array(
+    stream: BinaryIO,
+    offset: int = 0,
+    line_no: int = 1,
+    max_record: int = 1 << 20,
+    inside: bool = False,
+) -> Iterator[RawRecord]:
+    """Yield the elements of a top-level JSON array with the line each starts on.
+
+    `inside` resumes after an element boundary (from a checkpoint). A stream
+    that stops being an array ends with one `Broken` record saying why.
+    """
+    buf = b""
+    base = offset  # stream offset of buf[0]
+    pos = 0  # scan position in buf
+    lines_to_pos = line_no  # line number at buf[pos]
+    depth = 1 if inside else 0
+    start: int | None = None  # buf index where the current element starts
+    start_line = line_no
+    done = False
+    eof = False
+
+    def advance(to: int) -> None:
+        nonlocal pos, lines_to_pos
+        lines_to_pos += buf.count(b"\n", pos, to)
+        pos = to
+
+    while not done:
+        if not eof:
+            block = stream.read(BLOCK_SIZE)
+            if not block:
+                eof = True
+            else:
+                if base == 0 and not buf and block.startswith(BOM):
+                    block = block[len(BOM) :]
+                    base = len(BOM)
+                keep = start if start is not None else pos
+                base += keep
+                buf = buf[keep:] + block
+                pos -= keep
+                if start is not None:
+                    start = 0
+        progressed = False
+        while True:
+            if depth == 0:
+                m = _NOT_SPACE.search(buf, pos)
+                if not m:
+                    advance(len(buf))
+                    break
+                if buf[m.start() : m.start() + 1] != b"[":
+                    yield lines_to_pos, Broken("the stream is not a JSON array", buf[m.start() :]), base + len(buf)
+                    return
+                advance(m.end())
+                depth = 1
+                continue
+            if start is None:
+                m = _NOT_SPACE.search(buf, pos)
+                if not m:
+                    advance(len(buf))
+                    break
+                advance(m.start())
+                char = buf[pos : pos + 1]
+                if char == b"]" and depth == 1:
+                    advance(pos + 1)
+                    rest = _NOT_SPACE.search(buf, pos)
+                    if rest:
+                        yield lines_to_pos, Broken("unexpected data after the JSON array", buf[rest.start() :]), base + len(buf)
+                        return
+                    done = True
+                    break
+                if char == b"," and depth == 1:
+                    advance(pos + 1)
+                    continue
+                start, start_line = pos, lines_to_pos
+            m = _STRUCTURAL.search(buf, pos)
+            if not m:
+                advance(len(buf))
+                break
+            char = m.group()
+            if char == b'"':
+                tail = _STRING_TAIL.match(buf, m.end())
+                if not tail:
+                    advance(m.start())
+                    break
+                advance(tail.end())
+                continue
+            if char in b"[{":
+                depth += 1
+                advance(m.end())
+                continue
+            if depth > 1 and char in b"]}":
+                depth -= 1
+                advance(m.end())
+                continue
+            if depth > 1:  # a comma inside an element
+                advance(m.end())
+                continue
+            # A comma or the closing bracket at depth 1 ends the element.
+            advance(m.start())
+            element = buf[start:pos].rstrip()
+            yield start_line, element, base + pos
+            start = None
+            progressed = True
+        if start is not None and pos - start > max_record:
+            size = pos - start
+            yield start_line, oversize(size, max_record, buf[start:]), base + len(buf)
+            yield start_line, Broken("the JSON array cannot be read past an oversize record", b""), base + len(buf)
+            return
+        if eof and not progressed:
+            if start is not None:
+                yield start_line, buf[start:].rstrip(), base + len(buf)
+            if depth > 0 and not done:
+                yield lines_to_pos, Broken("the JSON array is not closed", b""), base + len(buf)
+            return
+
+
+def iter_records(stream: BinaryIO, framing: str, **kwargs: object) -> Iterator[RawRecord]:
+    if framing == ARRAY:
+        return iter_json_array(stream, **kwargs)  # type: ignore[arg-type]
+    kwargs.pop("inside", None)
+    return iter_ndjson(stream, **kwargs)  # type: ignore[arg-type]

@@ -1,0 +1,100 @@
+"""The write path's records: client apps, raw batches (the outbox), rejections
+and import checkpoints."""
+
+from django.db import models
+
+
+class Application(models.Model):
+    """A trusted client app. Its API key is shown once; only a hash is kept."""
+
+    name = models.CharField(max_length=100, unique=True)
+    key_prefix = models.CharField(max_length=16, unique=True)
+    key_hash = models.CharField(max_length=64)
+    created_at = models.DateTimeField(auto_now_add=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ImportJob(models.Model):
+    """One file given to `import_jsonl`, with its durable checkpoint.
+
+    A file is recognised by a hash of its first MiB, so rerunning the same file
+    (or a longer copy of a log that grew) resumes from `next_offset`.
+    """
+
+    fingerprint = models.CharField(max_length=64, unique=True)
+    path = models.CharField(max_length=4096)
+    next_offset = models.BigIntegerField(default=0)  # bytes of the (decompressed) stream
+    next_line = models.BigIntegerField(default=1)
+    accepted = models.BigIntegerField(default=0)
+    duplicates = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    started_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return self.path
+
+
+class RawBatch(models.Model):
+    """Records as received: an API request body or a chunk of an imported file.
+
+    A pending batch is the source of truth until a worker has processed it.
+    """
+
+    class Status(models.TextChoices):
+        PENDING = "pending"
+        PROCESSING = "processing"
+        DONE = "done"
+
+    app = models.ForeignKey(Application, null=True, blank=True, on_delete=models.PROTECT)
+    import_job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.CASCADE)
+    source = models.CharField(max_length=4096)  # "api" or the imported file's path
+    first_line = models.BigIntegerField(default=1)
+    last_line = models.BigIntegerField(default=0)
+    byte_start = models.BigIntegerField(null=True, blank=True)
+    byte_end = models.BigIntegerField(null=True, blank=True)
+    # API bodies only; file chunks are read from the file.
+    body = models.BinaryField(blank=True, default=b"")
+    content_type = models.CharField(max_length=100, blank=True, default="")
+    content_encoding = models.CharField(max_length=32, blank=True, default="")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    record_count = models.PositiveIntegerField(default=0)
+    accepted = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    rejected = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "raw batches"
+        indexes = [
+            models.Index(
+                fields=["created_at"],
+                name="rawbatch_pending",
+                condition=models.Q(status__in=["pending", "processing"]),
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"batch {self.pk} ({self.source})"
+
+
+class Rejection(models.Model):
+    """A record that was not accepted, with where it came from and why."""
+
+    batch = models.ForeignKey(RawBatch, on_delete=models.CASCADE, related_name="rejections")
+    line = models.BigIntegerField()
+    reason = models.CharField(max_length=500)
+    raw = models.TextField()  # truncated to SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["batch_id", "line"]
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.reason}"

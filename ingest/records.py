@@ -1,0 +1,87 @@
+"""Turning raw records into validated events or rejections (no database)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import orjson
+from django.conf import settings
+
+from events.registry import Invalid, NormalizedEvent, normalize
+from ingest.framing import Broken, RawRecord
+
+
+@dataclass(slots=True)
+class RejectedRecord:
+    line: int
+    reason: str
+    raw: str
+
+
+@dataclass(slots=True)
+class Chunk:
+    """Validated records of one batch, with the stream range they came from."""
+
+    events: list[tuple[int, NormalizedEvent]] = field(default_factory=list)
+    rejections: list[RejectedRecord] = field(default_factory=list)
+    first_line: int = 0
+    last_line: int = 0
+    end_offset: int = 0
+
+    @property
+    def record_count(self) -> int:
+        return len(self.events) + len(self.rejections)
+
+
+def raw_text(raw: bytes) -> str:
+    limit = settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
+    return raw[: limit * 4].decode("utf-8", errors="backslashreplace")[:limit]
+
+
+def json_error_reason(error: orjson.JSONDecodeError) -> str:
+    message = str(error)
+    if "UTF-8" in message:
+        return "not valid UTF-8"
+    return f"not valid JSON: {message}"
+
+
+def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chunk:
+    """Validate raw records into `chunk`; blank lines are skipped, not rejected."""
+    limits = settings.SWITCHBOARD
+    max_record = limits["MAX_RECORD_BYTES"]
+    tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
+    events, rejections = chunk.events, chunk.rejections
+    for line, raw, end in records:
+        if not chunk.first_line:
+            chunk.first_line = line
+        chunk.last_line, chunk.end_offset = line, end
+        if type(raw) is Broken:
+            rejections.append(RejectedRecord(line, raw.reason, raw_text(raw.head)))
+            continue
+        if not raw or raw.isspace():
+            continue
+        if len(raw) > max_record:
+            rejections.append(
+                RejectedRecord(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw_text(raw))
+            )
+            continue
+        try:
+            events.append((line, normalize(orjson.loads(raw), now, tolerance)))
+        except orjson.JSONDecodeError as error:
+            rejections.append(RejectedRecord(line, json_error_reason(error), raw_text(raw)))
+        except Invalid as error:
+            rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+    return chunk
+
+
+def validate_values(values: list[object], now: float) -> Chunk:
+    """Validate already-decoded JSON values (a JSON request body); line = position."""
+    chunk = Chunk(first_line=1 if values else 0, last_line=len(values))
+    tolerance = settings.SWITCHBOARD["FUTURE_TOLERANCE_SECONDS"]
+    for line, value in enumerate(values, start=1):
+        try:
+            chunk.events.append((line, normalize(value, now, tolerance)))
+        except Invalid as error:
+            chunk.rejections.append(RejectedRecord(line, str(error), raw_text(orjson.dumps(value))))
+    return chunk

@@ -1,0 +1,66 @@
+"""Materialized summaries, maintained by the workers (see reports/site_summary.py)."""
+
+from django.db import models
+
+from events.models import Site
+
+
+class SiteSummary(models.Model):
+    site = models.OneToOneField(Site, on_delete=models.CASCADE, primary_key=True)
+    messages = models.BigIntegerField(default=0)
+    emails = models.BigIntegerField(default=0)
+    operators = models.BigIntegerField(default=0)
+    visitors = models.BigIntegerField(default=0)
+    # Set when events were stored but the counters not yet brought up to date
+    # (bulk imports defer the work to one rebuild at the end).
+    stale = models.BooleanField(default=False)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "site summaries"
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(messages__gte=0, emails__gte=0, operators__gte=0, visitors__gte=0),
+                name="site_summary_counts_not_negative",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.site_id
+
+
+class OnlineSpan(models.Model):
+    """A half-open time range [start, end) in which a site had an operator online.
+
+    `end` is NULL while the site is still online. A message inside a span is a chat.
+    """
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="online_spans")
+    start = models.FloatField()
+    end = models.FloatField(null=True)
+
+    class Meta:
+        indexes = [models.Index(fields=["site", "start"], name="span_site_start")]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} [{self.start}, {self.end})"
+
+
+class SiteActor(models.Model):
+    """The distinct operators and visitors of a site, so counting them is O(1) per event."""
+
+    class Role(models.TextChoices):
+        OPERATOR = "operator"
+        VISITOR = "visitor"
+
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="actors")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    actor = models.CharField(max_length=255)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["site", "role", "actor"], name="site_actor_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.site_id} {self.role} {self.actor}"
