@@ -62,7 +62,7 @@ def normalize(record: dict[str, Any]) -> NormalizedEvent:
     else:
         status = data.get("status")
         if not isinstance(status, str) or status not in STATUSES:
-            raise Invalid(f"'data.status' must be \"online\" or \"offline\", got {status!r}")
+            raise Invalid(f'\'data.status\' must be "online" or "offline", got {status!r}')
         online = STATUSES[status]
     return NormalizedEvent(
         uid=uid, family=FAMILY, kind=kind, site=site, ts=ts, payload=record, actor=actor, online=online

@@ -42,9 +42,7 @@ class Event(models.Model):
     # The whole record as received (unknown fields are kept).
     payload = models.JSONField()
     # Provenance; no index: nothing looks events up by batch on a hot path.
-    batch = models.ForeignKey(
-        "ingest.RawBatch", on_delete=models.PROTECT, related_name="events", db_index=False
-    )
+    batch = models.ForeignKey("ingest.RawBatch", on_delete=models.PROTECT, related_name="events", db_index=False)
     line = models.PositiveIntegerField()
 
     class Meta:
@@ -56,9 +54,7 @@ class Event(models.Model):
         ]
         constraints = [
             models.CheckConstraint(condition=models.Q(ts__gte=0), name="event_ts_not_negative"),
-            models.CheckConstraint(
-                condition=models.Q(family__in=[f.value for f in Family]), name="event_family_known"
-            ),
+            models.CheckConstraint(condition=models.Q(family__in=[f.value for f in Family]), name="event_family_known"),
         ]
 
     def __str__(self) -> str:
@@ -79,3 +75,6 @@ class Stanza(models.Model):
 
     class Meta:
         indexes = [models.Index(fields=["element", "chat_state"], name="stanza_element_state")]
+
+    def __str__(self) -> str:
+        return f"<{self.element}> of event {self.event_id}"

@@ -75,9 +75,7 @@ def detect_framing(head: bytes) -> str:
     return NDJSON
 
 
-def iter_ndjson(
-    stream: BinaryIO, offset: int = 0, line_no: int = 1, max_record: int = 1 << 20
-) -> Iterator[RawRecord]:
+def iter_ndjson(stream: BinaryIO, offset: int = 0, line_no: int = 1, max_record: int = 1 << 20) -> Iterator[RawRecord]:
     """Yield every line (blank ones too, so line numbers stay true), CR kept."""
     pending = b""
     at_start = offset == 0
@@ -184,7 +182,8 @@ def iter_json_array(
                     advance(pos + 1)
                     rest = _NOT_SPACE.search(buf, pos)
                     if rest:
-                        yield lines_to_pos, Broken("unexpected data after the JSON array", buf[rest.start() :]), base + len(buf)
+                        trailing = Broken("unexpected data after the JSON array", buf[rest.start() :])
+                        yield lines_to_pos, trailing, base + len(buf)
                         return
                     done = True
                     break

@@ -58,9 +58,7 @@ class SiteActor(models.Model):
     actor = models.CharField(max_length=255)
 
     class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["site", "role", "actor"], name="site_actor_unique")
-        ]
+        constraints = [models.UniqueConstraint(fields=["site", "role", "actor"], name="site_actor_unique")]
 
     def __str__(self) -> str:
         return f"{self.site_id} {self.role} {self.actor}"

@@ -183,9 +183,7 @@ def _replace_spans(site_id: str, since: float, spans: list[Span]) -> None:
 def _lock_summaries(site_ids: Iterable[str]) -> dict[str, SiteSummary]:
     """Lock the sites' summary rows in a fixed order, creating missing ones."""
     ids = sorted(set(site_ids))
-    SiteSummary.objects.bulk_create(
-        [SiteSummary(site_id=s) for s in ids], ignore_conflicts=True, batch_size=1000
-    )
+    SiteSummary.objects.bulk_create([SiteSummary(site_id=s) for s in ids], ignore_conflicts=True, batch_size=1000)
     locked = SiteSummary.objects.select_for_update().filter(site_id__in=ids).order_by("site_id")
     return {s.site_id: s for s in locked}
 
@@ -248,9 +246,10 @@ def apply_new_events(events: Sequence[object]) -> None:
             old = _stored_spans(site_id, since)
             new = online_spans(_statuses_since(site_id, since), _online_before(site_id, since), since)
             if new != old:
-                moved = count_chats(_message_ts_since(site_id, since), new)[0] - count_chats(
-                    _message_ts_since(site_id, since), old
-                )[0]
+                moved = (
+                    count_chats(_message_ts_since(site_id, since), new)[0]
+                    - count_chats(_message_ts_since(site_id, since), old)[0]
+                )
                 summary.messages += moved
                 summary.emails -= moved
                 _replace_spans(site_id, since, new)

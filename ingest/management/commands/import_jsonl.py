@@ -31,9 +31,7 @@ class Command(BaseCommand):
                 raise CommandError(f"{path}: no such file")
         for path in files:
             job = self.import_one(path, options["chunk_lines"])  # type: ignore[arg-type]
-            self.stderr.write(
-                f"{path}: accepted={job.accepted} duplicates={job.duplicates} rejected={job.rejected}"
-            )
+            self.stderr.write(f"{path}: accepted={job.accepted} duplicates={job.duplicates} rejected={job.rejected}")
         if options["summary"]:
             for row in summary_rows():
                 self.stdout.write(row.classic())

@@ -1,0 +1,48 @@
+"""Shared fixtures: the shared sample data and the URL of the test database,
+for tests that start real processes against it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("SWITCHBOARD_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    assert SHARED_DATA.is_dir(), f"shared sample data not found at {SHARED_DATA}"
+    return SHARED_DATA
+
+
+@pytest.fixture
+def database_url(transactional_db: None) -> str:
+    """A DATABASE_URL naming the test database this test runs against."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    return f"postgres://{s['USER']}:{s['PASSWORD']}@{s['HOST']}:{s['PORT'] or 5432}/{s['NAME']}"
+
+
+@pytest.fixture
+def manage(database_url: str):
+    """Run `manage.py` in a child process against the test database."""
+
+    def run(*args: str, **kwargs: object) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DATABASE_URL": database_url}
+        return subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), *args],
+            cwd=REPO,
+            env=env,
+            capture_output=True,
+            text=True,
+            **kwargs,
+        )
+
+    return run
