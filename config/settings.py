@@ -2,6 +2,7 @@
 SQLite setup that `make run` uses."""
 
 import os
+import secrets
 from pathlib import Path
 
 import dj_database_url
@@ -17,10 +18,19 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-DEBUG = env_bool("DEBUG", True)
-SECRET_KEY = os.environ.get("SECRET_KEY", "insecure-dev-key-change-me" if DEBUG else "")
-if not SECRET_KEY:
-    raise RuntimeError("SECRET_KEY must be set when DEBUG is off")
+def embedded_secret_key() -> str:
+    """With no SECRET_KEY configured, a random key kept in var/ (embedded default only)."""
+    path = BASE_DIR / "var" / "secret_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(50))
+    return path.read_text().strip()
+
+
+# Off by default: with DEBUG on, Django keeps every SQL statement in memory,
+# which a long-running worker or a 10 GB import cannot afford.
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY") or embedded_secret_key()
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
 
 INSTALLED_APPS = [
@@ -37,6 +47,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -91,6 +102,9 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = BASE_DIR / "var" / "static"
+# WhiteNoise serves the admin's static files from the app directories, so
+# runserver and gunicorn need no collectstatic or web server in front.
+WHITENOISE_USE_FINDERS = True
 
 # Celery: Redis in production; with no broker configured the embedded default
 # uses a filesystem queue under var/ so processing stays asynchronous with no
