@@ -17,9 +17,9 @@ def chunked(rows: Sequence[Sequence[object]], size: int) -> Iterator[Sequence[Se
 
 
 def insert_ignoring_conflicts(
-    table: str, columns: Sequence[str], rows: Sequence[Sequence[object]], conflict: str, returning: str
+    table: str, columns: Sequence[str], rows: Sequence[Sequence[object]], conflict: str, returning: str = ""
 ) -> list[tuple]:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING RETURNING: the rows that were new."""
+    """Multi-row INSERT ... ON CONFLICT DO NOTHING [RETURNING]: the rows that were new."""
     if not rows:
         return []
     names = ", ".join(columns)
@@ -29,10 +29,11 @@ def insert_ignoring_conflicts(
         for chunk in chunked(rows, ROWS_PER_STATEMENT):
             cursor.execute(
                 f"INSERT INTO {table} ({names}) VALUES {', '.join([one_row] * len(chunk))}"
-                f" ON CONFLICT ({conflict}) DO NOTHING RETURNING {returning}",
+                f" ON CONFLICT ({conflict}) DO NOTHING" + (f" RETURNING {returning}" if returning else ""),
                 [value for row in chunk for value in row],
             )
-            inserted.extend(cursor.fetchall())
+            if returning:
+                inserted.extend(cursor.fetchall())
     return inserted
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from events.db import insert_ignoring_conflicts
 from events.registry import NormalizedEvent
 from reports import site_summary
-from reports.models import SiteActor
 
 
 def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None:
@@ -16,12 +16,8 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
     sites stale and rebuild each once at the end, which keeps them linear.
     """
     if defer:
-        actors = site_summary.actor_triples(new_events)
-        SiteActor.objects.bulk_create(
-            [SiteActor(site_id=s, role=r, actor=a) for s, r, a in sorted(actors)],
-            ignore_conflicts=True,
-            batch_size=2000,
-        )
+        actors = sorted(site_summary.actor_triples(new_events))
+        insert_ignoring_conflicts("reports_siteactor", ("site_id", "role", "actor"), actors, "site_id, role, actor")
         site_summary.mark_stale(e.site for e in new_events if e.family == "chat")
     else:
         site_summary.apply_new_events(new_events)
