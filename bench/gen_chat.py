@@ -14,7 +14,22 @@ import uuid
 
 import orjson
 
-WORDS = "hi hello help price refund order shipping thanks ok where how when 你好 ünïcödé".split()
+WORDS = [
+    "hi",
+    "hello",
+    "help",
+    "price",
+    "refund",
+    "order",
+    "shipping",
+    "thanks",
+    "ok",
+    "where",
+    "how",
+    "when",
+    "你好",
+    "ünïcödé",
+]
 MALFORMED = [b"not json at all", b"[1, 2, 3]", b'{"id": "x", "type": "message"', b'"just a string"']
 
 

@@ -1,0 +1,77 @@
+"""Benchmark: `import_jsonl --summary` into the configured database vs DuckDB in memory.
+
+    DATABASE_URL=postgres://... python bench/import_bench.py --lines 10000000
+
+Generates the chat file once (bench/gen_chat.py), imports it into a freshly
+migrated database, runs the DuckDB peer on the same file, checks that both
+print the same summary, and prints a Markdown table row with wall time and
+peak RSS of each (children measured with wait4's rusage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+PYTHON = sys.executable
+
+
+def run_measured(cmd: list[str], env: dict[str, str], stdout_path: Path) -> tuple[float, float]:
+    """Run a command; return (wall seconds, peak RSS MiB) of that process tree's biggest process."""
+    start = time.perf_counter()
+    with open(stdout_path, "wb") as out:
+        proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.PIPE)
+        _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = proc.stderr.read().decode() if proc.stderr else ""
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{stderr}")
+    sys.stderr.write(stderr)
+    return wall, usage.ru_maxrss / 1024
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--dir", default="/tmp/switchboard-bench")
+    parser.add_argument("--chunk-lines", type=int, default=None)
+    args = parser.parse_args()
+
+    workdir = Path(args.dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    data = workdir / f"chat-{args.lines}.jsonl"
+    if not data.exists():
+        subprocess.run([PYTHON, "bench/gen_chat.py", str(args.lines), str(data)], cwd=REPO, check=True)
+    env = dict(os.environ)
+    database = env.get("DATABASE_URL", "sqlite (default)")
+
+    subprocess.run([PYTHON, "manage.py", "flush", "--noinput"], cwd=REPO, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    ours = [PYTHON, "manage.py", "import_jsonl", str(data), "--summary"]
+    if args.chunk_lines:
+        ours += ["--chunk-lines", str(args.chunk_lines)]
+    our_wall, our_rss = run_measured(ours, env, workdir / "ours.txt")
+    peer_wall, peer_rss = run_measured([PYTHON, "bench/duckdb_summary.py", str(data)], env, workdir / "duckdb.txt")
+
+    same = (workdir / "ours.txt").read_bytes() == (workdir / "duckdb.txt").read_bytes()
+    size_mb = data.stat().st_size / 1e6
+    print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
+    print(f"database: {database.split('@')[-1]}")
+    print("| lines | file MB | import_jsonl s | lines/s | peak RSS MiB | DuckDB s | DuckDB RSS MiB | ratio | same |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        f"| {args.lines:,} | {size_mb:,.0f} | {our_wall:.1f} | {args.lines / our_wall:,.0f} | {our_rss:.0f} "
+        f"| {peer_wall:.1f} | {peer_rss:.0f} | {our_wall / peer_wall:.1f}x | {'yes' if same else 'NO'} |"
+    )
+    if not same:
+        raise SystemExit("the summaries differ")
+
+
+if __name__ == "__main__":
+    main()
