@@ -35,6 +35,8 @@ class NormalizedEvent:
     online: bool | None = None
     # A row for the family's detail table (xmpp stanza fields), if any.
     detail: dict[str, Any] | None = None
+    # The record's JSON text as received, stored as the payload without re-encoding.
+    payload_json: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -10,6 +11,11 @@ from django.conf import settings
 
 from events.registry import Invalid, NormalizedEvent, normalize
 from ingest.framing import Broken, RawRecord
+
+# PostgreSQL text and jsonb cannot hold NUL, so such a record could never be stored.
+NUL_ESCAPE = b"\\u0000"
+_REAL_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
+NUL_REASON = "contains a NUL character (\\u0000), which cannot be stored"
 
 
 @dataclass(slots=True)
@@ -66,12 +72,18 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
                 RejectedRecord(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw_text(raw))
             )
             continue
+        if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
+            rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
+            continue
         try:
-            events.append((line, normalize(orjson.loads(raw), now, tolerance)))
+            event = normalize(orjson.loads(raw), now, tolerance)
         except orjson.JSONDecodeError as error:
             rejections.append(RejectedRecord(line, json_error_reason(error), raw_text(raw)))
         except Invalid as error:
             rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+        else:
+            event.payload_json = raw
+            events.append((line, event))
     return chunk
 
 
@@ -80,8 +92,15 @@ def validate_values(values: list[object], now: float) -> Chunk:
     chunk = Chunk(first_line=1 if values else 0, last_line=len(values))
     tolerance = settings.SWITCHBOARD["FUTURE_TOLERANCE_SECONDS"]
     for line, value in enumerate(values, start=1):
+        raw = orjson.dumps(value)
+        if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
+            chunk.rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
+            continue
         try:
-            chunk.events.append((line, normalize(value, now, tolerance)))
+            event = normalize(value, now, tolerance)
         except Invalid as error:
-            chunk.rejections.append(RejectedRecord(line, str(error), raw_text(orjson.dumps(value))))
+            chunk.rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+        else:
+            event.payload_json = raw
+            chunk.events.append((line, event))
     return chunk

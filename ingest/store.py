@@ -38,7 +38,7 @@ class StoreResult:
 def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
     return (
         event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor,
-        event.ts, event.online, orjson.dumps(event.payload).decode(), batch_id, line,
+        event.ts, event.online, (event.payload_json or orjson.dumps(event.payload)).decode(), batch_id, line,
     )  # fmt: skip
 
 

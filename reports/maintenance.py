@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from events.db import insert_ignoring_conflicts
 from events.registry import NormalizedEvent
 from reports import site_summary
 
@@ -16,8 +15,6 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
     sites stale and rebuild each once at the end, which keeps them linear.
     """
     if defer:
-        actors = sorted(site_summary.actor_triples(new_events))
-        insert_ignoring_conflicts("reports_siteactor", ("site_id", "role", "actor"), actors, "site_id, role, actor")
         site_summary.mark_stale(e.site for e in new_events if e.family == "chat")
     else:
         site_summary.apply_new_events(new_events)

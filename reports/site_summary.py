@@ -267,6 +267,14 @@ def rebuild_site(site_id: str) -> None:
         chats, total = count_chats(_message_ts_since(site_id, -math.inf), spans)
         OnlineSpan.objects.filter(site_id=site_id).delete()
         _replace_spans(site_id, -math.inf, spans)
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "INSERT INTO reports_siteactor (site_id, role, actor)"
+                " SELECT DISTINCT site_id, CASE kind WHEN 'status' THEN %s ELSE %s END, actor"
+                " FROM events_event WHERE site_id = %s AND family = 'chat'"
+                " ON CONFLICT (site_id, role, actor) DO NOTHING",
+                [SiteActor.Role.OPERATOR, SiteActor.Role.VISITOR, site_id],
+            )
         roles = SiteActor.objects.filter(site_id=site_id)
         summary.messages = chats
         summary.emails = total - chats
