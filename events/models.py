@@ -49,7 +49,8 @@ class Event(models.Model):
         indexes = [
             models.Index(fields=["site", "family", "kind", "ts"], name="event_site_kind_ts"),
             models.Index(fields=["site", "actor", "ts"], name="event_site_actor_ts"),
-            models.Index(fields=["session", "ts"], name="event_session_ts"),
+            # Partial: chat events have no session and would only bloat it.
+            models.Index(fields=["session", "ts"], name="event_session_ts", condition=~models.Q(session="")),
             models.Index(fields=["ts", "id"], name="event_ts_id"),
         ]
         constraints = [

@@ -67,7 +67,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='event',
-            index=models.Index(fields=['session', 'ts'], name='event_session_ts'),
+            index=models.Index(condition=models.Q(('session', ''), _negated=True), fields=['session', 'ts'], name='event_session_ts'),
         ),
         migrations.AddIndex(
             model_name='event',
