@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from events.registry import NormalizedEvent
-from reports import site_summary
+from reports import room_summary, site_summary
 
 
 def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None:
@@ -16,9 +16,12 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
     """
     if defer:
         site_summary.mark_stale(e.site for e in new_events if e.family == "chat")
+        room_summary.mark_stale(room_summary.room_ids_of(new_events))
     else:
         site_summary.apply_new_events(new_events)
+        room_summary.apply_new_events(new_events)
 
 
 def rebuild_stale() -> int:
-    return site_summary.rebuild_stale_sites()
+    """Rebuild every stale site and room; returns how many summaries were rebuilt."""
+    return site_summary.rebuild_stale_sites() + room_summary.rebuild_stale_rooms()

@@ -62,3 +62,25 @@ class SiteActor(models.Model):
 
     def __str__(self) -> str:
         return f"{self.site_id} {self.role} {self.actor}"
+
+
+class RoomSummary(models.Model):
+    """Per xmpp room (SPEC §4), recomputed per batch for the rooms it touched (reports/room_summary.py)."""
+
+    room_id = models.CharField(max_length=255, primary_key=True)
+    events = models.BigIntegerField(default=0)
+    messages = models.BigIntegerField(default=0)
+    typing = models.BigIntegerField(default=0)
+    participants = models.BigIntegerField(default=0)
+    first = models.FloatField(null=True, blank=True)
+    last = models.FloatField(null=True, blank=True)
+    # Set by bulk imports, which recompute each touched room once at the end.
+    stale = models.BooleanField(default=False)
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        verbose_name_plural = "room summaries"
+        indexes = [models.Index(fields=["room_id"], name="room_summary_stale", condition=models.Q(stale=True))]
+
+    def __str__(self) -> str:
+        return self.room_id
