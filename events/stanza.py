@@ -59,7 +59,7 @@ def parse_root(stanza: str) -> etree._Element:
     try:
         return etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as error:
-        raise Invalid(f"'stanza' is not well-formed XML: {error}") from None
+        raise Invalid(f"'stanza' is not well-formed XML: {error.msg or error}"[:400]) from None
     except ValueError as error:  # e.g. surrogates lxml cannot take
         raise Invalid(f"'stanza' is not usable XML: {error}") from None
 
