@@ -5,11 +5,12 @@ from __future__ import annotations
 import io
 import json
 import random
+import threading
 import time
 
 import pytest
 from django.core.management import call_command
-from django.db import transaction
+from django.db import connections, transaction
 
 from events.models import Event, Stanza
 from events.registry import Invalid, normalize
@@ -255,3 +256,29 @@ def test_a_valid_record_without_optional_fields_is_accepted():
 def test_future_xmpp_events_are_rejected():
     with pytest.raises(Invalid, match="in the future"):
         normalize(xmpp_record(timestamp=NOW + 3600), NOW)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_batches_of_the_same_rooms_stay_exact(shared_data):
+    """Row locks serialize the recomputation of a room, so no batch's events are lost."""
+    records = sample(shared_data)
+    random.Random(9).shuffle(records)
+    parts = [records[i::4] for i in range(4)]
+    errors: list[BaseException] = []
+
+    def worker(part: list[dict]) -> None:
+        try:
+            for i in range(0, len(part), 5):
+                store_values(part[i : i + 5])
+        except BaseException as error:  # surfaced below
+            errors.append(error)
+        finally:
+            connections.close_all()
+
+    threads = [threading.Thread(target=worker, args=(part,)) for part in parts]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert errors == []
+    assert classic_rows() == expected_lines(shared_data)[0]
