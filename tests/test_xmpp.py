@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import json
 import random
@@ -9,8 +10,10 @@ import threading
 import time
 
 import pytest
+from django.conf import settings
 from django.core.management import call_command
 from django.db import connections, transaction
+from django.urls import NoReverseMatch, clear_url_caches, reverse
 
 from events.models import Event, Stanza
 from events.registry import Invalid, normalize
@@ -282,3 +285,29 @@ def test_concurrent_batches_of_the_same_rooms_stay_exact(shared_data):
         thread.join()
     assert errors == []
     assert classic_rows() == expected_lines(shared_data)[0]
+
+
+@pytest.fixture
+def room_admin_urls():
+    """The room admin, registered even before reports/admin.py imports it."""
+    import reports.admin_rooms  # noqa: F401
+
+    try:
+        reverse("admin:reports_roomsummary_changelist")
+    except NoReverseMatch:
+        importlib.reload(importlib.import_module(settings.ROOT_URLCONF))
+        clear_url_caches()
+
+
+@pytest.mark.django_db
+def test_room_admin_lists_rooms_read_only(shared_data, client, django_user_model, room_admin_urls):
+    store_values(sample(shared_data)[:40])
+    client.force_login(django_user_model.objects.create_superuser("analyst", "a@example.com", "pw"))
+    listing = client.get(reverse("admin:reports_roomsummary_changelist"))
+    assert listing.status_code == 200
+    room = RoomSummary.objects.order_by("room_id").first()
+    assert room.room_id in listing.content.decode()
+    page = client.get(reverse("admin:reports_roomsummary_change", args=[room.room_id]))
+    assert page.status_code == 200
+    assert room_summary.room_rows(room.room_id)[0].classic() in page.content.decode()
+    assert client.get(reverse("admin:reports_roomsummary_add")).status_code == 403
