@@ -1,0 +1,279 @@
+"""Read-only admin for browsing events (SPEC §5 Admin).
+
+The event table may hold tens of millions of rows, so nothing here scans it:
+no full COUNT(*) (see `EstimatedCountPaginator`), no facet counts, no filter
+that lists DISTINCT values; filters are exact matches the indexes serve.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from functools import cached_property
+
+from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
+from django.core.paginator import Paginator
+from django.db import connection
+from django.db.models import Q, QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.dateparse import parse_date, parse_datetime
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from events.models import Event, Site, Stanza
+
+
+class EstimatedCountPaginator(Paginator):
+    """Counts exactly up to `EXACT_UP_TO` rows, then estimates.
+
+    A bounded count is `SELECT COUNT(*) FROM (... LIMIT n)`; past it PostgreSQL's
+    planner estimate is used (cheap, roughly right), and on other backends the
+    count stays at the bound: the admin then pages through the first rows only,
+    and filters narrow the rest.
+    """
+
+    EXACT_UP_TO = 10_000
+    is_estimate = False
+
+    @cached_property
+    def count(self) -> int:
+        exact = self.object_list[: self.EXACT_UP_TO + 1].count()
+        self.is_estimate = exact > self.EXACT_UP_TO
+        if not self.is_estimate:
+            return exact
+        return max(self.EXACT_UP_TO, planner_estimate(self.object_list) or 0)
+
+
+def planner_estimate(queryset: QuerySet) -> int | None:
+    """PostgreSQL's estimate of a query's row count; None elsewhere."""
+    if connection.vendor != "postgresql":
+        return None
+    plan = json.loads(queryset.explain(format="json"))
+    return int(plan[0]["Plan"]["Plan Rows"])
+
+
+def utc(ts: float | None) -> str:
+    if ts is None:
+        return ""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+class InputFilter(admin.SimpleListFilter):
+    """A free-text exact-match filter (a DISTINCT list over millions of rows would be too slow)."""
+
+    template = "admin/events/input_filter.html"
+    field: str = ""
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> tuple:
+        return ()
+
+    def has_output(self) -> bool:
+        return True
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        value = (self.value() or "").strip()
+        return queryset.filter(**{self.field: value}) if value else queryset
+
+    def choices(self, changelist: object) -> list[dict]:
+        # The other active parameters, kept as hidden inputs so filters combine.
+        others = [(k, v) for k, v in changelist.params.items() if k != self.parameter_name]  # type: ignore[attr-defined]
+        clear = changelist.get_query_string(remove=[self.parameter_name])  # type: ignore[attr-defined]
+        return [{"others": others, "clear_url": clear, "value": self.value() or ""}]
+
+
+class SiteFilter(InputFilter):
+    title = "site"
+    parameter_name = "site"
+    field = "site_id"
+
+
+class SessionFilter(InputFilter):
+    title = "session / room"
+    parameter_name = "session"
+    field = "session"
+
+
+class KindFilter(InputFilter):
+    title = "type"
+    parameter_name = "kind"
+    field = "kind"
+
+
+class ActorFilter(InputFilter):
+    title = "actor"
+    parameter_name = "actor"
+    field = "actor"
+
+
+def parse_moment(text: str) -> float:
+    """Epoch seconds from `YYYY-MM-DD`, an ISO 8601 date-time (UTC unless it says otherwise) or a number."""
+    text = text.strip()
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    moment = parse_datetime(text.replace("T", " ", 1))
+    if moment is None:
+        day = parse_date(text)
+        if day is None:
+            raise IncorrectLookupParameters(f"not a date or time: {text!r}")
+        moment = datetime(day.year, day.month, day.day)
+    if timezone.is_naive(moment):
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+class TimeRangeFilter(admin.SimpleListFilter):
+    """Last hour/day/week/30 days (from now), or `since`/`until` (UTC, inclusive/exclusive)."""
+
+    title = "time range"
+    parameter_name = "period"
+    template = "admin/events/time_range_filter.html"
+    PERIODS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
+    PERIODS["30days"] = timedelta(days=30)
+    BOUNDS = ("since", "until")
+
+    def __init__(self, request: HttpRequest, params: dict, model: type, model_admin: admin.ModelAdmin) -> None:
+        super().__init__(request, params, model, model_admin)
+        for name in self.BOUNDS:
+            if name in params:
+                self.used_parameters[name] = params.pop(name)[-1]
+
+    def expected_parameters(self) -> list[str]:
+        return [self.parameter_name, *self.BOUNDS]
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("hour", "Last hour"), ("day", "Last 24 hours"), ("week", "Last 7 days"), ("30days", "Last 30 days")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        period = self.value()
+        if period in self.PERIODS:
+            queryset = queryset.filter(ts__gte=(timezone.now() - self.PERIODS[period]).timestamp())
+        elif period:
+            raise IncorrectLookupParameters(f"unknown period {period!r}")
+        if since := self.used_parameters.get("since", "").strip():
+            queryset = queryset.filter(ts__gte=parse_moment(since))
+        if until := self.used_parameters.get("until", "").strip():
+            queryset = queryset.filter(ts__lt=parse_moment(until))
+        return queryset
+
+    def choices(self, changelist: object) -> list[dict]:
+        cl = changelist
+        remove = self.expected_parameters()
+        links = [{"selected": not any(self.used_parameters.values()), "display": "Any time",
+                  "query_string": cl.get_query_string(remove=remove)}]  # type: ignore[attr-defined]  # fmt: skip
+        for value, label in self.lookup_choices:
+            links.append({
+                "selected": self.value() == value,
+                "display": label,
+                "query_string": cl.get_query_string({self.parameter_name: value}, remove),  # type: ignore[attr-defined]
+            })  # fmt: skip
+        others = [(k, v) for k, v in cl.params.items() if k not in remove]  # type: ignore[attr-defined]
+        since, until = (self.used_parameters.get(name, "") for name in self.BOUNDS)
+        return [{"links": links, "others": others, "since": since, "until": until}]
+
+
+class ReadOnlyMixin:
+    def has_add_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: object = None) -> bool:
+        return False
+
+
+class StanzaInline(ReadOnlyMixin, admin.StackedInline):
+    model = Stanza
+    fields = ("element", "type", "from_jid", "to_jid", "body", "chat_state", "unavailable")
+    readonly_fields = fields
+    can_delete = False
+    extra = 0
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("uid", "when", "family", "kind", "category", "site_link", "session", "actor")
+    list_filter = ("family", TimeRangeFilter, KindFilter, SiteFilter, SessionFilter, ActorFilter)
+    search_fields = ("uid", "site_id", "session", "actor")
+    search_help_text = "Exact match on the event id, site, session/room or actor."
+    # Newest first, served by the (ts, id) index.
+    ordering = ("-ts", "-id")
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    # The site's code is its primary key, so showing it needs no join.
+    list_select_related = ()
+    actions = None
+    fields = (
+        "uid", "family", "kind", "category", "site", "session", "actor", "when", "ts", "online", "batch", "line",
+        "pretty_payload",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def get_inlines(self, request: HttpRequest, obj: Event | None) -> list:
+        return [StanzaInline] if obj is not None and obj.family == "xmpp" else []
+
+    def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
+        # Exact, case-sensitive matches: each can use an index, unlike icontains.
+        term = search_term.strip()
+        if not term:
+            return queryset, False
+        return queryset.filter(Q(uid=term) | Q(site_id=term) | Q(session=term) | Q(actor=term)), False
+
+    @admin.display(description="time (UTC)", ordering="ts")
+    def when(self, obj: Event) -> str:
+        return utc(obj.ts)
+
+    @admin.display(description="site", ordering="site_id")
+    def site_link(self, obj: Event) -> str:
+        return format_html('<a href="?{}">{}</a>', urlencode({"site": obj.site_id}), obj.site_id)
+
+    @admin.display(description="payload")
+    def pretty_payload(self, obj: Event) -> str:
+        text = json.dumps(obj.payload, indent=2, ensure_ascii=False, sort_keys=True)
+        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}</pre>', text)
+
+
+@admin.register(Site)
+class SiteAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """Sites with their chat summary (SPEC §3); sites of other families have none."""
+
+    list_display = ("code", "messages", "emails", "operators", "visitors", "first_seen", "events")
+    search_fields = ("code",)
+    list_select_related = ("sitesummary",)
+    ordering = ("code",)
+    show_facets = admin.ShowFacets.NEVER
+    actions = None
+    fields = ("code", "first_seen", "messages", "emails", "operators", "visitors", "events")
+    readonly_fields = fields
+
+    @staticmethod
+    def _summary_value(obj: Site, name: str) -> int | None:
+        summary = getattr(obj, "sitesummary", None)
+        return None if summary is None else getattr(summary, name)
+
+    @admin.display(ordering="sitesummary__messages", description="chats")
+    def messages(self, obj: Site) -> int | None:
+        return self._summary_value(obj, "messages")
+
+    @admin.display(ordering="sitesummary__emails", description="e-mails")
+    def emails(self, obj: Site) -> int | None:
+        return self._summary_value(obj, "emails")
+
+    @admin.display(ordering="sitesummary__operators")
+    def operators(self, obj: Site) -> int | None:
+        return self._summary_value(obj, "operators")
+
+    @admin.display(ordering="sitesummary__visitors")
+    def visitors(self, obj: Site) -> int | None:
+        return self._summary_value(obj, "visitors")
+
+    @admin.display(description="events")
+    def events(self, obj: Site) -> str:
+        url = reverse("admin:events_event_changelist")
+        return format_html('<a href="{}?{}">browse</a>', url, urlencode({"site": obj.code}))

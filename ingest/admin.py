@@ -1,0 +1,183 @@
+"""Admin for operators: raw batches and rejections (to monitor errors), client apps and keys."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.html import format_html
+from django.utils.http import urlencode
+
+from events.admin import EstimatedCountPaginator, ReadOnlyMixin
+from ingest.models import Application, ImportJob, RawBatch, Rejection
+
+PREVIEW_BYTES = 4000
+RAW_PREVIEW_CHARS = 120
+
+
+def _new_key() -> tuple[str, str, str]:
+    """A new API key `sb_<prefix>_<secret>`, its prefix and the SHA-256 hex digest kept instead of it."""
+    prefix = secrets.token_hex(4)
+    key = f"sb_{prefix}_{secrets.token_urlsafe(32)}"
+    return key, prefix, hashlib.sha256(key.encode()).hexdigest()
+
+
+class SourceFilter(admin.SimpleListFilter):
+    """API requests vs imported files (a batch's source is "api" or the file's path)."""
+
+    title = "source"
+    parameter_name = "source"
+    field = "source"
+
+    def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
+        return [("api", "API"), ("file", "Imported files")]
+
+    def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
+        if self.value() == "api":
+            return queryset.filter(**{self.field: "api"})
+        if self.value() == "file":
+            return queryset.exclude(**{self.field: "api"})
+        return queryset
+
+
+class BatchSourceFilter(SourceFilter):
+    field = "batch__source"
+
+
+@admin.register(RawBatch)
+class RawBatchAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "id", "status", "source", "app", "record_count", "accepted", "duplicates", "rejected_link", "attempts",
+        "created_at", "processed_at",
+    )  # fmt: skip
+    list_filter = ("status", SourceFilter, "app")
+    search_fields = ("=id",)
+    ordering = ("-id",)
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    list_select_related = ("app",)
+    actions = None
+    fields = (
+        "id", "status", "source", "app", "import_job", "first_line", "last_line", "byte_start", "byte_end",
+        "content_type", "content_encoding", "record_count", "accepted", "duplicates", "rejected_link", "attempts",
+        "created_at", "processed_at", "body_preview",
+    )  # fmt: skip
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        # A body can be megabytes: only the detail page loads it (lazily).
+        return super().get_queryset(request).defer("body")
+
+    @admin.display(description="rejected", ordering="rejected")
+    def rejected_link(self, obj: RawBatch) -> str:
+        if not obj.rejected:
+            return "0"
+        url = reverse("admin:ingest_rejection_changelist") + "?" + urlencode({"batch__id__exact": obj.pk})
+        return format_html('<a href="{}">{}</a>', url, obj.rejected)
+
+    @admin.display(description="body")
+    def body_preview(self, obj: RawBatch) -> str:
+        body = bytes(obj.body)
+        if not body:
+            return "(none: file chunks are read from the file)"
+        text = body[:PREVIEW_BYTES].decode("utf-8", errors="replace")
+        more = f"\n… ({len(body):,} bytes in all)" if len(body) > PREVIEW_BYTES else ""
+        return format_html('<pre style="white-space: pre-wrap; margin: 0">{}{}</pre>', text, more)
+
+
+@admin.register(Rejection)
+class RejectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = ("id", "batch_link", "source", "line", "reason", "raw_preview", "created_at")
+    list_filter = (BatchSourceFilter,)
+    search_fields = ("reason",)
+    ordering = ("-id",)
+    show_full_result_count = False
+    show_facets = admin.ShowFacets.NEVER
+    paginator = EstimatedCountPaginator
+    list_select_related = ("batch",)
+    actions = None
+    fields = ("batch_link", "source", "line", "reason", "raw", "created_at")
+    readonly_fields = fields
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return super().get_queryset(request).select_related("batch").defer("batch__body")
+
+    def lookup_allowed(self, lookup: str, value: str, request: HttpRequest | None = None) -> bool:
+        # Linked from a batch's "rejected" count.
+        return lookup == "batch__id__exact" or super().lookup_allowed(lookup, value, request)
+
+    @admin.display(description="batch", ordering="batch_id")
+    def batch_link(self, obj: Rejection) -> str:
+        url = reverse("admin:ingest_rawbatch_change", args=[obj.batch_id])
+        return format_html('<a href="{}">{}</a>', url, obj.batch_id)
+
+    @admin.display(description="source")
+    def source(self, obj: Rejection) -> str:
+        return obj.batch.source
+
+    @admin.display(description="raw")
+    def raw_preview(self, obj: Rejection) -> str:
+        raw = obj.raw
+        return raw if len(raw) <= RAW_PREVIEW_CHARS else raw[:RAW_PREVIEW_CHARS] + "…"
+
+
+@admin.register(ImportJob)
+class ImportJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    list_display = (
+        "path",
+        "accepted",
+        "duplicates",
+        "rejected",
+        "next_line",
+        "started_at",
+        "updated_at",
+        "finished_at",
+    )
+    ordering = ("-started_at",)
+    actions = None
+
+
+@admin.register(Application)
+class ApplicationAdmin(admin.ModelAdmin):
+    """Creating an app generates its key and shows it once; only its hash is stored."""
+
+    list_display = ("name", "key_prefix", "created_at", "revoked_at")
+    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
+    search_fields = ("name", "key_prefix")
+    ordering = ("name",)
+    actions = ["revoke"]
+    readonly_fields = ("key_prefix", "created_at", "revoked_at")
+
+    def get_fields(self, request: HttpRequest, obj: Application | None = None) -> tuple[str, ...]:
+        return ("name",) if obj is None else ("name", "key_prefix", "created_at", "revoked_at")
+
+    def has_delete_permission(self, request: HttpRequest, obj: Application | None = None) -> bool:
+        # Batches keep pointing at their app: revoke instead.
+        return False
+
+    def save_model(self, request: HttpRequest, obj: Application, form: object, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        key, obj.key_prefix, obj.key_hash = _new_key()
+        super().save_model(request, obj, form, change)
+        self.message_user(
+            request,
+            format_html(
+                "API key for {}: <code>{}</code> — copy it now, it is not stored and will not be shown again.",
+                obj.name,
+                key,
+            ),  # fmt: skip
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke selected apps", permissions=["change"])
+    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"Revoked {count} app(s).", messages.SUCCESS)
