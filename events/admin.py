@@ -46,6 +46,14 @@ class EstimatedCountPaginator(Paginator):
             return exact
         return max(self.EXACT_UP_TO, planner_estimate(self.object_list) or 0)
 
+    @property
+    def count_label(self) -> str:
+        """The count as the admin shows it: "42", "about 12345678" or "more than 10000"."""
+        count = self.count
+        if not self.is_estimate:
+            return str(count)
+        return f"more than {count}" if count == self.EXACT_UP_TO else f"about {count}"
+
 
 def planner_estimate(queryset: QuerySet) -> int | None:
     """PostgreSQL's estimate of a query's row count; None elsewhere."""
@@ -59,6 +67,13 @@ def utc(ts: float | None) -> str:
     if ts is None:
         return ""
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+
+
+def shortened(text: str, limit: int = 14) -> str:
+    """Long ids (UUIDs, content hashes) cut to keep the list readable; the full text in a tooltip."""
+    if len(text) <= limit:
+        return text
+    return format_html('<span title="{}">{}…</span>', text, text[: limit - 1])
 
 
 class InputFilter(admin.SimpleListFilter):
@@ -197,7 +212,8 @@ class StanzaInline(ReadOnlyMixin, admin.StackedInline):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("uid", "when", "family", "kind", "category", "site_link", "session", "actor")
+    list_display = ("when", "family", "kind", "category", "site_link", "short_session", "actor", "short_uid")
+    list_display_links = ("when",)
     list_filter = ("family", TimeRangeFilter, KindFilter, SiteFilter, SessionFilter, ActorFilter)
     search_fields = ("uid", "site_id", "session", "actor")
     search_help_text = "Exact match on the event id, site, session/room or actor."
@@ -227,7 +243,15 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
     @admin.display(description="time (UTC)", ordering="ts")
     def when(self, obj: Event) -> str:
-        return utc(obj.ts)
+        return format_html('<span style="white-space: nowrap">{}</span>', utc(obj.ts))
+
+    @admin.display(description="session / room")
+    def short_session(self, obj: Event) -> str:
+        return shortened(obj.session)
+
+    @admin.display(description="id")
+    def short_uid(self, obj: Event) -> str:
+        return shortened(obj.uid)
 
     @admin.display(description="site", ordering="site_id")
     def site_link(self, obj: Event) -> str:
