@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import secrets
 
 from django.contrib import admin, messages
@@ -25,6 +26,12 @@ def _new_key() -> tuple[str, str, str]:
     prefix = secrets.token_hex(4)
     key = f"sb_{prefix}_{secrets.token_urlsafe(32)}"
     return key, prefix, hashlib.sha256(key.encode()).hexdigest()
+
+
+def short_source(source: str) -> str:
+    """ "api", or an imported file's name (its full path in a tooltip)."""
+    name = os.path.basename(source)
+    return source if name == source else format_html('<span title="{}">{}</span>', source, name)
 
 
 class SourceFilter(admin.SimpleListFilter):
@@ -52,7 +59,7 @@ class BatchSourceFilter(SourceFilter):
 @admin.register(RawBatch)
 class RawBatchAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_display = (
-        "id", "status", "source", "app", "record_count", "accepted", "duplicates", "rejected_link", "attempts",
+        "id", "status", "source_name", "app", "record_count", "accepted", "duplicates", "rejected_link", "attempts",
         "created_at", "processed_at",
     )  # fmt: skip
     list_filter = ("status", SourceFilter, "app")
@@ -74,6 +81,10 @@ class RawBatchAdmin(ReadOnlyMixin, admin.ModelAdmin):
         # A body can be megabytes: only the detail page loads it (lazily).
         return super().get_queryset(request).defer("body")
 
+    @admin.display(description="source")
+    def source_name(self, obj: RawBatch) -> str:
+        return short_source(obj.source)
+
     @admin.display(description="rejected", ordering="rejected")
     def rejected_link(self, obj: RawBatch) -> str:
         if not obj.rejected:
@@ -93,7 +104,7 @@ class RawBatchAdmin(ReadOnlyMixin, admin.ModelAdmin):
 
 @admin.register(Rejection)
 class RejectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
-    list_display = ("id", "batch_link", "source", "line", "reason", "raw_preview", "created_at")
+    list_display = ("id", "batch_link", "source_name", "line", "reason", "raw_preview", "created_at")
     list_filter = (BatchSourceFilter,)
     search_fields = ("reason",)
     ordering = ("-id",)
@@ -120,6 +131,10 @@ class RejectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="source")
     def source(self, obj: Rejection) -> str:
         return obj.batch.source
+
+    @admin.display(description="source")
+    def source_name(self, obj: Rejection) -> str:
+        return short_source(obj.batch.source)
 
     @admin.display(description="raw")
     def raw_preview(self, obj: Rejection) -> str:
