@@ -14,9 +14,19 @@ $(STAMP): requirements.txt
 	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
+# The embedded default: SQLite and a filesystem queue under var/, a Celery
+# worker (with the sweeper's beat) in the background, the web server in front.
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
-	$(BIN)/python manage.py runserver $${PORT:-8000}
+	$(BIN)/python manage.py collectstatic --noinput -v0
+	@echo "Switchboard on http://127.0.0.1:$${PORT:-8000}/  (admin: /admin/, API docs: /api/docs/)"
+	@echo "  key for a client app:  $(BIN)/python manage.py create_app my-site"
+	@echo "  post an event:         curl -X POST http://127.0.0.1:$${PORT:-8000}/api/events/ -H 'Authorization: Api-Key <key>' \\"
+	@echo "                           -H 'Content-Type: application/json' -d '{\"id\":\"m1\",\"type\":\"message\",\"from\":\"v1\",\"site_id\":\"demo\",\"data\":{\"message\":\"hi\"},\"timestamp\":'$$(date +%s)'}'"
+	@echo "  analyst token:         $(BIN)/python manage.py createsuperuser && $(BIN)/python manage.py drf_create_token <user>"
+	@$(BIN)/celery -A config worker --beat --loglevel=warning --concurrency=2 & worker=$$!; \
+	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
+	$(BIN)/python manage.py runserver --noreload $${PORT:-8000}
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -40,6 +40,11 @@ INSTALLED_APPS = [
     "django.contrib.sessions",
     "django.contrib.messages",
     "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "django_filters",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "events",
     "ingest",
     "reports",
@@ -112,6 +117,7 @@ WHITENOISE_USE_FINDERS = True
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
     _queue_dir = BASE_DIR / "var" / "queue"
+    (_queue_dir / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),
         "data_folder_out": str(_queue_dir),
@@ -119,10 +125,46 @@ if CELERY_BROKER_URL == "filesystem://":
         "store_processed": False,
     }
 CELERY_TASK_ACKS_LATE = True
+# A post must not hang while the broker is down: the batch is already stored
+# as pending and the sweeper enqueues it later.
+CELERY_TASK_PUBLISH_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.2}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
+CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
+
+# The per-app throttle counts in the cache: Redis when configured, so that all
+# web processes share one count; process memory otherwise.
+if os.environ.get("REDIS_URL"):
+    CACHES = {
+        "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": os.environ["REDIS_URL"]}
+    }
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "ingest.auth.ApiKeyAuthentication",
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["ingest.auth.IsAnalyst"],
+    "DEFAULT_THROTTLE_CLASSES": ["ingest.auth.AppRateThrottle"],
+    "DEFAULT_THROTTLE_RATES": {"app": os.environ.get("APP_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Switchboard API",
+    "DESCRIPTION": "Ingests chat-platform events from trusted apps and answers analysts.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI from the sidecar package: the docs page needs no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
+}
 
 # Switchboard limits (bytes).
 SWITCHBOARD = {
@@ -131,6 +173,13 @@ SWITCHBOARD = {
     "MAX_REJECTED_RAW_CHARS": 2000,
     "FUTURE_TOLERANCE_SECONDS": 300,
     "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 20_000),
+    "MAX_STANZA_BYTES": env_int("MAX_STANZA_BYTES", 64 * 1024),
+    # The sweeper enqueues a pending batch that the broker never took after
+    # this long, and one it took but no worker claimed after the second delay.
+    "PENDING_GRACE_SECONDS": env_int("PENDING_GRACE_SECONDS", 60),
+    "PENDING_REQUEUE_SECONDS": env_int("PENDING_REQUEUE_SECONDS", 900),
+    # A batch still "processing" after this long is assumed lost with its worker.
+    "PROCESSING_TIMEOUT_SECONDS": env_int("PROCESSING_TIMEOUT_SECONDS", 600),
 }
 
 LOGGING = {

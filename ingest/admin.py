@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
-import secrets
 
 from django.contrib import admin, messages
 from django.db.models import QuerySet
@@ -15,17 +13,11 @@ from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from events.admin import EstimatedCountPaginator, ReadOnlyMixin
+from ingest.keys import set_new_key
 from ingest.models import Application, ImportJob, RawBatch, Rejection
 
 PREVIEW_BYTES = 4000
 RAW_PREVIEW_CHARS = 120
-
-
-def _new_key() -> tuple[str, str, str]:
-    """A new API key `sb_<prefix>_<secret>`, its prefix and the SHA-256 hex digest kept instead of it."""
-    prefix = secrets.token_hex(4)
-    key = f"sb_{prefix}_{secrets.token_urlsafe(32)}"
-    return key, prefix, hashlib.sha256(key.encode()).hexdigest()
 
 
 def short_source(source: str) -> str:
@@ -180,7 +172,7 @@ class ApplicationAdmin(admin.ModelAdmin):
         if change:
             super().save_model(request, obj, form, change)
             return
-        key, obj.key_prefix, obj.key_hash = _new_key()
+        key = set_new_key(obj)
         super().save_model(request, obj, form, change)
         self.message_user(
             request,

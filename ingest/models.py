@@ -68,6 +68,10 @@ class RawBatch(models.Model):
     rejected = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # When the broker last took it (null: never, e.g. while the broker was down)
+    # and when a worker last started on it; the sweeper uses both.
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:

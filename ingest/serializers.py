@@ -1,0 +1,33 @@
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from ingest.models import RawBatch, Rejection
+from ingest.selectors import REJECTIONS_SHOWN, batch_rejections
+
+
+class RejectionSerializer(serializers.ModelSerializer):
+    class Meta:
+        model = Rejection
+        fields = ["line", "reason", "raw"]
+
+
+class BatchSerializer(serializers.ModelSerializer):
+    rejections = serializers.SerializerMethodField(help_text=f"The first {REJECTIONS_SHOWN}, by line.")
+
+    class Meta:
+        model = RawBatch
+        fields = [
+            "id", "status", "source", "record_count", "accepted", "duplicates", "rejected", "attempts",
+            "created_at", "processed_at", "rejections",
+        ]  # fmt: skip
+
+    @extend_schema_field(RejectionSerializer(many=True))
+    def get_rejections(self, batch: RawBatch) -> list[dict]:
+        return RejectionSerializer(batch_rejections(batch), many=True).data
+
+
+class BatchAcceptedSerializer(serializers.Serializer):
+    batch_id = serializers.IntegerField()
+    records = serializers.IntegerField(help_text="Records found in the body (not yet validated).")
+    status = serializers.CharField()
+    status_url = serializers.CharField()
