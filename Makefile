@@ -24,9 +24,7 @@ run: $(STAMP)
 	@echo "  post an event:         curl -X POST http://127.0.0.1:$${PORT:-8000}/api/events/ -H 'Authorization: Api-Key <key>' \\"
 	@echo "                           -H 'Content-Type: application/json' -d '{\"id\":\"m1\",\"type\":\"message\",\"from\":\"v1\",\"site_id\":\"demo\",\"data\":{\"message\":\"hi\"},\"timestamp\":'$$(date +%s)'}'"
 	@echo "  analyst token:         $(BIN)/python manage.py createsuperuser && $(BIN)/python manage.py drf_create_token <user>"
-	@$(BIN)/celery -A config worker --beat --loglevel=warning --concurrency=2 & worker=$$!; \
-	trap 'kill $$worker 2>/dev/null; wait $$worker' EXIT INT TERM; \
-	$(BIN)/python manage.py runserver --noreload $${PORT:-8000}
+	@BIN=$(BIN) contrib/dev/run.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
