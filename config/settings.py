@@ -116,7 +116,7 @@ WHITENOISE_USE_FINDERS = True
 # servers to install.
 CELERY_BROKER_URL = os.environ.get("CELERY_BROKER_URL", "filesystem://")
 if CELERY_BROKER_URL == "filesystem://":
-    _queue_dir = BASE_DIR / "var" / "queue"
+    _queue_dir = Path(os.environ.get("QUEUE_DIR", BASE_DIR / "var" / "queue"))
     (_queue_dir / "processed").mkdir(parents=True, exist_ok=True)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_queue_dir),

@@ -46,3 +46,39 @@ def manage(database_url: str):
         )
 
     return run
+
+
+@pytest.fixture(scope="session", autouse=True)
+def in_process_broker() -> None:
+    """Tasks enqueued by in-process API tests stay in this process (kombu's memory
+    transport); end-to-end tests run gunicorn and a worker on a real broker."""
+    from config.celery import app
+
+    app.conf.broker_url = "memory://"
+
+
+@pytest.fixture
+def app_key(db: None) -> str:
+    from ingest.keys import create_application
+
+    return create_application("test-app")[1]
+
+
+@pytest.fixture
+def analyst_token(db: None) -> str:
+    from django.contrib.auth.models import User
+    from rest_framework.authtoken.models import Token
+
+    user = User.objects.create_user("analyst", password="analyst-password")
+    return Token.objects.create(user=user).key
+
+
+@pytest.fixture
+def live_stack(database_url: str, tmp_path: Path):
+    """gunicorn + a Celery worker against the test database (see tests/live.py)."""
+    from tests.live import LiveStack, broker_env
+
+    env = {**os.environ, "DATABASE_URL": database_url, **broker_env(tmp_path)}
+    stack = LiveStack(env=env, tmp_path=tmp_path)
+    yield stack
+    stack.stop()
