@@ -123,6 +123,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_out": str(_queue_dir),
         "processed_folder": str(_queue_dir / "processed"),
         "control_folder": str(_queue_dir / "control"),
+        # The worker looks for new files this often (seconds); one message per look.
+        "polling_interval": 0.1,
         "store_processed": False,
     }
 CELERY_TASK_ACKS_LATE = True

@@ -77,6 +77,9 @@ def store_chunk(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool = False)
     unique: dict[str, tuple[int, NormalizedEvent]] = {}
     for line, event in chunk.events:
         unique.setdefault(event.uid, (line, event))  # the first of a batch wins
+    # Inserting in uid order: two batches sharing ids then wait on each other
+    # instead of deadlocking on the unique index (PostgreSQL).
+    unique = dict(sorted(unique.items()))
     sites = sorted({event.site for _, event in unique.values()})
     Site.objects.bulk_create([Site(code=code) for code in sites], ignore_conflicts=True, batch_size=1000)
     new_ids = insert_events([_event_row(event, batch.pk, line) for line, event in unique.values()])
