@@ -8,7 +8,9 @@ app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
-# The sweeper: batches left pending (broker down, worker killed) are enqueued again.
+# The sweeper: batches left pending (broker down, worker killed) are enqueued
+# again; summaries left stale by an abandoned import are rebuilt.
 app.conf.beat_schedule = {
     "sweep-pending-batches": {"task": "ingest.tasks.sweep_pending_task", "schedule": 60.0},
+    "rebuild-stale-summaries": {"task": "ingest.tasks.rebuild_stale_summaries_task", "schedule": 300.0},
 }

@@ -82,3 +82,16 @@ def _store_file_chunk(job: ImportJob, path: str, chunk: Chunk) -> None:
     job.duplicates += result.duplicates
     job.rejected += result.rejected
     job.save()
+
+
+def rebuild_abandoned_stale_summaries(quiet_seconds: int = 600) -> int:
+    """Rebuild summaries left stale by an import that was killed and not rerun.
+
+    While an import is still advancing it rebuilds its own sites at the end;
+    rebuilding them now would be wasted work, so this waits until no import
+    has moved for `quiet_seconds`.
+    """
+    cutoff = timezone.now() - timezone.timedelta(seconds=quiet_seconds)
+    if ImportJob.objects.filter(finished_at__isnull=True, updated_at__gte=cutoff).exists():
+        return 0
+    return maintenance.rebuild_stale()

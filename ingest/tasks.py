@@ -1,8 +1,8 @@
-"""Celery tasks: thin wrappers; the work is in ingest.batches."""
+"""Celery tasks: thin wrappers; the work is in ingest.batches and ingest.services."""
 
 from celery import shared_task
 
-from ingest import batches
+from ingest import batches, services
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -13,3 +13,8 @@ def process_batch_task(batch_id: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_pending_task() -> int:
     return batches.requeue_stale()
+
+
+@shared_task(ignore_result=True)
+def rebuild_stale_summaries_task() -> int:
+    return services.rebuild_abandoned_stale_summaries()

@@ -315,3 +315,23 @@ def test_process_pending_processes_what_the_broker_never_delivered(client, app_k
     assert "2 of 2 unfinished batches processed" in capsys.readouterr().err
     assert set(RawBatch.objects.values_list("status", flat=True)) == {"done"}
     assert sorted(Event.objects.values_list("uid", flat=True)) == ["id-1", "id-2"]
+
+
+def test_stale_summaries_of_an_abandoned_import_are_rebuilt_once_it_is_quiet(tmp_path):
+    from ingest.models import ImportJob
+    from ingest.services import import_file, rebuild_abandoned_stale_summaries
+    from reports.models import SiteSummary
+
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(ndjson(chat("a"), chat("b", kind="status")))
+    import_file(str(path))
+    SiteSummary.objects.update(stale=True, messages=0)  # as if the import died before its rebuild
+    ImportJob.objects.update(finished_at=None)
+
+    assert rebuild_abandoned_stale_summaries(quiet_seconds=600) == 0  # the import may still be running
+    assert SiteSummary.objects.get().stale
+
+    ImportJob.objects.update(updated_at=timezone.now() - timezone.timedelta(hours=1))
+    assert rebuild_abandoned_stale_summaries(quiet_seconds=600) == 1
+    summary = SiteSummary.objects.get()
+    assert (summary.stale, summary.messages + summary.emails) == (False, 1)
