@@ -82,3 +82,11 @@ def live_stack(database_url: str, tmp_path: Path):
     stack = LiveStack(env=env, tmp_path=tmp_path)
     yield stack
     stack.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    """Keep each phase's report on the test item, for fixtures that show logs on failure."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
