@@ -24,7 +24,8 @@ from __future__ import annotations
 import bisect
 import math
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from itertools import groupby
 
 from django.db import connection, transaction
@@ -47,6 +48,9 @@ class SiteRow:
     emails: int
     operators: int
     visitors: int
+    # Freshness: a stale row waits for a rebuild (bulk import); not part of the value.
+    stale: bool = field(default=False, compare=False)
+    refreshed_at: datetime | None = field(default=None, compare=False)
 
     def classic(self) -> str:
         return (
@@ -306,4 +310,6 @@ def summary_rows(site_id: str | None = None) -> list[SiteRow]:
     summaries = SiteSummary.objects.all()
     if site_id is not None:
         summaries = summaries.filter(site_id=site_id)
-    return ordered_sites(SiteRow(s.site_id, s.messages, s.emails, s.operators, s.visitors) for s in summaries)
+    return ordered_sites(
+        SiteRow(s.site_id, s.messages, s.emails, s.operators, s.visitors, s.stale, s.refreshed_at) for s in summaries
+    )
