@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
@@ -85,3 +86,18 @@ class AppRateThrottle(throttling.SimpleRateThrottle):
     def get_cache_key(self, request: Request, view: object) -> str | None:
         app = request_app(request)
         return None if app is None else self.cache_format % {"scope": self.scope, "ident": app.pk}
+
+
+class ApiKeyScheme(OpenApiAuthenticationExtension):
+    """Describes `Authorization: Api-Key <key>` in the OpenAPI schema (registered on import)."""
+
+    target_class = ApiKeyAuthentication
+    name = "apiKeyAuth"
+
+    def get_security_definition(self, auto_schema: object) -> dict:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": f"Client apps: `{KEYWORD} <key>` (from `manage.py create_app`).",
+        }
