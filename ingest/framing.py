@@ -106,6 +106,12 @@ def iter_ndjson(stream: BinaryIO, offset: int = 0, line_no: int = 1, max_record:
                     pending = block[cut + 1 :] if cut >= 0 else b""
                     break
                 size += len(block)
+    # After an endless line, `pending` can still hold whole lines of the last block.
+    *lines, pending = pending.split(b"\n")
+    for line in lines:
+        offset += len(line) + 1
+        yield line_no, line, offset
+        line_no += 1
     if pending:
         offset += len(pending)
         yield line_no, pending, offset
