@@ -49,6 +49,15 @@ def open_stream(path: str) -> BinaryIO:
     return raw
 
 
+def _rest_length(stream: BinaryIO) -> int:
+    """Read the stream to its end; a record that ends the stream covers the rest, so the
+    checkpoint after it is the end and a rerun does not parse the remainder as records."""
+    size = 0
+    while block := stream.read(BLOCK_SIZE):
+        size += len(block)
+    return size
+
+
 def skip_to(stream: BinaryIO, offset: int) -> None:
     """Position a stream at `offset`: a seek for files, a read for gzip streams."""
     if offset:
@@ -172,7 +181,8 @@ def iter_json_array(
                     advance(len(buf))
                     break
                 if buf[m.start() : m.start() + 1] != b"[":
-                    yield lines_to_pos, Broken("the stream is not a JSON array", buf[m.start() :]), base + len(buf)
+                    not_array = Broken("the stream is not a JSON array", buf[m.start() :])
+                    yield lines_to_pos, not_array, base + len(buf) + _rest_length(stream)
                     return
                 advance(m.end())
                 depth = 1
@@ -189,7 +199,7 @@ def iter_json_array(
                     rest = _NOT_SPACE.search(buf, pos)
                     if rest:
                         trailing = Broken("unexpected data after the JSON array", buf[rest.start() :])
-                        yield lines_to_pos, trailing, base + len(buf)
+                        yield lines_to_pos, trailing, base + len(buf) + _rest_length(stream)
                         return
                     done = True
                     break
@@ -227,9 +237,9 @@ def iter_json_array(
             start = None
             progressed = True
         if start is not None and pos - start > max_record:
-            size = pos - start
-            yield start_line, oversize(size, max_record, buf[start:]), base + len(buf)
-            yield start_line, Broken("the JSON array cannot be read past an oversize record", b""), base + len(buf)
+            size, end = pos - start, base + len(buf) + _rest_length(stream)
+            yield start_line, oversize(size, max_record, buf[start:]), end
+            yield start_line, Broken("the JSON array cannot be read past an oversize record", b""), end
             return
         if eof and not progressed:
             if start is not None:
@@ -237,6 +247,14 @@ def iter_json_array(
             if depth > 0 and not done:
                 yield lines_to_pos, Broken("the JSON array is not closed", b""), base + len(buf)
             return
+    # The closing bracket can end a block: data after it may still be in the stream.
+    offset = base + len(buf)
+    while block := stream.read(BLOCK_SIZE):
+        if rest := _NOT_SPACE.search(block):
+            trailing = Broken("unexpected data after the JSON array", block[rest.start() :])
+            yield lines_to_pos, trailing, offset + len(block) + _rest_length(stream)
+            return
+        offset += len(block)
 
 
 def iter_records(stream: BinaryIO, framing: str, **kwargs: object) -> Iterator[RawRecord]:
