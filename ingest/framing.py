@@ -233,7 +233,8 @@ def iter_json_array(
             # A comma or the closing bracket at depth 1 ends the element.
             advance(m.start())
             element = buf[start:pos].rstrip()
-            yield start_line, element, base + pos
+            # The offset right after the element: its line is start_line + the element's newlines.
+            yield start_line, element, base + start + len(element)
             start = None
             progressed = True
         if start is not None and pos - start > max_record:

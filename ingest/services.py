@@ -11,7 +11,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ingest.framing import ARRAY, detect_framing, iter_records, open_stream
+from ingest.framing import ARRAY, RawRecord, detect_framing, iter_records, open_stream
 from ingest.models import ImportJob, RawBatch
 from ingest.records import Chunk, validate_into
 from ingest.store import store_chunk
@@ -53,7 +53,7 @@ def import_file(path: str, *, chunk_lines: int | None = None, on_progress: Progr
         )
         while raw := list(islice(records, chunk_lines)):
             chunk = validate_into(Chunk(), raw, time.time())
-            _store_file_chunk(job, path, chunk)
+            _store_file_chunk(job, path, chunk, _line_after(raw[-1], framing))
             if on_progress:
                 on_progress(job)
     if job.finished_at is None:
@@ -63,8 +63,16 @@ def import_file(path: str, *, chunk_lines: int | None = None, on_progress: Progr
     return job
 
 
+def _line_after(record: RawRecord, framing: str) -> int:
+    """The line number at a record's end offset, where a resumed import goes on counting."""
+    line, raw, _end = record
+    if framing == ARRAY:  # the offset is right after the element, on its last line
+        return line + (raw.count(b"\n") if isinstance(raw, bytes) else 0)
+    return line + 1  # the offset is after the line's newline
+
+
 @transaction.atomic
-def _store_file_chunk(job: ImportJob, path: str, chunk: Chunk) -> None:
+def _store_file_chunk(job: ImportJob, path: str, chunk: Chunk, next_line: int) -> None:
     locked = ImportJob.objects.select_for_update().get(pk=job.pk)
     if locked.next_offset != job.next_offset:
         raise ConcurrentImport(f"{path} is being imported by another process")
@@ -77,7 +85,7 @@ def _store_file_chunk(job: ImportJob, path: str, chunk: Chunk) -> None:
     )
     result = store_chunk(batch, chunk, defer_summaries=True)
     job.next_offset = chunk.end_offset
-    job.next_line = chunk.last_line + 1
+    job.next_line = next_line
     job.accepted += result.accepted
     job.duplicates += result.duplicates
     job.rejected += result.rejected
