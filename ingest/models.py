@@ -57,6 +57,9 @@ class RawBatch(models.Model):
     last_line = models.BigIntegerField(default=0)
     byte_start = models.BigIntegerField(null=True, blank=True)
     byte_end = models.BigIntegerField(null=True, blank=True)
+    # Ranges of a parallel file import only (null otherwise): where a worker
+    # resumes; it advances with each committed sub-chunk.
+    next_offset = models.BigIntegerField(null=True, blank=True)
     # API bodies only; file chunks are read from the file.
     body = models.BinaryField(blank=True, default=b"")
     content_type = models.CharField(max_length=100, blank=True, default="")
