@@ -16,6 +16,7 @@ from django.db import transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
+from ingest import parallel_import
 from ingest.body import decode_body, frame_body
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into
@@ -65,10 +66,13 @@ def batch_records(batch: RawBatch) -> Chunk:
 def process_batch(batch_id: int) -> RawBatch | None:
     """Process a batch once; a second delivery, even a concurrent one, changes nothing."""
     claimed = (
-        RawBatch.objects.filter(pk=batch_id, status__in=UNFINISHED)
+        RawBatch.objects.filter(pk=batch_id, status__in=UNFINISHED, next_offset__isnull=True)
         .update(status=RawBatch.Status.PROCESSING, attempts=F("attempts") + 1, claimed_at=timezone.now())
     )  # fmt: skip
     if not claimed:
+        # The sweeper and process_pending also hand over the file ranges of parallel imports.
+        if RawBatch.objects.filter(pk=batch_id, next_offset__isnull=False).exists():
+            return parallel_import.process_range(batch_id)
         return None
     with transaction.atomic():
         batch = RawBatch.objects.select_for_update().get(pk=batch_id)

@@ -1,13 +1,18 @@
-"""Celery tasks: thin wrappers; the work is in ingest.batches and ingest.services."""
+"""Celery tasks: thin wrappers; the work is in ingest.batches, ingest.parallel_import and ingest.services."""
 
 from celery import shared_task
 
-from ingest import batches, services
+from ingest import batches, parallel_import, services
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def process_batch_task(batch_id: int) -> None:
     batches.process_batch(batch_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+def import_range_task(batch_id: int, chunk_lines: int | None = None) -> None:
+    parallel_import.process_range(batch_id, chunk_lines)
 
 
 @shared_task(ignore_result=True)
