@@ -15,8 +15,9 @@ analyst token, then measures, with the worker running unless said otherwise:
   fresh         seconds from the last 202 to every batch done, and to
                 GET /api/sites/summary/?format=txt equal to DuckDB's summary of
                 every line posted so far (bench/duckdb_summary.py)
-  drain         the worker alone: batches posted with the worker stopped, then
-                the worker started; events/s from its first claim to its last batch done
+  worker stopped  single events and batches posted with the worker stopped (the
+                web tier alone), then the worker started: batches/s and events/s
+                from its first claim to its last batch done, per kind of batch
 
 The client is on the same machine (threads, keep-alive http.client), so client,
 web server, worker, PostgreSQL and Redis share its cores; the CPU table says who
@@ -28,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import http.client
+import itertools
 import os
 import platform
 import queue
@@ -546,6 +548,7 @@ def main() -> None:
     parser.add_argument("--dir", default="/tmp/switchboard-bench/http")
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     source_url = os.environ.get("DATABASE_URL", "")
     broker = os.environ.get("CELERY_BROKER_URL", "")
@@ -577,16 +580,23 @@ def main() -> None:
     key = app_key(env, "bench-http")
     token = analyst_token(env, "bench-analyst")
 
-    singles_wanted = args.single
     batched_events = args.batches * args.batch_size
     drain_events = args.drain_batches * args.batch_size
-    lines = generate_lines(int(singles_wanted * 1.01) + 2 * batched_events + drain_events + 100, workdir, args.seed)
-    single_lines = [line for line in lines[: int(singles_wanted * 1.01) + 100] if is_event_object(line)]
-    single_lines = single_lines[:singles_wanted]
-    rest = lines[int(singles_wanted * 1.01) + 100 :]
-    batched_lines = rest[:batched_events]
-    gzip_lines = rest[batched_events : 2 * batched_events]
-    drain_lines = rest[2 * batched_events : 2 * batched_events + drain_events]
+    spare = args.single // 50 + 100  # single posts skip the malformed lines
+    source = iter(generate_lines(2 * (args.single + spare) + 2 * batched_events + drain_events, workdir, args.seed))
+
+    def take(n: int) -> list[bytes]:
+        return list(itertools.islice(source, n))
+
+    def take_objects(n: int) -> list[bytes]:
+        """The next `n` lines that are JSON objects: one event per request (application/json)."""
+        return list(itertools.islice(filter(is_event_object, source), n))
+
+    single_lines = take_objects(args.single)
+    batched_lines = take(batched_events)
+    gzip_lines = take(batched_events)
+    queued_single_lines = take_objects(args.single)
+    drain_lines = take(drain_events)
     posted = workdir / "posted.jsonl"
     posted.write_bytes(b"")
 
@@ -636,25 +646,43 @@ def main() -> None:
                 f"| {stats.accepted:,} / {stats.duplicates:,} / {stats.rejected:,} |"
             )
 
-        log(f"drain: {args.drain_batches} batches posted with the worker stopped")
+        log("worker stopped: single events and batches pile up, then the worker drains them")
         stack.stop_worker()
-        expected = add_posted(drain_lines)
-        ndjson = {**auth, "Content-Type": "application/x-ndjson"}
-        load = run_load(stack.port, posts(chunks(drain_lines, args.batch_size)), ndjson, args.batch_concurrency)
+        expected = add_posted(queued_single_lines + drain_lines)
+        queued = [
+            ("single, worker stopped", queued_single_lines, posts(queued_single_lines),
+             {**auth, "Content-Type": "application/json"}, args.single_concurrency),
+            ("batched, worker stopped", drain_lines, posts(chunks(drain_lines, args.batch_size)),
+             {**auth, "Content-Type": "application/x-ndjson"}, args.batch_concurrency),
+        ]  # fmt: skip
+        drained: list[tuple[str, BatchStats]] = []
+        loads = []
+        for phase, phase_lines, jobs, headers, concurrency in queued:
+            before = groups.snapshot()
+            load = run_load(stack.port, jobs, headers, concurrency)
+            cpu = cpu_used(before, groups.snapshot())
+            rows.append(Row(phase, load, len(phase_lines), cpu))
+            cpu_rows.append(cpu_row(f"{phase} (posting)", load.wall, cpu))
+            loads.append(load)
         stack.start_worker(args.worker_concurrency)
         groups = CpuGroups(stack.sessions(), args.db, postmaster)
         before = groups.snapshot()
         start = time.perf_counter()
         fresh = measure_freshness(stack, poller, token, expected, start, 900)
-        cpu_rows.append(cpu_row("drain (worker alone)", fresh.done_after, cpu_used(before, groups.snapshot())))
-        drain = batch_stats(dsn, load.batch_ids())
+        cpu_rows.append(cpu_row("worker alone, draining both", fresh.done_after, cpu_used(before, groups.snapshot())))
+        fresh_rows.append(
+            f"| worker started on that backlog (times from its start) | {fresh.backlog_at_last_202:,} "
+            f"| {fresh.done_after:.2f} | {fresh.fresh_after:.2f} | |"
+        )
+        drained.append(("1 event per batch", batch_stats(dsn, loads[0].batch_ids())))
+        drained.append((f"{args.batch_size:,} events per batch", batch_stats(dsn, loads[1].batch_ids())))
     finally:
         stack.stop()
 
     report = [
         machine_line(),
         f"servers: {server_versions(dsn, redis_url)}; load average before the run: "
-        + " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        + " ".join(f"{v:.2f}" for v in load_before),
         f"web: gunicorn -c contrib/deploy/gunicorn.conf.py (workers={args.web_workers or 'conf default'}, "
         f"threads={args.web_threads or 'conf default'}); worker: celery --concurrency={args.worker_concurrency}",
         "",
@@ -668,13 +696,15 @@ def main() -> None:
         "|---|---|---|---|---|",
         *fresh_rows,
         "",
-        "| worker alone (drain) | batches | events | first claim -> last done, s | events/s |",
-        "|---|---|---|---|---|",
-        f"| concurrency {args.worker_concurrency} | {drain.batches:,} | {drain.records:,} | {drain.span:.2f} "
-        f"| {drain.records / drain.span:,.0f} |",
+        "| worker alone, draining a backlog | batches | events | first claim -> last done, s | batches/s | events/s |",
+        "|---|---|---|---|---|---|",
+        *(
+            f"| {name} | {st.batches:,} | {st.records:,} | {st.span:.2f} | {st.batches / st.span:,.1f} "
+            f"| {st.records / st.span:,.0f} |"
+            for name, st in drained
+        ),
         "",
-        "| CPU core-seconds | wall s | client | gunicorn | worker | postgres (bench db) | everything else "
-        "| machine busy |",
+        "| CPU core-seconds | wall s | client | gunicorn | worker | postgres | everything else | machine busy |",
         "|---|---|---|---|---|---|---|---|",
         *cpu_rows,
     ]

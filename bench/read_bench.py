@@ -8,8 +8,9 @@ migrations and an analyst user with a token. It counts the stored events,
 checks that the API's summary equals `manage.py site_summary`, starts gunicorn
 with contrib/deploy/gunicorn.conf.py, and measures latency over --requests
 requests per endpoint from one client thread (keep-alive), then throughput from
---concurrency threads. GET /api/health/ is the floor: a request that does
-almost nothing but pass through Django and DRF.
+--concurrency threads. Beside the summaries: /api/health/ (a database query, a
+broker round trip and the backlog count) and first pages of /api/events/ for
+the busiest and the quietest site, for comparison.
 """
 
 from __future__ import annotations
@@ -47,6 +48,15 @@ def stored_counts(dsn: str) -> tuple[int, int, int, str]:
     return events, sites, stale, size
 
 
+def site_middle(dsn: str, site: str) -> float:
+    """The middle of a site's time range (epoch seconds), for a time-window query."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT (min(ts) + max(ts)) / 2 FROM events_event WHERE site_id = %s", [site])
+        middle = cursor.fetchone()[0]
+    conn.close()
+    return float(middle or 0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--requests", type=int, default=500, help="requests per endpoint and mode")
@@ -55,6 +65,7 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=None, help="default: gunicorn.conf.py's (2)")
     parser.add_argument("--dir", default="/tmp/switchboard-bench/read")
     args = parser.parse_args()
+    load_before = os.getloadavg()
 
     dsn = os.environ.get("DATABASE_URL", "")
     if not dsn.startswith(("postgres://", "postgresql://")):
@@ -62,9 +73,7 @@ def main() -> None:
     workdir = Path(args.dir)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "web.log").unlink(missing_ok=True)
-    env = {**os.environ, "DEBUG": "false"}
-    env.pop("REDIS_URL", None)  # reads touch no cache; keep the shared Redis out of it
-    env["CELERY_BROKER_URL"] = os.environ.get("CELERY_BROKER_URL", "memory://")
+    env = {**os.environ, "DEBUG": "false"}  # CELERY_BROKER_URL: /api/health/ checks the broker, as in production
 
     log("migrating (pending migrations only)")
     manage(env, "migrate", "--noinput", "-v0")
@@ -74,14 +83,20 @@ def main() -> None:
     if not reference:
         raise SystemExit("the database holds no site summary: import events first")
     token = analyst_token(env, "bench-reader")
-    # The site with the most messages: the largest single-site answer.
-    biggest = max(reference, key=lambda line: int(line.split(",messages=")[1].split(",")[0])).split(",")[0]
+    # The busiest and the quietest site (by chats): single-site answers and event pages at both ends.
+    by_chats = sorted(reference, key=lambda line: int(line.split(",messages=")[1].split(",")[0]))
+    biggest, smallest = by_chats[-1].split(",")[0], by_chats[0].split(",")[0]
 
+    middle = site_middle(dsn, biggest)
+    site = quote(biggest, safe="")
     endpoints = [
-        ("health (floor)", "/api/health/"),
         ("summary JSON", "/api/sites/summary/"),
         ("summary txt", "/api/sites/summary/?format=txt"),
-        ("one site JSON", f"/api/sites/{quote(biggest, safe='')}/summary/"),
+        ("one site JSON", f"/api/sites/{site}/summary/"),
+        ("health (DB, broker, backlog)", "/api/health/"),
+        ("events: one site, first page", f"/api/events/?site={site}"),
+        ("events: one site, one hour", f"/api/events/?site={site}&since={middle:.0f}&until={middle + 3600:.0f}"),
+        ("events: quietest site, first page", f"/api/events/?site={quote(smallest, safe='')}"),
     ]
     auth = {"Authorization": f"Token {token}"}
     stack = Stack(env, workdir)
@@ -114,8 +129,9 @@ def main() -> None:
     report = [
         machine_line(),
         f"servers: {server_versions(dsn, None)}; load average before the run: "
-        + " ".join(f"{v:.2f}" for v in os.getloadavg()),
+        + " ".join(f"{v:.2f}" for v in load_before),
         f"stored: {events:,} events, {sites} sites ({stale} stale), database {size}; summary JSON {json_bytes:,} bytes",
+        f"busiest site: {by_chats[-1]}; quietest: {by_chats[0]}",
         f"web: gunicorn -c contrib/deploy/gunicorn.conf.py (workers={args.web_workers or 'conf default'}, "
         f"threads={args.web_threads or 'conf default'})",
         "",
