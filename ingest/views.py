@@ -19,6 +19,7 @@ from ingest.body import BodyError, count_records, decode_body
 from ingest.health import health
 from ingest.selectors import visible_batches
 from ingest.serializers import BatchAcceptedSerializer, BatchSerializer
+from reports.views import EventListView
 
 ERROR = OpenApiResponse(description='JSON error: `{"detail": "why"}`')
 
@@ -87,8 +88,8 @@ class PostEventsMixin:
         return super().get_permissions()
 
 
-class EventsIntakeView(PostEventsMixin, APIView):
-    pass
+class EventsView(PostEventsMixin, EventListView):
+    """`/api/events/`: apps post batches, analysts query stored events."""
 
 
 class BatchDetailView(APIView):

@@ -271,7 +271,6 @@ def ids(events: list[dict]) -> list[str]:
     return [e["id"] for e in events]
 
 
-@pytest.mark.urls("tests.read_api_urls")
 @pytest.mark.usefixtures("dataset")
 class TestEvents:
     def total(self, dataset: dict) -> int:
@@ -476,7 +475,6 @@ def small(shared_data) -> None:
     import_file(str(shared_data / "chat" / "external_small.jsonl"))  # the site "1"
 
 
-@pytest.mark.urls("tests.read_api_urls")
 @pytest.mark.parametrize("url", ANALYST_URLS)
 def test_anonymous_is_401_with_a_token_challenge(small, url):
     response = APIClient().get(url)
@@ -487,7 +485,6 @@ def test_anonymous_is_401_with_a_token_challenge(small, url):
     assert response.json() == {"detail": "Authentication credentials were not provided."}
 
 
-@pytest.mark.urls("tests.read_api_urls")
 @pytest.mark.parametrize("url", ANALYST_URLS)
 def test_credentials_and_roles(small, url):
     client = APIClient()
@@ -504,7 +501,6 @@ def test_credentials_and_roles(small, url):
     assert bad_key.status_code == 401 and bad_key.json() == {"detail": "Unknown or revoked API key."}
 
 
-@pytest.mark.urls("tests.read_api_urls")
 @pytest.mark.parametrize("url", ANALYST_URLS)
 def test_token_and_admin_session_may_read(small, analyst, shared_data, url):
     session = APIClient()

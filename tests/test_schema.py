@@ -10,8 +10,6 @@ import yaml
 from django.core.management import call_command
 from rest_framework.test import APIClient
 
-pytestmark = pytest.mark.urls("tests.read_api_urls")
-
 ANALYST_PATHS = ["/api/sites/summary/", "/api/sites/{site_id}/summary/", "/api/rooms/summary/"]
 EVENT_FILTERS = {"site", "session", "family", "type", "category", "name", "actor", "since", "until"}
 
