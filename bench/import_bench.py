@@ -41,6 +41,8 @@ def main() -> None:
     parser.add_argument("--lines", type=int, default=1_000_000)
     parser.add_argument("--dir", default="/tmp/switchboard-bench")
     parser.add_argument("--chunk-lines", type=int, default=None)
+    parser.add_argument("--parallel", type=int, default=0, metavar="N", help="import with N worker processes")
+    parser.add_argument("--chunk-bytes", type=int, default=None, help="with --parallel: bytes per range")
     args = parser.parse_args()
 
     workdir = Path(args.dir)
@@ -56,13 +58,30 @@ def main() -> None:
     ours = [PYTHON, "manage.py", "import_jsonl", str(data), "--summary"]
     if args.chunk_lines:
         ours += ["--chunk-lines", str(args.chunk_lines)]
-    our_wall, our_rss = run_measured(ours, env, workdir / "ours.txt")
+    worker = None
+    if args.parallel:
+        ours.append("--parallel")
+        if args.chunk_bytes:
+            ours += ["--chunk-bytes", str(args.chunk_bytes)]
+        subprocess.run([PYTHON, "-m", "celery", "-A", "config", "purge", "-f"], cwd=REPO, env=env, check=True)
+        worker_cmd = [PYTHON, "-m", "celery", "-A", "config", "worker", "--concurrency", str(args.parallel),
+                      "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]  # fmt: skip
+        worker = subprocess.Popen(worker_cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+    try:
+        our_wall, our_rss = run_measured(ours, env, workdir / "ours.txt")
+    finally:
+        if worker:
+            worker.terminate()  # warm shutdown: the ranges are all done by now
+            _, _, usage = os.wait4(worker.pid, 0)
+            our_rss = max(our_rss, usage.ru_maxrss / 1024)
     peer_wall, peer_rss = run_measured([PYTHON, "bench/duckdb_summary.py", str(data)], env, workdir / "duckdb.txt")
 
     same = (workdir / "ours.txt").read_bytes() == (workdir / "duckdb.txt").read_bytes()
     size_mb = data.stat().st_size / 1e6
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
     print(f"database: {database.split('@')[-1]}")
+    if args.parallel:
+        print(f"import_jsonl --parallel with a Celery worker of concurrency {args.parallel}")
     print("| lines | file MB | import_jsonl s | lines/s | peak RSS MiB | DuckDB s | DuckDB RSS MiB | ratio | same |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(

@@ -95,8 +95,14 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     }
     DATABASES["default"]["CONN_MAX_AGE"] = 0
     # A file, not memory, so that tests can share the test database with the
-    # processes they start (import_jsonl runs killed with SIGKILL, workers).
-    DATABASES["default"]["TEST"] = {"NAME": str(BASE_DIR / "var" / "test.sqlite3")}
+    # processes they start (import_jsonl runs killed with SIGKILL, workers);
+    # beside the database's own file, so that runs on different files do not meet.
+    _db_file = Path(DATABASES["default"]["NAME"])
+    DATABASES["default"]["TEST"] = {
+        "NAME": str(BASE_DIR / "var" / "test.sqlite3")
+        if _db_file == BASE_DIR / "db.sqlite3"
+        else str(_db_file.with_suffix(".test.sqlite3"))
+    }
 
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
@@ -175,6 +181,8 @@ SWITCHBOARD = {
     "MAX_RECORD_BYTES": env_int("MAX_RECORD_BYTES", 64 * 1024),
     "MAX_REJECTED_RAW_CHARS": 2000,
     "FUTURE_TOLERANCE_SECONDS": 300,
+    # Arrays/objects nested deeper are rejected: Django reads JSON back recursively.
+    "MAX_NESTING": env_int("MAX_NESTING", 100),
     "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 20_000),
     "MAX_STANZA_BYTES": env_int("MAX_STANZA_BYTES", 64 * 1024),
     # The sweeper enqueues a pending batch that the broker never took after

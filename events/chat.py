@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 from events.registry import (
@@ -61,8 +62,10 @@ def normalize(record: dict[str, Any]) -> NormalizedEvent:
             raise Invalid(f"'data.message' must be a string, got {json_type_name(data.get('message'))}")
     else:
         status = data.get("status")
-        if not isinstance(status, str) or status not in STATUSES:
-            raise Invalid(f'\'data.status\' must be "online" or "offline", got {status!r}')
+        if not isinstance(status, str):
+            raise Invalid(f'\'data.status\' must be "online" or "offline", got {json_type_name(status)}')
+        if status not in STATUSES:
+            raise Invalid(f'\'data.status\' must be "online" or "offline", got {reprlib.repr(status)}')
         online = STATUSES[status]
     return NormalizedEvent(
         uid=uid, family=FAMILY, kind=kind, site=site, ts=ts, payload=record, actor=actor, online=online

@@ -41,15 +41,42 @@ class Chunk:
 
 
 def raw_text(raw: bytes) -> str:
+    """A rejected record's text as kept: bounded, undecodable bytes and NUL escaped (PostgreSQL text)."""
     limit = settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
-    return raw[: limit * 4].decode("utf-8", errors="backslashreplace")[:limit]
+    text = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
+    return text.replace("\x00", "\\x00")[:limit]
 
 
 def json_error_reason(error: orjson.JSONDecodeError) -> str:
     message = str(error)
+    if "byte order mark" in message:
+        return "not valid JSON: a byte order mark (BOM) is accepted only at the start of a file"
     if "UTF-8" in message:
         return "not valid UTF-8"
     return f"not valid JSON: {message}"
+
+
+def nesting_depth(value: object) -> int:
+    """How deeply arrays and objects nest in a decoded JSON value (iterative: no recursion limit)."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if isinstance(item, dict):
+            item = item.values()
+        elif not isinstance(item, list):
+            continue
+        deepest = max(deepest, level)
+        stack.extend((child, level + 1) for child in item)
+    return deepest
+
+
+def too_deep(raw: bytes, value: object) -> str | None:
+    """Why a record nests too deeply to be stored and read back (Django decodes JSON recursively)."""
+    limit = settings.SWITCHBOARD["MAX_NESTING"]
+    # Only a record with more brackets than the limit can exceed it: most are never walked.
+    if raw.count(b"[") + raw.count(b"{") > limit and nesting_depth(value) > limit:
+        return f"arrays and objects nest deeper than {limit} levels"
+    return None
 
 
 def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chunk:
@@ -76,7 +103,10 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
             continue
         try:
-            event = normalize(orjson.loads(raw), now, tolerance)
+            value = orjson.loads(raw)
+            if reason := too_deep(raw, value):
+                raise Invalid(reason)
+            event = normalize(value, now, tolerance)
         except orjson.JSONDecodeError as error:
             rejections.append(RejectedRecord(line, json_error_reason(error), raw_text(raw)))
         except Invalid as error:
@@ -97,6 +127,8 @@ def validate_values(values: list[object], now: float) -> Chunk:
             chunk.rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
             continue
         try:
+            if reason := too_deep(raw, value):
+                raise Invalid(reason)
             event = normalize(value, now, tolerance)
         except Invalid as error:
             chunk.rejections.append(RejectedRecord(line, str(error), raw_text(raw)))

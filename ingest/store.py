@@ -25,6 +25,7 @@ EVENT_COLUMNS = (
     "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "payload",
     "batch_id", "line",
 )  # fmt: skip
+REASON_LENGTH = Rejection._meta.get_field("reason").max_length
 COPY_THRESHOLD = 2000  # rows; below it multi-row INSERTs are as fast as COPY
 
 
@@ -89,7 +90,7 @@ def store_chunk(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool = False)
     )
     maintenance.events_stored(new_events, defer=defer_summaries)
     Rejection.objects.bulk_create(
-        [Rejection(batch=batch, line=r.line, reason=r.reason, raw=r.raw) for r in chunk.rejections],
+        [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in chunk.rejections],
         batch_size=1000,
     )
     result = StoreResult(
