@@ -89,7 +89,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # WAL lets the web process read while a worker writes; the timeout makes
     # writers queue instead of failing with "database is locked".
     DATABASES["default"]["OPTIONS"] = {
-        "timeout": 30,
+        "timeout": env_int("SQLITE_TIMEOUT", 30),  # seconds a writer waits for the lock
         "transaction_mode": "IMMEDIATE",
         "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
     }

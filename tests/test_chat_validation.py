@@ -896,7 +896,7 @@ def test_rejections_that_postgresql_text_could_not_hold_are_stored_readably():
     assert rejections[0][2] == '{"a": 1}\\x00' and rejections[1][2] == '{"a": "\\x00"}'
     assert all(reason.startswith("not valid JSON") for _, reason, _ in rejections[:2])
     reason = rejections[2][1]
-    assert reason.startswith("'data.status' must be \"online\" or \"offline\", got 'xxx") and "..." in reason
+    assert reason.startswith('\'data.status\' must be "online" or "offline", got \'xxx') and "..." in reason
     assert len(reason) < 100
     assert stored()[0][0] == "ok"
 

@@ -68,9 +68,7 @@ def manage(stack: LiveStack, *args: str, **env: str) -> subprocess.CompletedProc
 
 
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_shuffled_batches_posted_twice_give_the_expected_summary(
-    name, live_stack, shared_data, app_key, analyst_token
-):
+def test_shuffled_batches_posted_twice_give_the_expected_summary(name, live_stack, shared_data, app_key, analyst_token):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
     lines = file_lines(shared_data / "chat" / f"{name}.jsonl")
@@ -98,9 +96,7 @@ def test_shuffled_batches_posted_twice_give_the_expected_summary(
     assert sum(b.rejected for b in done if b.pk in first_posts) == counts["rejected"], f"seed {seed}"
 
 
-def test_posts_while_the_broker_is_down_are_processed_when_it_returns(
-    live_stack, shared_data, app_key, analyst_token
-):
+def test_posts_while_the_broker_is_down_are_processed_when_it_returns(live_stack, shared_data, app_key, analyst_token):
     good_broker = live_stack.env["CELERY_BROKER_URL"]
     # Nothing listens on this port: every enqueue fails.
     down = f"redis://127.0.0.1:{free_port()}/0"
@@ -167,4 +163,3 @@ def _show_logs_on_failure(request, live_stack):
     if report is not None and report.failed:
         for name in ("web.log", "worker.log"):
             print(f"--- {name} ---", live_stack.log(name), sep="\n")
-

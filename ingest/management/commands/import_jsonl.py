@@ -6,6 +6,7 @@ import os
 import sys
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.db import Error as DatabaseError  # InterfaceError (connection gone) included
 from tqdm import tqdm
 
 from ingest import parallel_import
@@ -81,6 +82,11 @@ class Command(BaseCommand):
             return import_file(path, chunk_lines=chunk_lines, on_progress=progress)
         except ConcurrentImport as error:
             raise CommandError(str(error)) from error
+        except DatabaseError as error:  # a restart, a lost connection, a lock held too long
+            raise CommandError(
+                f"{path}: database error ({str(error).strip()}); run the same command again to resume"
+                " from the last checkpoint"
+            ) from error
         finally:
             bar.close()
 
