@@ -112,7 +112,8 @@ USE_I18N = True
 USE_TZ = True
 
 STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "var" / "static"
+STATIC_ROOT = BASE_DIR / "var" / "static"  # filled by collectstatic (make run, deployment)
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # WhiteNoise warns on every request without it
 # WhiteNoise serves the admin's static files from the app directories, so
 # runserver and gunicorn need no collectstatic or web server in front.
 WHITENOISE_USE_FINDERS = True
