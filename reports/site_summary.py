@@ -9,10 +9,12 @@ when its timestamp falls inside a span, and an e-mail otherwise.
 
 Every path uses the same two operations:
 
-* `apply_new_events` (workers, per batch): classify the batch's new messages
-  against the stored spans and, when new statuses arrived, recompute the spans
-  from the earliest new status on and move the messages whose side changed.
-  The work is bounded by the events after that timestamp, not by the site.
+* `apply_new_events` (workers, per batch): classify each new message with one
+  index probe of the stored spans and, for new statuses, recompute the spans
+  only in the windows they can change: from a new status to its operator's
+  next status (after which the operator's state is as it was), moving the
+  messages of those windows whose side changed. The work is bounded by the
+  events inside the windows, not by the site, however late a status arrives.
 * `rebuild_site` (bulk import, repair): recompute a site from its events in one
   ordered pass over its statuses and one over its message timestamps.
 
@@ -29,6 +31,7 @@ from datetime import datetime
 from itertools import groupby
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from events.db import insert_ignoring_conflicts
@@ -122,21 +125,102 @@ def _stream(sql: str, params: Sequence[object]) -> Iterator[tuple]:
             yield from rows
 
 
-def _statuses_since(site_id: str, since: float) -> Iterator[Status]:
+def _until(end: float) -> tuple[str, list[float]]:
+    """An upper time bound for a query, or none for an open window."""
+    return ("", []) if end == math.inf else (" AND ts <= %s", [end])
+
+
+def _statuses_since(site_id: str, since: float, through: float = math.inf) -> Iterator[Status]:
+    """Statuses with since <= ts <= through."""
+    bound, params = _until(through)
     return _stream(
         "SELECT ts, uid, actor, online FROM events_event"
-        " WHERE site_id = %s AND family = 'chat' AND kind = 'status' AND ts >= %s",
-        [site_id, since],
+        " WHERE site_id = %s AND family = 'chat' AND kind = 'status' AND ts >= %s" + bound,
+        [site_id, since, *params],
     )
 
 
-def _message_ts_since(site_id: str, since: float) -> Iterator[float]:
+def _message_ts_since(site_id: str, since: float, before: float = math.inf) -> Iterator[float]:
+    """Message timestamps with since <= ts < before, ascending."""
+    bound, params = ("", []) if before == math.inf else (" AND ts < %s", [before])
     rows = _stream(
         "SELECT ts FROM events_event"
-        " WHERE site_id = %s AND family = 'chat' AND kind = 'message' AND ts >= %s ORDER BY ts",
-        [site_id, since],
+        " WHERE site_id = %s AND family = 'chat' AND kind = 'message' AND ts >= %s" + bound + " ORDER BY ts",
+        [site_id, since, *params],
     )
     return (row[0] for row in rows)
+
+
+def _next_status_ts(site_id: str, operator: str, ts: float, uid: str) -> float:
+    """When the operator's status after (ts, uid) is given: its effect ends there (inf: never)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT uid FROM events_event WHERE site_id = %s AND actor = %s"
+            " AND family = 'chat' AND kind = 'status' AND ts = %s",
+            [site_id, operator, ts],
+        )
+        if any(other > uid for (other,) in cursor.fetchall()):  # ties by id in code-point order
+            return ts
+        cursor.execute(
+            "SELECT MIN(ts) FROM events_event WHERE site_id = %s AND actor = %s"
+            " AND family = 'chat' AND kind = 'status' AND ts > %s",
+            [site_id, operator, ts],
+        )
+        (later,) = cursor.fetchone()
+    return math.inf if later is None else later
+
+
+def affected_windows(changes: Iterable[tuple[float, float]]) -> list[Span]:
+    """Merge (status ts, next status ts of its operator) pairs into disjoint windows [start, end).
+
+    Outside them no operator's state changed. A window of zero length (the
+    status is overridden at its own timestamp) changes nothing.
+    """
+    merged: list[list[float]] = []
+    for start, end in sorted(changes):
+        if merged and start <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], end)
+        else:
+            merged.append([start, end])
+    return [(start, end) for start, end in merged if end > start]
+
+
+def clip(spans: Iterable[Span], start: float, end: float) -> list[Span]:
+    """The parts of sorted spans inside [start, end)."""
+    return [(max(s, start), min(e, end)) for s, e in spans if min(e, end) > max(s, start)]
+
+
+def merge_touching(spans: Iterable[Span]) -> list[Span]:
+    """Disjoint spans with the ones that touch or overlap joined (stored spans are maximal)."""
+    merged: list[Span] = []
+    for s, e in sorted(spans):
+        if merged and s <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], e))
+        else:
+            merged.append((s, e))
+    return merged
+
+
+def _count_chats_at(site_id: str, message_ts: Sequence[float]) -> int:
+    """How many of these timestamps fall in a stored span: one index probe each.
+
+    Spans are disjoint, so only the last span starting at or before a message
+    can hold it.
+    """
+    chats = 0
+    for i in range(0, len(message_ts), 500):
+        part = message_ts[i : i + 500]
+        values = ", ".join(["(CAST(%s AS DOUBLE PRECISION))"] * len(part))
+        with connection.cursor() as cursor:
+            cursor.execute(
+                f"WITH m(ts) AS (VALUES {values})"
+                ' SELECT COUNT(*) FROM m WHERE (SELECT CASE WHEN s."end" IS NULL OR s."end" > m.ts'
+                " THEN 1 ELSE 0 END FROM reports_onlinespan s WHERE s.site_id = %s AND s.start <= m.ts"
+                " ORDER BY s.start DESC LIMIT 1) = 1",
+                [*part, site_id],
+            )
+            chats += cursor.fetchone()[0]
+    return chats
 
 
 def _online_before(site_id: str, since: float) -> set[str]:
@@ -158,26 +242,32 @@ def _online_before(site_id: str, since: float) -> set[str]:
     return online
 
 
-def _stored_spans(site_id: str, since: float) -> list[Span]:
-    """Stored spans clipped to [since, inf), ascending."""
-    rows = OnlineSpan.objects.filter(site_id=site_id).exclude(end__lte=since).order_by("start")
-    return [(max(s, since), math.inf if e is None else e) for s, e in rows.values_list("start", "end")]
+def _stored_spans(site_id: str, since: float, before: float = math.inf) -> list[Span]:
+    """Stored spans clipped to [since, before), ascending."""
+    rows = OnlineSpan.objects.filter(site_id=site_id).exclude(end__lte=since)
+    if before != math.inf:
+        rows = rows.filter(start__lt=before)
+    spans = ((s, math.inf if e is None else e) for s, e in rows.order_by("start").values_list("start", "end"))
+    return clip(spans, since, before)
 
 
-def _replace_spans(site_id: str, since: float, spans: list[Span]) -> None:
-    """Store `spans` as the site's spans from `since` on, merging at the seam."""
-    OnlineSpan.objects.filter(site_id=site_id, start__gte=since).delete()
-    OnlineSpan.objects.filter(site_id=site_id, start__lt=since, end__isnull=True).update(end=since)
-    OnlineSpan.objects.filter(site_id=site_id, start__lt=since, end__gt=since).update(end=since)
-    if spans and spans[0][0] == since:
-        seam = OnlineSpan.objects.filter(site_id=site_id, end=since).first()
-        if seam:
-            end = spans[0][1]
-            seam.end = None if end == math.inf else end
-            seam.save(update_fields=["end"])
-            spans = spans[1:]
+def _replace_window(site_id: str, start: float, end: float, spans: list[Span]) -> None:
+    """Store `spans` (inside [start, end)) as the site's spans there, joined to their neighbours."""
+    rows = OnlineSpan.objects.filter(site_id=site_id).filter(Q(end__isnull=True) | Q(end__gte=start))
+    if end != math.inf:
+        rows = rows.filter(start__lte=end)  # the neighbours that touch the window too
+    kept: list[Span] = []
+    ids = []
+    for pk, s, e in rows.values_list("pk", "start", "end"):
+        ids.append(pk)
+        e = math.inf if e is None else e
+        if s < start:
+            kept.append((s, min(e, start)))
+        if e > end:
+            kept.append((max(s, end), e))
+    OnlineSpan.objects.filter(pk__in=ids).delete()
     OnlineSpan.objects.bulk_create(
-        OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in spans
+        OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in merge_touching(kept + spans)
     )
 
 
@@ -238,29 +328,36 @@ def apply_new_events(events: Sequence[object]) -> None:
         summary = summaries[site_id]
         if summary.stale:
             continue  # a rebuild is due and will count these events too
-        message_ts = sorted(e.ts for e in site_events if e.kind == "message")
+        message_ts = [e.ts for e in site_events if e.kind == "message"]
         if message_ts:
-            spans = _stored_spans(site_id, message_ts[0])
-            chats, total = count_chats(message_ts, spans)
+            chats = _count_chats_at(site_id, message_ts)
             summary.messages += chats
-            summary.emails += total - chats
-        status_ts = [e.ts for e in site_events if e.kind == "status"]
-        if status_ts:
-            since = min(status_ts)
-            old = _stored_spans(site_id, since)
-            new = online_spans(_statuses_since(site_id, since), _online_before(site_id, since), since)
-            if new != old:
-                moved = (
-                    count_chats(_message_ts_since(site_id, since), new)[0]
-                    - count_chats(_message_ts_since(site_id, since), old)[0]
-                )
-                summary.messages += moved
-                summary.emails -= moved
-                _replace_spans(site_id, since, new)
+            summary.emails += len(message_ts) - chats
+        changes = [(e.ts, _next_status_ts(site_id, e.actor, e.ts, e.uid)) for e in site_events if e.kind == "status"]
+        for start, end in affected_windows(changes):
+            moved = _recompute_window(site_id, start, end)
+            summary.messages += moved
+            summary.emails -= moved
         summary.operators += new_actors.get((site_id, SiteActor.Role.OPERATOR), 0)
         summary.visitors += new_actors.get((site_id, SiteActor.Role.VISITOR), 0)
         summary.refreshed_at = now
         summary.save()
+
+
+def _recompute_window(site_id: str, start: float, end: float) -> int:
+    """Recompute the spans inside [start, end) from the statuses; returns the messages that became chats.
+
+    The statuses at `end` are included: after them every operator is in the
+    state it was in before the batch, so the spans from `end` on stand.
+    """
+    old = _stored_spans(site_id, start, end)
+    statuses = _statuses_since(site_id, start, through=end)
+    new = clip(online_spans(statuses, _online_before(site_id, start), start), start, end)
+    if new == old:
+        return 0
+    messages = list(_message_ts_since(site_id, start, before=end))
+    _replace_window(site_id, start, end, new)
+    return count_chats(messages, new)[0] - count_chats(messages, old)[0]
 
 
 def rebuild_site(site_id: str) -> None:
@@ -270,7 +367,10 @@ def rebuild_site(site_id: str) -> None:
         spans = online_spans(_statuses_since(site_id, -math.inf), set(), -math.inf)
         chats, total = count_chats(_message_ts_since(site_id, -math.inf), spans)
         OnlineSpan.objects.filter(site_id=site_id).delete()
-        _replace_spans(site_id, -math.inf, spans)
+        OnlineSpan.objects.bulk_create(
+            (OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in spans),
+            batch_size=1000,
+        )
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO reports_siteactor (site_id, role, actor)"

@@ -26,6 +26,7 @@ from ingest.records import Chunk, validate_into, validate_values
 from ingest.services import import_file
 from ingest.store import store_chunk
 from reports import maintenance, site_summary
+from reports.models import OnlineSpan
 from tests import chat_oracle
 
 CHAT_FILES = ["small", "mixed", "edge", "external_small", "external_bad"]
@@ -151,6 +152,10 @@ def arrivals(draw) -> tuple[list[dict], list[dict], list[list[dict]]]:
     return events, invalid, batches
 
 
+def stored_spans() -> list[tuple]:
+    return list(OnlineSpan.objects.order_by("site_id", "start").values_list("site_id", "start", "end"))
+
+
 def validated(batch: list[dict], as_lines: bool) -> Chunk:
     if as_lines:  # an NDJSON body or file chunk
         body = b"\n".join(orjson.dumps(record) for record in batch) + b"\n"
@@ -195,6 +200,8 @@ def test_any_arrival_order_gives_the_oracles_summary(mode, arrival, data):
         assert (accepted, duplicates, rejected) == (len(events), sent_valid - len(events), sent_invalid)
         assert Event.objects.count() == len(events)
         assert classic_rows() == want
+        spans = stored_spans()
         site_summary.rebuild_all_sites()
         assert classic_rows() == want
+        assert stored_spans() == spans  # kept maximal and exact, not only the counts
         transaction.set_rollback(True)
