@@ -151,25 +151,6 @@ def _message_ts_since(site_id: str, since: float, before: float = math.inf) -> I
     return (row[0] for row in rows)
 
 
-def _next_status_ts(site_id: str, operator: str, ts: float, uid: str) -> float:
-    """When the operator's status after (ts, uid) is given: its effect ends there (inf: never)."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT uid FROM events_event WHERE site_id = %s AND actor = %s"
-            " AND family = 'chat' AND kind = 'status' AND ts = %s",
-            [site_id, operator, ts],
-        )
-        if any(other > uid for (other,) in cursor.fetchall()):  # ties by id in code-point order
-            return ts
-        cursor.execute(
-            "SELECT MIN(ts) FROM events_event WHERE site_id = %s AND actor = %s"
-            " AND family = 'chat' AND kind = 'status' AND ts > %s",
-            [site_id, operator, ts],
-        )
-        (later,) = cursor.fetchone()
-    return math.inf if later is None else later
-
-
 def affected_windows(changes: Iterable[tuple[float, float]]) -> list[Span]:
     """Merge (status ts, next status ts of its operator) pairs into disjoint windows [start, end).
 
@@ -201,45 +182,105 @@ def merge_touching(spans: Iterable[Span]) -> list[Span]:
     return merged
 
 
-def _count_chats_at(site_id: str, message_ts: Sequence[float]) -> int:
-    """How many of these timestamps fall in a stored span: one index probe each.
+VALUES_PER_QUERY = 300  # rows of a VALUES list per statement (SQLite allows 32,766 parameters)
+
+
+def _values_query(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -> Iterator[tuple]:
+    """Run `sql` with `WITH v(columns) AS (VALUES ...)` over `rows`, a few hundred at a time.
+
+    One statement probes the indexes for many rows: the set-based form of a
+    per-event lookup, on PostgreSQL and SQLite alike.
+    """
+    for i in range(0, len(rows), VALUES_PER_QUERY):
+        part = rows[i : i + VALUES_PER_QUERY]
+        values = ", ".join([row_sql] * len(part))
+        with connection.cursor() as cursor:
+            cursor.execute(f"WITH v({columns}) AS (VALUES {values}) {sql}", [x for row in part for x in row])
+            yield from cursor.fetchall()
+
+
+DOUBLE = "CAST(%s AS DOUBLE PRECISION)"
+
+
+def _chats_among(messages: Sequence[tuple[str, float]]) -> dict[str, int]:
+    """Per site, how many of these (site, ts) messages fall in a stored span.
 
     Spans are disjoint, so only the last span starting at or before a message
-    can hold it.
+    can hold it: one index probe per message.
     """
-    chats = 0
-    for i in range(0, len(message_ts), 500):
-        part = message_ts[i : i + 500]
-        values = ", ".join(["(CAST(%s AS DOUBLE PRECISION))"] * len(part))
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"WITH m(ts) AS (VALUES {values})"
-                ' SELECT COUNT(*) FROM m WHERE (SELECT CASE WHEN s."end" IS NULL OR s."end" > m.ts'
-                " THEN 1 ELSE 0 END FROM reports_onlinespan s WHERE s.site_id = %s AND s.start <= m.ts"
-                " ORDER BY s.start DESC LIMIT 1) = 1",
-                [*part, site_id],
-            )
-            chats += cursor.fetchone()[0]
-    return chats
+    rows = _values_query(
+        'SELECT v.site, COUNT(*) FROM v WHERE (SELECT CASE WHEN s."end" IS NULL OR s."end" > v.ts THEN 1'
+        " ELSE 0 END FROM reports_onlinespan s WHERE s.site_id = v.site AND s.start <= v.ts"
+        " ORDER BY s.start DESC LIMIT 1) = 1 GROUP BY v.site",
+        "site, ts",
+        messages,
+        f"(%s, {DOUBLE})",
+    )
+    return dict(rows)
 
 
-def _online_before(site_id: str, since: float) -> set[str]:
-    """Operators whose latest status before `since` is online (one index probe each)."""
-    operators = SiteActor.objects.filter(site_id=site_id, role=SiteActor.Role.OPERATOR)
-    online = set()
-    with connection.cursor() as cursor:
-        for operator in operators.values_list("actor", flat=True):
-            cursor.execute(
-                "SELECT ts, uid, online FROM events_event WHERE site_id = %s AND actor = %s"
-                " AND family = 'chat' AND kind = 'status' AND ts < %s"
-                " AND ts = (SELECT MAX(ts) FROM events_event WHERE site_id = %s AND actor = %s"
-                " AND family = 'chat' AND kind = 'status' AND ts < %s)",
-                [site_id, operator, since] * 2,
-            )
-            latest = max(cursor.fetchall(), default=None)  # ties at one ts: highest id wins
-            if latest and latest[2]:
-                online.add(operator)
-    return online
+def _next_status_times(statuses: Sequence[tuple[str, str, float, str]]) -> list[float]:
+    """For each new (site, operator, ts, uid) status: when the operator's next status is given.
+
+    Its effect on who is online ends there (inf: never). Ties at one timestamp
+    are ordered by id in code-point order, so those are compared here.
+    """
+    keys = [(i, site, actor, ts) for i, (site, actor, ts, _) in enumerate(statuses)]
+    status_of = "x.family = 'chat' AND x.kind = 'status' AND x.site_id = v.site AND x.actor = v.actor"
+    row_sql = f"(%s, %s, %s, {DOUBLE})"
+    later = dict(
+        _values_query(f"SELECT v.i, (SELECT MIN(x.ts) FROM events_event x WHERE {status_of} AND x.ts > v.ts) FROM v",
+                      "i, site, actor, ts", keys, row_sql)
+    )  # fmt: skip
+    same_ts: dict[int, list[str]] = {}
+    for i, uid in _values_query(
+        f"SELECT v.i, x.uid FROM v JOIN events_event x ON {status_of} AND x.ts = v.ts",
+        "i, site, actor, ts",
+        keys,
+        row_sql,
+    ):
+        same_ts.setdefault(i, []).append(uid)
+    return [
+        ts if any(other > uid for other in same_ts.get(i, ())) else (math.inf if later[i] is None else later[i])
+        for i, (_, _, ts, uid) in enumerate(statuses)
+    ]
+
+
+def _online_before(windows: Sequence[tuple[str, float]]) -> list[set[str]]:
+    """For each (site, time): the operators whose latest status before that time is online.
+
+    One index probe per operator of the site finds its latest timestamp, one
+    more its statuses there; ties are settled by id here (code-point order).
+    """
+    keys = [(i, site, start) for i, (site, start) in enumerate(windows)]
+    latest_ts = [
+        row
+        for row in _values_query(
+            "SELECT v.i, v.site, a.actor, (SELECT MAX(x.ts) FROM events_event x WHERE x.site_id = v.site"
+            " AND x.actor = a.actor AND x.family = 'chat' AND x.kind = 'status' AND x.ts < v.start)"
+            " FROM v JOIN reports_siteactor a ON a.site_id = v.site AND a.role = 'operator'",
+            "i, site, start",
+            keys,
+            f"(%s, %s, {DOUBLE})",
+        )
+        if row[3] is not None
+    ]
+    # A second statement, so that the timestamps are constants the index can seek to.
+    latest: dict[tuple[int, str], tuple[str, bool]] = {}
+    for i, actor, uid, online in _values_query(
+        "SELECT v.i, v.actor, e.uid, e.online FROM v JOIN events_event e ON e.site_id = v.site"
+        " AND e.actor = v.actor AND e.ts = v.ts AND e.family = 'chat' AND e.kind = 'status'",
+        "i, site, actor, ts",
+        latest_ts,
+        f"(%s, %s, %s, {DOUBLE})",
+    ):
+        if (i, actor) not in latest or uid > latest[(i, actor)][0]:
+            latest[(i, actor)] = (uid, online)
+    online_sets: list[set[str]] = [set() for _ in windows]
+    for (i, actor), (_, online) in latest.items():
+        if online:
+            online_sets[i].add(actor)
+    return online_sets
 
 
 def _stored_spans(site_id: str, since: float, before: float = math.inf) -> list[Span]:
@@ -313,38 +354,45 @@ def mark_stale(site_ids: Iterable[str]) -> None:
 def apply_new_events(events: Sequence[object]) -> None:
     """Fold a batch's newly stored chat events into the summaries (inside its transaction).
 
-    `events` are NormalizedEvents that were inserted by this batch (not duplicates).
+    `events` are NormalizedEvents that were inserted by this batch (not
+    duplicates). Lookups are set-based over the batch's sites; only the
+    windows that new statuses change are recomputed one by one.
     """
     chat = [e for e in events if e.family == "chat"]
     if not chat:
         return
     new_actors = add_actors(actor_triples(chat))
-    by_site: dict[str, list] = {}
-    for e in chat:
-        by_site.setdefault(e.site, []).append(e)
-    summaries = _lock_summaries(by_site)
+    summaries = _lock_summaries({e.site for e in chat})
+    live = [e for e in chat if not summaries[e.site].stale]  # a stale site's rebuild counts them too
+    messages = [(e.site, e.ts) for e in live if e.kind == "message"]
+    chats = _chats_among(messages)  # against the spans as stored, before the windows move them
+    sent = {}
+    for site_id, _ in messages:
+        sent[site_id] = sent.get(site_id, 0) + 1
+    statuses = [(e.site, e.actor, e.ts, e.uid) for e in live if e.kind == "status"]
+    changes: dict[str, list[tuple[float, float]]] = {}
+    for (site_id, _, ts, _), end in zip(statuses, _next_status_times(statuses), strict=True):
+        changes.setdefault(site_id, []).append((ts, end))
+    windows = [(site_id, window) for site_id, found in changes.items() for window in affected_windows(found)]
+    seeds = _online_before([(site_id, start) for site_id, (start, _) in windows])
+    moved: dict[str, int] = {}
+    for (site_id, (start, end)), seed in zip(windows, seeds, strict=True):
+        moved[site_id] = moved.get(site_id, 0) + _recompute_window(site_id, start, end, seed)
     now = timezone.now()
-    for site_id, site_events in by_site.items():
-        summary = summaries[site_id]
+    changed = []
+    for site_id, summary in summaries.items():
         if summary.stale:
-            continue  # a rebuild is due and will count these events too
-        message_ts = [e.ts for e in site_events if e.kind == "message"]
-        if message_ts:
-            chats = _count_chats_at(site_id, message_ts)
-            summary.messages += chats
-            summary.emails += len(message_ts) - chats
-        changes = [(e.ts, _next_status_ts(site_id, e.actor, e.ts, e.uid)) for e in site_events if e.kind == "status"]
-        for start, end in affected_windows(changes):
-            moved = _recompute_window(site_id, start, end)
-            summary.messages += moved
-            summary.emails -= moved
+            continue
+        summary.messages += chats.get(site_id, 0) + moved.get(site_id, 0)
+        summary.emails += sent.get(site_id, 0) - chats.get(site_id, 0) - moved.get(site_id, 0)
         summary.operators += new_actors.get((site_id, SiteActor.Role.OPERATOR), 0)
         summary.visitors += new_actors.get((site_id, SiteActor.Role.VISITOR), 0)
         summary.refreshed_at = now
-        summary.save()
+        changed.append(summary)
+    SiteSummary.objects.bulk_update(changed, ["messages", "emails", "operators", "visitors", "refreshed_at"])
 
 
-def _recompute_window(site_id: str, start: float, end: float) -> int:
+def _recompute_window(site_id: str, start: float, end: float, seed: set[str]) -> int:
     """Recompute the spans inside [start, end) from the statuses; returns the messages that became chats.
 
     The statuses at `end` are included: after them every operator is in the
@@ -352,7 +400,7 @@ def _recompute_window(site_id: str, start: float, end: float) -> int:
     """
     old = _stored_spans(site_id, start, end)
     statuses = _statuses_since(site_id, start, through=end)
-    new = clip(online_spans(statuses, _online_before(site_id, start), start), start, end)
+    new = clip(online_spans(statuses, seed, start), start, end)  # seed: online just before `start`
     if new == old:
         return 0
     messages = list(_message_ts_since(site_id, start, before=end))
