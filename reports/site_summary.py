@@ -216,7 +216,10 @@ def _chats_among(messages: Sequence[tuple[str, float]]) -> dict[str, int]:
         messages,
         f"(%s, {DOUBLE})",
     )
-    return dict(rows)
+    chats: dict[str, int] = {}
+    for site_id, count in rows:  # a site may come back once per statement
+        chats[site_id] = chats.get(site_id, 0) + count
+    return chats
 
 
 def _next_status_times(statuses: Sequence[tuple[str, str, float, str]]) -> list[float]:

@@ -11,6 +11,7 @@ must equal the oracle's after any arrival order.
 from __future__ import annotations
 
 import io
+import random
 import time
 
 import orjson
@@ -71,6 +72,27 @@ def test_the_application_accepts_exactly_the_oracles_events(shared_data, name):
     assert sorted(stored) == sorted(fields(e) for e in outcome.accepted)
     assert list(Rejection.objects.order_by("line").values_list("line", flat=True)) == outcome.rejected_lines
     assert classic_rows() == chat_oracle.summary_lines(outcome.accepted)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("statement_rows", [300, 7])
+@pytest.mark.parametrize("name", ["small", "mixed"])
+def test_the_worker_path_gives_the_expected_files_in_large_shuffled_batches(shared_data, name, statement_rows,
+                                                                           monkeypatch):  # fmt: skip
+    """Real data in worker-sized batches: many sites and messages per batch, so the
+    set-based lookups span several statements (`statement_rows`)."""
+    monkeypatch.setattr(site_summary, "VALUES_PER_QUERY", statement_rows)
+    lines = (shared_data / "chat" / f"{name}.jsonl").read_bytes().splitlines()
+    random.Random(statement_rows).shuffle(lines)
+    for start in range(0, len(lines), 1000):
+        body = b"\n".join(lines[start : start + 1000]) + b"\n"
+        chunk = validate_into(Chunk(), iter_ndjson(io.BytesIO(body)), time.time())
+        with transaction.atomic():
+            store_chunk(RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING), chunk)
+    assert classic_rows() == (shared_data / "chat" / f"{name}.expected").read_text().splitlines()
+    spans = stored_spans()
+    site_summary.rebuild_all_sites()
+    assert stored_spans() == spans
 
 
 def test_the_oracle_follows_the_spec_rules():
@@ -171,7 +193,10 @@ def validated(batch: list[dict], as_lines: bool) -> Chunk:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 @given(arrival=arrivals(), data=st.data())
-def test_any_arrival_order_gives_the_oracles_summary(mode, arrival, data):
+def test_any_arrival_order_gives_the_oracles_summary(mode, arrival, data, monkeypatch):
+    # Lookups are split into statements of a few rows, so that results spread
+    # over several statements are merged right (the real size is a few hundred).
+    monkeypatch.setattr(site_summary, "VALUES_PER_QUERY", 3)
     events, invalid, batches = arrival
     want = chat_oracle.summary_lines(chat_oracle.read_values(events, time.time()).accepted)
     sent_valid = sum(1 for batch in batches for record in batch if record not in invalid)
