@@ -10,7 +10,7 @@ with contrib/deploy/gunicorn.conf.py, and measures latency over --requests
 requests per endpoint from one client thread (keep-alive), then throughput from
 --concurrency threads. Beside the summaries: /api/health/ (a database query, a
 broker round trip and the backlog count) and first pages of /api/events/ for
-the busiest and the quietest site, for comparison.
+the busiest and the quietest site, and filters on actor and type with no site.
 """
 
 from __future__ import annotations
@@ -97,6 +97,9 @@ def main() -> None:
         ("events: one site, first page", f"/api/events/?site={site}"),
         ("events: one site, one hour", f"/api/events/?site={site}&since={middle:.0f}&until={middle + 3600:.0f}"),
         ("events: quietest site, first page", f"/api/events/?site={quote(smallest, safe='')}"),
+        # Worst cases of filters indexed after the site: nothing matches, so every site is probed.
+        ("events: actor with no events, all sites", "/api/events/?actor=no-such-actor"),
+        ("events: type with no events, all sites", "/api/events/?type=no-such-type"),
     ]
     auth = {"Authorization": f"Token {token}"}
     stack = Stack(env, workdir)

@@ -24,13 +24,16 @@ class Site(models.Model):
 
 class Event(models.Model):
     # The identity of SPEC §2.4: the record's `id`, or a hash of its canonical content.
-    uid = models.CharField(max_length=255, unique=True)
+    # Unique by a constraint below, not `unique=True`: on PostgreSQL that would add a
+    # second, `varchar_pattern_ops` index (for LIKE) that no query uses and every insert pays for.
+    uid = models.CharField(max_length=255)
     family = models.CharField(max_length=16, choices=Family.choices)
     # chat: message/status; xmpp: the `event` name; interaction: the `name`.
     kind = models.CharField(max_length=255)
     # interaction `category`; empty for the other families.
     category = models.CharField(max_length=255, blank=True, default="")
-    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="events")
+    # Indexed below as (site, ts, id), which also serves every lookup by site alone.
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="events", db_index=False)
     # xmpp `room_id` or interaction `session_id`; empty for chat.
     session = models.CharField(max_length=255, blank=True, default="")
     # chat `from` or xmpp `nick`; empty for interactions.
@@ -47,6 +50,8 @@ class Event(models.Model):
 
     class Meta:
         indexes = [
+            # A site's events in the read API's (ts, id) order: a keyset scan, however quiet the site.
+            models.Index(fields=["site", "ts", "id"], name="event_site_ts_id"),
             models.Index(fields=["site", "family", "kind", "ts"], name="event_site_kind_ts"),
             models.Index(fields=["site", "actor", "ts"], name="event_site_actor_ts"),
             # Partial: chat events have no session and would only bloat it.
@@ -54,6 +59,7 @@ class Event(models.Model):
             models.Index(fields=["ts", "id"], name="event_ts_id"),
         ]
         constraints = [
+            models.UniqueConstraint(fields=["uid"], name="event_uid_unique"),
             models.CheckConstraint(condition=models.Q(ts__gte=0), name="event_ts_not_negative"),
             models.CheckConstraint(condition=models.Q(family__in=[f.value for f in Family]), name="event_family_known"),
         ]

@@ -12,6 +12,7 @@ from django.db.models import QuerySet
 from drf_spectacular.utils import extend_schema_field
 
 from events.models import Event, Family
+from events.selectors import through_site_indexes
 
 INTERACTION = Family.INTERACTION.value
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -94,6 +95,13 @@ class EventFilter(django_filters.FilterSet):
     class Meta:
         model = Event
         fields: list[str] = []  # all declared above
+
+    def filter_queryset(self, queryset: QuerySet[Event]) -> QuerySet[Event]:
+        queryset = super().filter_queryset(queryset)
+        given = {name for name, value in self.form.cleaned_data.items() if value not in (None, "")}
+        if given & {"actor", "type", "name", "category"} and not given & {"site", "session"}:
+            queryset = through_site_indexes(queryset)
+        return queryset
 
     def filter_session(self, queryset: QuerySet[Event], name: str, value: str) -> QuerySet[Event]:
         # Interaction sessions are stored as lowercase UUIDs; xmpp rooms as sent.

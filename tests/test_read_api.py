@@ -15,7 +15,8 @@ from urllib.parse import quote
 
 import pytest
 from django.contrib.auth.models import User
-from django.db import transaction
+from django.db import connection, transaction
+from django.test.utils import CaptureQueriesContext
 from django.utils.http import parse_http_date
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -332,6 +333,28 @@ class TestEvents:
             "payload": record,
         }
         assert event["time"].endswith("Z") and datetime.fromisoformat(event["time"]).timestamp() == event["epoch"]
+
+    @pytest.mark.parametrize(
+        ("query", "probes_sites"),
+        [
+            ("actor=operator1", True),
+            ("type=status", True),
+            ("name=pageview", True),
+            ("category=page%20interaction", True),
+            ("site=617&actor=operator1", False),
+            ("session=3d6ad8a0-2a35-4a9e-8fd2-bd3e3b1d6b2f&type=pageview", False),
+            ("family=chat", False),
+        ],
+    )
+    def test_filters_on_columns_indexed_after_the_site_probe_every_site(self, analyst, dataset, query, probes_sites):
+        # Without a site (or session), actor/type/category filters add "site in all sites" so that
+        # PostgreSQL can use the site-led indexes (events/selectors.py); the rows are the same,
+        # which test_chat_filters and the xmpp/interaction filter tests check.
+        with CaptureQueriesContext(connection) as queries:
+            response = analyst.get(f"/api/events/?{query}")
+        assert response.status_code == 200, response.content
+        pages = [q["sql"] for q in queries if 'FROM "events_event"' in q["sql"]]
+        assert pages and all(('"events_site"' in sql) == probes_sites for sql in pages), pages
 
     @pytest.mark.parametrize(
         ("query", "expect"),
