@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, Min, Q
 from django.utils import timezone
 
 from ingest import parallel_import
@@ -25,7 +25,6 @@ from ingest.store import store_chunk
 logger = logging.getLogger(__name__)
 
 API_SOURCE = "api"
-UNFINISHED = (RawBatch.Status.PENDING, RawBatch.Status.PROCESSING)
 
 
 def receive_batch(app: Application, body: bytes, content_type: str, content_encoding: str, records: int) -> RawBatch:
@@ -65,11 +64,7 @@ def batch_records(batch: RawBatch) -> Chunk:
 
 def process_batch(batch_id: int) -> RawBatch | None:
     """Process a batch once; a second delivery, even a concurrent one, changes nothing."""
-    claimed = (
-        RawBatch.objects.filter(pk=batch_id, status__in=UNFINISHED, next_offset__isnull=True)
-        .update(status=RawBatch.Status.PROCESSING, attempts=F("attempts") + 1, claimed_at=timezone.now())
-    )  # fmt: skip
-    if not claimed:
+    if not RawBatch.objects.claim(batch_id, file_range=False):
         # The sweeper and process_pending also hand over the file ranges of parallel imports.
         if RawBatch.objects.filter(pk=batch_id, next_offset__isnull=False).exists():
             return parallel_import.process_range(batch_id)
@@ -109,5 +104,5 @@ class Backlog:
 
 
 def backlog() -> Backlog:
-    stats = RawBatch.objects.filter(status__in=UNFINISHED).aggregate(count=Count("pk"), oldest=Min("created_at"))
+    stats = RawBatch.objects.unfinished().aggregate(count=Count("pk"), oldest=Min("created_at"))
     return Backlog(stats["count"], stats["oldest"])

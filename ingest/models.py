@@ -2,6 +2,7 @@
 and import checkpoints."""
 
 from django.db import models
+from django.utils import timezone
 
 
 class Application(models.Model):
@@ -37,6 +38,20 @@ class ImportJob(models.Model):
 
     def __str__(self) -> str:
         return self.path
+
+
+class RawBatchQuerySet(models.QuerySet):
+    def unfinished(self) -> "RawBatchQuerySet":
+        return self.filter(status__in=(RawBatch.Status.PENDING, RawBatch.Status.PROCESSING))
+
+    def claim(self, batch_id: int, *, file_range: bool) -> bool:
+        """Take an unfinished batch (an API body) or file range for processing; False if
+        it is done or of the other kind. Each claim counts an attempt."""
+        return bool(
+            self.unfinished()
+            .filter(pk=batch_id, next_offset__isnull=not file_range)
+            .update(status=RawBatch.Status.PROCESSING, attempts=models.F("attempts") + 1, claimed_at=timezone.now())
+        )
 
 
 class RawBatch(models.Model):
@@ -76,6 +91,8 @@ class RawBatch(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+
+    objects = RawBatchQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "raw batches"

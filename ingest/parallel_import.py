@@ -19,21 +19,20 @@ from itertools import islice
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, QuerySet, Sum
+from django.db.models import Sum
 from django.utils import timezone
 
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
-from ingest.models import ImportJob, RawBatch
+from ingest.models import ImportJob, RawBatch, RawBatchQuerySet
 from ingest.records import Chunk, validate_into
 from ingest.services import ConcurrentImport, fingerprint
-from ingest.store import store_chunk
+from ingest.store import store_records
 from reports import maintenance
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 SCAN_BLOCK = 8 * 1024 * 1024
-UNFINISHED = (RawBatch.Status.PENDING, RawBatch.Status.PROCESSING)
 
 
 class FileUnavailable(RuntimeError):
@@ -98,14 +97,14 @@ class Plan:
     unfinished: list[int]  # batch ids still to import
 
 
-def file_ranges(job: ImportJob) -> QuerySet[RawBatch]:
+def file_ranges(job: ImportJob) -> RawBatchQuerySet:
     return RawBatch.objects.filter(import_job=job, next_offset__isnull=False)
 
 
 def unfinished_ranges(path: str) -> int:
     """How many ranges of a parallel import of this file are not imported yet."""
     job = ImportJob.objects.filter(fingerprint=fingerprint(path)).first()
-    return file_ranges(job).filter(status__in=UNFINISHED).count() if job else 0
+    return file_ranges(job).unfinished().count() if job else 0
 
 
 def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
@@ -128,9 +127,7 @@ def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
             RawBatch.objects.bulk_create([_range_batch(job, path, r) for r in ranges], batch_size=1000)
             locked.next_offset, locked.next_line, locked.finished_at = size, next_line, None
             locked.save(update_fields=["next_offset", "next_line", "finished_at", "updated_at"])
-    unfinished = list(
-        file_ranges(locked).filter(status__in=UNFINISHED).order_by("byte_start").values_list("pk", flat=True)
-    )
+    unfinished = list(file_ranges(locked).unfinished().order_by("byte_start").values_list("pk", flat=True))
     return Plan(locked, file_ranges(locked).count(), len(ranges), unfinished)
 
 
@@ -173,11 +170,7 @@ class _RangeReader:
 
 def process_range(batch_id: int, chunk_lines: int | None = None) -> RawBatch | None:
     """Import one range from its checkpoint; a second delivery, even a concurrent one, changes nothing."""
-    claimed = (
-        RawBatch.objects.filter(pk=batch_id, status__in=UNFINISHED, next_offset__isnull=False)
-        .update(status=RawBatch.Status.PROCESSING, attempts=F("attempts") + 1, claimed_at=timezone.now())
-    )  # fmt: skip
-    if not claimed:
+    if not RawBatch.objects.claim(batch_id, file_range=True):
         return None
     batch = RawBatch.objects.select_related("import_job").get(pk=batch_id)
     _check_file(batch)
@@ -228,21 +221,18 @@ def _store_range_chunk(batch_id: int, start: int, chunk: Chunk) -> RawBatch | No
     batch = RawBatch.objects.select_for_update().get(pk=batch_id)
     if batch.status == RawBatch.Status.DONE or batch.next_offset != start:
         return None
-    first_line = batch.first_line
-    counts = (batch.record_count, batch.accepted, batch.duplicates, batch.rejected)
-    store_chunk(batch, chunk, defer_summaries=True)  # sets the batch's counts to the chunk's, and "done"
-    batch.record_count, batch.accepted, batch.duplicates, batch.rejected = (
-        counts[0] + chunk.record_count,
-        counts[1] + batch.accepted,
-        counts[2] + batch.duplicates,
-        counts[3] + batch.rejected,
-    )
-    batch.first_line = first_line
+    result = store_records(batch, chunk, defer_summaries=True)
+    # A range holds many chunks: its counts grow with each, and it is done at its end.
+    batch.record_count += chunk.record_count
+    batch.accepted += result.accepted
+    batch.duplicates += result.duplicates
+    batch.rejected += result.rejected
+    batch.last_line = chunk.last_line
     batch.next_offset = chunk.end_offset
-    done = chunk.end_offset >= batch.byte_end
-    batch.status = RawBatch.Status.DONE if done else RawBatch.Status.PROCESSING
-    batch.processed_at = batch.processed_at if done else None
-    batch.claimed_at = timezone.now()  # a heartbeat: the sweeper leaves an advancing range alone
+    now = timezone.now()
+    if chunk.end_offset >= batch.byte_end:
+        batch.status, batch.processed_at = RawBatch.Status.DONE, now
+    batch.claimed_at = now  # a heartbeat: the sweeper leaves an advancing range alone
     batch.save()
     return batch
 
@@ -292,7 +282,7 @@ def wait_for_ranges(
     while True:
         rows = list(file_ranges(job).values_list("pk", "status", "byte_start", "byte_end", "next_offset",
                                                  "accepted", "duplicates", "rejected"))  # fmt: skip
-        unfinished = {pk: (status, offset) for pk, status, _, _, offset, *_ in rows if status in UNFINISHED}
+        unfinished = {pk: (status, offset) for pk, status, _, _, offset, *_ in rows if status != RawBatch.Status.DONE}
         now = time.monotonic()
         for pk, state in unfinished.items():
             if pk in seen and seen[pk] != state:

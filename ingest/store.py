@@ -74,7 +74,19 @@ def insert_events(rows: Sequence[tuple]) -> dict[str, int]:
 
 
 def store_chunk(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool = False) -> StoreResult:
-    """Store a chunk's events and rejections and mark the batch done."""
+    """Store a batch's only chunk (an API body, a chunk of a sequential import) and mark the batch done."""
+    result = store_records(batch, chunk, defer_summaries=defer_summaries)
+    batch.record_count = chunk.record_count
+    batch.first_line, batch.last_line = chunk.first_line, chunk.last_line
+    batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
+    batch.status = RawBatch.Status.DONE
+    batch.processed_at = timezone.now()
+    batch.save()
+    return result
+
+
+def store_records(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool) -> StoreResult:
+    """Store a chunk's events (once each) and its rejections under `batch`; the batch's own row is the caller's."""
     unique: dict[str, tuple[int, NormalizedEvent]] = {}
     for line, event in chunk.events:
         unique.setdefault(event.uid, (line, event))  # the first of a batch wins
@@ -93,15 +105,8 @@ def store_chunk(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool = False)
         [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in chunk.rejections],
         batch_size=1000,
     )
-    result = StoreResult(
+    return StoreResult(
         accepted=len(new_events),
         duplicates=len(chunk.events) - len(new_events),
         rejected=len(chunk.rejections),
     )
-    batch.record_count = chunk.record_count
-    batch.first_line, batch.last_line = chunk.first_line, chunk.last_line
-    batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
-    batch.status = RawBatch.Status.DONE
-    batch.processed_at = timezone.now()
-    batch.save()
-    return result

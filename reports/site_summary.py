@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import math
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -125,14 +126,14 @@ def _stream(sql: str, params: Sequence[object]) -> Iterator[tuple]:
             yield from rows
 
 
-def _until(end: float) -> tuple[str, list[float]]:
-    """An upper time bound for a query, or none for an open window."""
-    return ("", []) if end == math.inf else (" AND ts <= %s", [end])
+def _until(end: float, operator: str) -> tuple[str, list[float]]:
+    """An upper time bound (`ts <= end` or `ts < end`) for a query, or none for an open window."""
+    return ("", []) if end == math.inf else (f" AND ts {operator} %s", [end])
 
 
 def _statuses_since(site_id: str, since: float, through: float = math.inf) -> Iterator[Status]:
     """Statuses with since <= ts <= through."""
-    bound, params = _until(through)
+    bound, params = _until(through, "<=")
     return _stream(
         "SELECT ts, uid, actor, online FROM events_event"
         " WHERE site_id = %s AND family = 'chat' AND kind = 'status' AND ts >= %s" + bound,
@@ -142,7 +143,7 @@ def _statuses_since(site_id: str, since: float, through: float = math.inf) -> It
 
 def _message_ts_since(site_id: str, since: float, before: float = math.inf) -> Iterator[float]:
     """Message timestamps with since <= ts < before, ascending."""
-    bound, params = ("", []) if before == math.inf else (" AND ts < %s", [before])
+    bound, params = _until(before, "<")
     rows = _stream(
         "SELECT ts FROM events_event"
         " WHERE site_id = %s AND family = 'chat' AND kind = 'message' AND ts >= %s" + bound + " ORDER BY ts",
@@ -202,7 +203,7 @@ def _values_query(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -
 DOUBLE = "CAST(%s AS DOUBLE PRECISION)"
 
 
-def _chats_among(messages: Sequence[tuple[str, float]]) -> dict[str, int]:
+def _chats_among(messages: Sequence[tuple[str, float]]) -> Counter[str]:
     """Per site, how many of these (site, ts) messages fall in a stored span.
 
     Spans are disjoint, so only the last span starting at or before a message
@@ -216,9 +217,9 @@ def _chats_among(messages: Sequence[tuple[str, float]]) -> dict[str, int]:
         messages,
         f"(%s, {DOUBLE})",
     )
-    chats: dict[str, int] = {}
+    chats: Counter[str] = Counter()
     for site_id, count in rows:  # a site may come back once per statement
-        chats[site_id] = chats.get(site_id, 0) + count
+        chats[site_id] += count
     return chats
 
 
@@ -295,6 +296,10 @@ def _stored_spans(site_id: str, since: float, before: float = math.inf) -> list[
     return clip(spans, since, before)
 
 
+def _span_rows(site_id: str, spans: Iterable[Span]) -> Iterator[OnlineSpan]:
+    return (OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in spans)
+
+
 def _replace_window(site_id: str, start: float, end: float, spans: list[Span]) -> None:
     """Store `spans` (inside [start, end)) as the site's spans there, joined to their neighbours."""
     rows = OnlineSpan.objects.filter(site_id=site_id).filter(Q(end__isnull=True) | Q(end__gte=start))
@@ -310,9 +315,7 @@ def _replace_window(site_id: str, start: float, end: float, spans: list[Span]) -
         if e > end:
             kept.append((max(s, end), e))
     OnlineSpan.objects.filter(pk__in=ids).delete()
-    OnlineSpan.objects.bulk_create(
-        OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in merge_touching(kept + spans)
-    )
+    OnlineSpan.objects.bulk_create(_span_rows(site_id, merge_touching(kept + spans)))
 
 
 # -- maintaining the materialized summary ---------------------------------
@@ -369,25 +372,23 @@ def apply_new_events(events: Sequence[object]) -> None:
     live = [e for e in chat if not summaries[e.site].stale]  # a stale site's rebuild counts them too
     messages = [(e.site, e.ts) for e in live if e.kind == "message"]
     chats = _chats_among(messages)  # against the spans as stored, before the windows move them
-    sent = {}
-    for site_id, _ in messages:
-        sent[site_id] = sent.get(site_id, 0) + 1
+    sent = Counter(site_id for site_id, _ in messages)
     statuses = [(e.site, e.actor, e.ts, e.uid) for e in live if e.kind == "status"]
     changes: dict[str, list[tuple[float, float]]] = {}
     for (site_id, _, ts, _), end in zip(statuses, _next_status_times(statuses), strict=True):
         changes.setdefault(site_id, []).append((ts, end))
     windows = [(site_id, window) for site_id, found in changes.items() for window in affected_windows(found)]
     seeds = _online_before([(site_id, start) for site_id, (start, _) in windows])
-    moved: dict[str, int] = {}
+    moved: Counter[str] = Counter()
     for (site_id, (start, end)), seed in zip(windows, seeds, strict=True):
-        moved[site_id] = moved.get(site_id, 0) + _recompute_window(site_id, start, end, seed)
+        moved[site_id] += _recompute_window(site_id, start, end, seed)
     now = timezone.now()
     changed = []
     for site_id, summary in summaries.items():
         if summary.stale:
             continue
-        summary.messages += chats.get(site_id, 0) + moved.get(site_id, 0)
-        summary.emails += sent.get(site_id, 0) - chats.get(site_id, 0) - moved.get(site_id, 0)
+        summary.messages += chats[site_id] + moved[site_id]
+        summary.emails += sent[site_id] - chats[site_id] - moved[site_id]
         summary.operators += new_actors.get((site_id, SiteActor.Role.OPERATOR), 0)
         summary.visitors += new_actors.get((site_id, SiteActor.Role.VISITOR), 0)
         summary.refreshed_at = now
@@ -418,10 +419,7 @@ def rebuild_site(site_id: str) -> None:
         spans = online_spans(_statuses_since(site_id, -math.inf), set(), -math.inf)
         chats, total = count_chats(_message_ts_since(site_id, -math.inf), spans)
         OnlineSpan.objects.filter(site_id=site_id).delete()
-        OnlineSpan.objects.bulk_create(
-            (OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in spans),
-            batch_size=1000,
-        )
+        OnlineSpan.objects.bulk_create(_span_rows(site_id, spans), batch_size=1000)
         with connection.cursor() as cursor:
             cursor.execute(
                 "INSERT INTO reports_siteactor (site_id, role, actor)"

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ingest.batches import UNFINISHED, enqueue, process_batch, stale_batches
+from ingest.batches import enqueue, process_batch, stale_batches
 from ingest.models import RawBatch
 
 
@@ -23,6 +23,6 @@ class Command(BaseCommand):
             sent = sum(enqueue(batch_id) for batch_id in ids)
             self.stderr.write(f"{sent} of {len(ids)} stale batches enqueued")
             return
-        ids = list(RawBatch.objects.filter(status__in=UNFINISHED).order_by("pk").values_list("pk", flat=True))
+        ids = list(RawBatch.objects.unfinished().order_by("pk").values_list("pk", flat=True))
         processed = sum(process_batch(batch_id) is not None for batch_id in ids)
         self.stderr.write(f"{processed} of {len(ids)} unfinished batches processed")
