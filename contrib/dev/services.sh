@@ -23,6 +23,8 @@
 #   SWITCHBOARD_PG_PORT       PostgreSQL port; default: first free port from 54329
 #   SWITCHBOARD_REDIS_PORT    Redis port; default: first free port from 63799
 #   SWITCHBOARD_PG_BIN        directory holding initdb, pg_ctl and postgres; default: found
+#   SWITCHBOARD_PG_DURABLE    1: keep PostgreSQL's durable defaults (fsync on), for benchmarks;
+#                             read when the data directory is created (a new SWITCHBOARD_SERVICES_DIR)
 #   SWITCHBOARD_SERVICE_USER  when run as root, the unprivileged user the servers run as
 #                             (PostgreSQL refuses root); default `postgres` if it exists,
 #                             else a system user `switchboard-ci` is created.
@@ -209,14 +211,23 @@ start_pg() {
 		((${#socket_dir} + 18 < 107)) || socket_dir=
 		cat >>"$PG_DATA/postgresql.conf" <<-EOF
 
-			# Throwaway server for tests (contrib/dev/services.sh): loopback only, no durability.
+			# Server for tests and benchmarks (contrib/dev/services.sh): loopback only.
 			listen_addresses = '127.0.0.1'
 			unix_socket_directories = '$socket_dir'
-			fsync = off
-			synchronous_commit = off
-			full_page_writes = off
 			max_connections = 200
 		EOF
+		if [[ ${SWITCHBOARD_PG_DURABLE:-0} == 1 ]]; then
+			# Benchmarks: PostgreSQL's durable defaults (fsync, synchronous_commit,
+			# full_page_writes all on), as SPEC section 8 asks.
+			echo "# durable defaults (SWITCHBOARD_PG_DURABLE=1)" >>"$PG_DATA/postgresql.conf"
+		else
+			cat >>"$PG_DATA/postgresql.conf" <<-EOF
+				# Throwaway server for tests: no durability.
+				fsync = off
+				synchronous_commit = off
+				full_page_writes = off
+			EOF
+		fi
 	fi
 	printf '%s\n' "$bin" >"$PG_DIR/bin"
 	# After a crash, PostgreSQL takes a dead-but-unreaped postmaster for a live
