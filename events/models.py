@@ -1,5 +1,6 @@
 """The event store: every accepted, de-duplicated event of every family."""
 
+import orjson
 from django.db import models
 
 
@@ -42,11 +43,13 @@ class Event(models.Model):
     ts = models.FloatField()
     # A chat status: True for "online", False for "offline"; NULL otherwise.
     online = models.BooleanField(null=True)
-    # The whole record as received (unknown fields are kept).
-    payload = models.JSONField()
+    # The record's JSON text exactly as received (unknown fields, key order and number
+    # spelling kept): exports give it back byte for byte, and storing it costs no JSON
+    # parse in the database. PostgreSQL can still query it as `raw::jsonb`.
+    raw = models.TextField()
     # Provenance; no index: nothing looks events up by batch on a hot path.
     batch = models.ForeignKey("ingest.RawBatch", on_delete=models.PROTECT, related_name="events", db_index=False)
-    line = models.PositiveIntegerField()
+    line = models.PositiveBigIntegerField()  # files past 2**31 lines exist
 
     class Meta:
         indexes = [
@@ -66,6 +69,11 @@ class Event(models.Model):
 
     def __str__(self) -> str:
         return f"{self.family}/{self.kind} {self.uid}"
+
+    @property
+    def payload(self) -> dict:
+        """The record as a JSON object (it was parsed by the same decoder when accepted)."""
+        return orjson.loads(self.raw)
 
 
 class Stanza(models.Model):

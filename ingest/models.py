@@ -64,6 +64,8 @@ class RawBatch(models.Model):
         PENDING = "pending"
         PROCESSING = "processing"
         DONE = "done"
+        # Terminal until retried by hand: processing failed repeatedly (`last_error` says why).
+        FAILED = "failed"
 
     app = models.ForeignKey(Application, null=True, blank=True, on_delete=models.PROTECT)
     import_job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.CASCADE)
@@ -91,6 +93,8 @@ class RawBatch(models.Model):
     enqueued_at = models.DateTimeField(null=True, blank=True)
     claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
+    # Why the last attempt failed (empty when none did).
+    last_error = models.TextField(blank=True, default="")
 
     objects = RawBatchQuerySet.as_manager()
 

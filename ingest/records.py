@@ -112,7 +112,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
         except Invalid as error:
             rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
         else:
-            event.payload_json = raw
+            event.payload_json = raw.strip()  # the record without its line's CR or padding
             events.append((line, event))
     return chunk
 

@@ -22,7 +22,7 @@ from ingest.records import Chunk
 from reports import maintenance
 
 EVENT_COLUMNS = (
-    "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "payload",
+    "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw",
     "batch_id", "line",
 )  # fmt: skip
 REASON_LENGTH = Rejection._meta.get_field("reason").max_length
