@@ -20,11 +20,11 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from events.db import is_postgresql
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
+from ingest.imports import loader
 from ingest.imports.identity import ConcurrentImport, fingerprint
-from ingest.models import ImportJob, ImportRange, RawBatch
-from ingest.records import Chunk, validate_into
-from ingest.store import store_chunk
+from ingest.models import ImportJob, ImportRange
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 SCAN_BLOCK = 8 * 1024 * 1024
@@ -160,12 +160,12 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
             max_record=settings.SWITCHBOARD["MAX_RECORD_BYTES"],
         )
         start = part.next_offset
-        while raw := list(islice(records, chunk_lines)):
-            chunk = validate_into(Chunk(), raw, now)
-            stored = _store_range_chunk(range_id, start, chunk)
+        chunks = iter(lambda: list(islice(records, chunk_lines)), [])
+        for prepared in (loader.prepare(raw, now, is_postgresql()) for raw in chunks):
+            stored = _store_range_chunk(range_id, start, prepared)
             if stored is None:
                 return None  # another delivery moved this range on: it carries on from there
-            part, start = stored, chunk.end_offset
+            part, start = stored, prepared.end_offset
             ImportJob.objects.filter(pk=part.job_id).update(updated_at=timezone.now())  # still advancing
     if start >= part.byte_end and part.status != ImportRange.Status.DONE:  # an empty range
         ImportRange.objects.filter(pk=range_id, next_offset=start).update(
@@ -193,25 +193,20 @@ def _check_file(part: ImportRange) -> None:
 
 
 @transaction.atomic
-def _store_range_chunk(range_id: int, start: int, chunk: Chunk) -> ImportRange | None:
+def _store_range_chunk(range_id: int, start: int, prepared: loader.Prepared) -> ImportRange | None:
     part = ImportRange.objects.select_for_update().select_related("job").get(pk=range_id)
     if part.status == ImportRange.Status.DONE or part.next_offset != start:
         return None
-    batch = RawBatch(
-        source=part.job.path, import_job=part.job, byte_start=start, byte_end=chunk.end_offset,
-        status=RawBatch.Status.PROCESSING,
-    )  # fmt: skip
-    batch.save()
-    result = store_chunk(batch, chunk, defer_summaries=True)
+    result = loader.store(prepared, source=part.job.path, job_id=part.job_id, byte_start=start)
     # A range holds many chunks: its counts grow with each, and it is done at its end.
-    part.record_count += chunk.record_count
+    part.record_count += prepared.records
     part.accepted += result.accepted
     part.duplicates += result.duplicates
     part.rejected += result.rejected
-    part.next_offset = chunk.end_offset
-    part.next_line = chunk.last_line + 1
+    part.next_offset = prepared.end_offset
+    part.next_line = prepared.next_line
     now = timezone.now()
-    if chunk.end_offset >= part.byte_end:
+    if prepared.end_offset >= part.byte_end:
         part.status, part.processed_at = ImportRange.Status.DONE, now
     part.claimed_at = now  # a heartbeat: the sweeper leaves an advancing range alone
     part.save()

@@ -1,8 +1,12 @@
-"""Importing a file in this process, chunk after chunk, each committed with its checkpoint."""
+"""Importing a file from this process, chunk after chunk, each committed with its checkpoint.
+
+Worker processes validate the next chunks while this one stores the current
+one (`ingest.imports.loader`); the chunks are stored in file order, so the
+checkpoint is always the end of the last stored chunk.
+"""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from itertools import islice
 
@@ -10,23 +14,30 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ingest.framing import ARRAY, RawRecord, detect_framing, iter_records, open_stream
+from ingest.framing import ARRAY, detect_framing, iter_records, open_stream
+from ingest.imports import loader
 from ingest.imports.identity import ConcurrentImport, fingerprint
-from ingest.models import ImportJob, RawBatch
-from ingest.records import Chunk, validate_into
-from ingest.store import store_chunk
+from ingest.models import ImportJob
 from reports import maintenance
 
 ProgressCallback = Callable[[ImportJob], None]
 
 
-def import_file(path: str, *, chunk_lines: int | None = None, on_progress: ProgressCallback | None = None) -> ImportJob:
+def import_file(
+    path: str,
+    *,
+    chunk_lines: int | None = None,
+    workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+) -> ImportJob:
     """Import an NDJSON or JSON-array file (optionally gzip), resuming from its checkpoint.
 
     Each chunk commits its events, rejections and the advanced checkpoint in one
     transaction, so a kill at any moment loses nothing and counts nothing twice.
     """
-    chunk_lines = chunk_lines or settings.SWITCHBOARD["IMPORT_CHUNK_LINES"]
+    limits = settings.SWITCHBOARD
+    chunk_lines = chunk_lines or limits["IMPORT_CHUNK_LINES"]
+    workers = limits["IMPORT_WORKERS"] if workers is None else workers
     job, _ = ImportJob.objects.get_or_create(fingerprint=fingerprint(path), defaults={"path": path})
     with open_stream(path) as stream:
         framing = detect_framing(stream.read(64 * 1024))
@@ -36,12 +47,12 @@ def import_file(path: str, *, chunk_lines: int | None = None, on_progress: Progr
             framing,
             offset=job.next_offset,
             line_no=job.next_line,
-            max_record=settings.SWITCHBOARD["MAX_RECORD_BYTES"],
+            max_record=limits["MAX_RECORD_BYTES"],
             inside=framing == ARRAY and job.next_offset > 0,
         )
-        while raw := list(islice(records, chunk_lines)):
-            chunk = validate_into(Chunk(), raw, time.time())
-            _store_file_chunk(job, path, chunk, _line_after(raw[-1], framing))
+        chunks = iter(lambda: list(islice(records, chunk_lines)), [])
+        for prepared in loader.prepared_chunks(chunks, workers, array=framing == ARRAY):
+            _store_file_chunk(job, path, prepared)
             if on_progress:
                 on_progress(job)
     if job.finished_at is None:
@@ -51,32 +62,17 @@ def import_file(path: str, *, chunk_lines: int | None = None, on_progress: Progr
     return job
 
 
-def _line_after(record: RawRecord, framing: str) -> int:
-    """The line number at a record's end offset, where a resumed import goes on counting."""
-    line, raw, _end = record
-    if framing == ARRAY:  # the offset is right after the element, on its last line
-        return line + (raw.count(b"\n") if isinstance(raw, bytes) else 0)
-    return line + 1  # the offset is after the line's newline
-
-
 @transaction.atomic
-def _store_file_chunk(job: ImportJob, path: str, chunk: Chunk, next_line: int) -> None:
+def _store_file_chunk(job: ImportJob, path: str, prepared: loader.Prepared) -> None:
     locked = ImportJob.objects.select_for_update().get(pk=job.pk)
     if locked.next_offset != job.next_offset:
         raise ConcurrentImport(f"{path} is being imported by another process")
-    batch = RawBatch.objects.create(
-        source=path,
-        import_job=job,
-        byte_start=job.next_offset,
-        byte_end=chunk.end_offset,
-        status=RawBatch.Status.PROCESSING,
-    )
-    result = store_chunk(batch, chunk, defer_summaries=True)
-    job.next_offset = chunk.end_offset
-    job.next_line = next_line
-    job.accepted += result.accepted
-    job.duplicates += result.duplicates
-    job.rejected += result.rejected
+    stored = loader.store(prepared, source=path, job_id=job.pk, byte_start=job.next_offset)
+    job.next_offset = prepared.end_offset
+    job.next_line = prepared.next_line
+    job.accepted += stored.accepted
+    job.duplicates += stored.duplicates
+    job.rejected += stored.rejected
     job.save()
 
 
