@@ -446,40 +446,36 @@ def rebuild_sites(site_ids: Iterable[str]) -> None:
 def _rebuild_part(site_ids: Sequence[str]) -> None:
     _lock_summaries(site_ids)
     marks = ", ".join(["%s"] * len(site_ids))
-    OnlineSpan.objects.filter(site_id__in=site_ids).delete()
-    spans: list[OnlineSpan] = []
-    with connection.chunked_cursor() as cursor:  # server-side on PostgreSQL: bounded memory
-        cursor.execute(
+    spans = {site_id: [] for site_id in site_ids}
+    for site_id, group in groupby(
+        _stream_rows(
             "SELECT site_id, ts, uid, actor, online FROM events_event"
             f" WHERE family = 'chat' AND kind = 'status' AND site_id IN ({marks}) ORDER BY site_id",
             site_ids,
-        )
-        rows = iter(lambda: cursor.fetchmany(FETCH_SIZE), [])
-        statuses = (row for part in rows for row in part)
-        for site_id, group in groupby(statuses, key=lambda row: row[0]):
-            site_spans = online_spans((row[1:] for row in group), set(), -math.inf)
-            spans.extend(_span_rows(site_id, site_spans))
-            if len(spans) >= FETCH_SIZE:
-                OnlineSpan.objects.bulk_create(spans, batch_size=1000)
-                spans = []
-    OnlineSpan.objects.bulk_create(spans, batch_size=1000)
-    messages = {site_id: (0, 0) for site_id in site_ids}
+        ),
+        key=lambda row: row[0],
+    ):
+        spans[site_id] = online_spans((row[1:] for row in group), set(), -math.inf)
+    OnlineSpan.objects.filter(site_id__in=site_ids).delete()
+    OnlineSpan.objects.bulk_create(
+        (row for site_id, site_spans in spans.items() for row in _span_rows(site_id, site_spans)), batch_size=1000
+    )
+    # Each message against its site's spans, in whatever order the table gives them.
+    messages = dict.fromkeys(site_ids, 0)
+    chats = dict.fromkeys(site_ids, 0)
+    for site_id, ts in _stream_rows(
+        f"SELECT site_id, ts FROM events_event WHERE family = 'chat' AND kind = 'message' AND site_id IN ({marks})",
+        site_ids,
+    ):
+        messages[site_id] += 1
+        chats[site_id] += is_chat(ts, spans[site_id])
     with connection.cursor() as cursor:
-        # A message is a chat when the last span starting at or before it has not ended yet.
-        cursor.execute(
-            'SELECT m.site_id, COUNT(*), SUM((SELECT CASE WHEN s."end" IS NULL OR s."end" > m.ts THEN 1 ELSE 0 END'
-            " FROM reports_onlinespan s WHERE s.site_id = m.site_id AND s.start <= m.ts"
-            " ORDER BY s.start DESC LIMIT 1)) FROM events_event m"
-            f" WHERE m.family = 'chat' AND m.kind = 'message' AND m.site_id IN ({marks}) GROUP BY m.site_id",
-            site_ids,
-        )
-        for site_id, total, chats in cursor.fetchall():
-            messages[site_id] = (total, chats or 0)
         cursor.execute(
             "INSERT INTO reports_siteactor (site_id, role, actor)"
-            " SELECT DISTINCT site_id, CASE kind WHEN 'status' THEN %s ELSE %s END, actor"
+            " SELECT DISTINCT site_id, CASE kind WHEN 'status' THEN %s ELSE %s END AS role, actor"
             f" FROM events_event WHERE family = 'chat' AND site_id IN ({marks})"
-            " ON CONFLICT (site_id, role, actor) DO NOTHING",
+            # In index order: each index page is filled once instead of touched at random.
+            " ORDER BY site_id, role, actor ON CONFLICT (site_id, role, actor) DO NOTHING",
             [SiteActor.Role.OPERATOR, SiteActor.Role.VISITOR, *site_ids],
         )
         cursor.execute(
@@ -488,9 +484,9 @@ def _rebuild_part(site_ids: Sequence[str]) -> None:
         )
         actors = {(site_id, role): count for site_id, role, count in cursor.fetchall()}
         counts = [
-            (site_id, chats, total - chats, actors.get((site_id, SiteActor.Role.OPERATOR), 0),
+            (site_id, chats[site_id], total - chats[site_id], actors.get((site_id, SiteActor.Role.OPERATOR), 0),
              actors.get((site_id, SiteActor.Role.VISITOR), 0))
-            for site_id, (total, chats) in messages.items()
+            for site_id, total in messages.items()
         ]  # fmt: skip
         bigint = "CAST(%s AS BIGINT)"
         cursor.execute(
@@ -500,6 +496,14 @@ def _rebuild_part(site_ids: Sequence[str]) -> None:
             " visitors = v.visitors, stale = %s, refreshed_at = %s FROM v WHERE reports_sitesummary.site_id = v.site",
             [*(x for row in counts for x in row), False, timezone.now()],
         )
+
+
+def _stream_rows(sql: str, params: Sequence[object]) -> Iterator[tuple]:
+    """A query's rows in bounded memory (a server-side cursor on PostgreSQL)."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(FETCH_SIZE):
+            yield from rows
 
 
 def rebuild_stale_sites() -> int:

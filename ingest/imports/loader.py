@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from django.db import DataError, IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
@@ -28,6 +28,8 @@ from ingest.framing import RawRecord
 from ingest.models import RawBatch, Rejection
 from ingest.records import Chunk, RejectedRecord, raw_text, validate_into
 from reports import maintenance
+
+T = TypeVar("T")
 
 # The columns a chunk brings; `batch_id` is added when it is stored.
 COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
@@ -133,27 +135,32 @@ def _row(event: NormalizedEvent, line: int) -> tuple:
 # -- the pipeline ----------------------------------------------------------------
 
 
-def prepared_chunks(chunks: Iterable[list[RawRecord]], workers: int, *, array: bool = False) -> Iterator[Prepared]:
-    """Prepare chunks in `workers` processes (in this one if 0), in order, a few ahead at most.
+def prepared_chunks(
+    chunks: Iterable[tuple[list[RawRecord], T]], workers: int, *, array: bool = False
+) -> Iterator[tuple[Prepared, T]]:
+    """Prepare chunks in `workers` processes (in this one if 0), in order, a few ahead at most;
+    each comes back with what the caller gave with it.
 
     "Future" timestamps are judged against the clock when a chunk is handed out.
     Memory stays bounded: at most `workers + 1` chunks wait to be stored.
     """
     postgresql = is_postgresql()
     if workers <= 0:
-        for records in chunks:
-            yield prepare(records, time.time(), postgresql, array)
+        for records, extra in chunks:
+            yield prepare(records, time.time(), postgresql, array), extra
         return
     # Forked workers inherit this process's settings, and its database connections, which
     # they never touch: a forked worker leaves with os._exit, closing none of them.
     with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
-        pending: deque[Future[Prepared]] = deque()
-        for records in chunks:
-            pending.append(pool.submit(prepare, records, time.time(), postgresql, array))
+        pending: deque[tuple[Future[Prepared], T]] = deque()
+        for records, extra in chunks:
+            pending.append((pool.submit(prepare, records, time.time(), postgresql, array), extra))
             if len(pending) > workers:
-                yield pending.popleft().result()
+                future, extra = pending.popleft()
+                yield future.result(), extra
         while pending:
-            yield pending.popleft().result()
+            future, extra = pending.popleft()
+            yield future.result(), extra
 
 
 # -- storing -----------------------------------------------------------------------
@@ -195,7 +202,7 @@ def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
     if not is_postgresql():
         rows = [(*row, batch_id) for row in prepared.rows]
         returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", _STORED)
-        return [StoredEvent(*row) for row in returned]
+        return list(map(StoredEvent._make, returned))
     with connection.cursor() as cursor:
         # A temporary table lives as long as the session: created once per import.
         cursor.execute(
@@ -208,7 +215,7 @@ def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
             f" ON CONFLICT (uid) DO NOTHING RETURNING {_STORED}",
             [batch_id],
         )
-        stored = [StoredEvent(*row) for row in cursor.fetchall()]
+        stored = list(map(StoredEvent._make, cursor.fetchall()))
         cursor.execute("TRUNCATE import_staging")
     return stored
 

@@ -13,7 +13,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from ingest.health import broker_check
-from ingest.imports.ranges import job_of
+from ingest.imports.jobs import matching_job
 from ingest.imports.tasks import enqueue_ranges
 from ingest.models import ImportJob, ImportRange, RawBatch
 from reports import maintenance
@@ -21,7 +21,7 @@ from reports import maintenance
 
 def unfinished_ranges(path: str) -> int:
     """How many ranges of a parallel import of this file are not imported yet."""
-    job = job_of(path)
+    job = matching_job(path)
     return job.ranges.unfinished().count() if job else 0
 
 

@@ -23,7 +23,8 @@ from django.utils import timezone
 from events.db import is_postgresql
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
 from ingest.imports import loader
-from ingest.imports.identity import ConcurrentImport, fingerprint
+from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint, window_hash
+from ingest.imports.jobs import find_job
 from ingest.models import ImportJob, ImportRange
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
@@ -92,10 +93,6 @@ class Plan:
     unfinished: list[int]  # range ids still to import
 
 
-def job_of(path: str) -> ImportJob | None:
-    return ImportJob.objects.filter(fingerprint=fingerprint(path)).first()
-
-
 def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
     """Plan the file's ranges once; a rerun reuses them and plans only bytes appended since.
 
@@ -103,8 +100,10 @@ def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
     handed out up to there, and a sequential run would not import it again.
     """
     path = os.path.abspath(path)
-    job, _ = ImportJob.objects.get_or_create(fingerprint=fingerprint(path), defaults={"path": path})
-    size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        job = find_job(path, stream).job
+        size = os.path.getsize(path)
+        checkpoint_hash = window_hash(bytes_before(stream, size) or b"")
     ranges, next_line = [], job.next_line
     if job.next_offset < size:  # the scan reads the file, so not inside the transaction
         ranges, next_line = split_ranges(path, job.next_offset, job.next_line, size, chunk_bytes)
@@ -115,7 +114,8 @@ def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
         if ranges:
             ImportRange.objects.bulk_create([_new_range(job, r) for r in ranges], batch_size=1000)
             locked.next_offset, locked.next_line, locked.finished_at = size, next_line, None
-            locked.save(update_fields=["next_offset", "next_line", "finished_at", "updated_at"])
+            locked.checkpoint_hash = checkpoint_hash
+            locked.save(update_fields=["next_offset", "next_line", "checkpoint_hash", "finished_at", "updated_at"])
     unfinished = list(locked.ranges.unfinished().order_by("byte_start").values_list("pk", flat=True))
     return Plan(locked, locked.ranges.count(), len(ranges), unfinished)
 
@@ -175,9 +175,12 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
 
 
 def _check_file(part: ImportRange) -> None:
-    path = part.job.path
+    job = part.job
     try:
-        same = os.path.getsize(path) >= part.byte_end and fingerprint(path) == part.job.fingerprint
+        with open(job.path, "rb") as stream:
+            before = bytes_before(stream, job.next_offset)
+        same = before is not None and fingerprint(job.path) == job.fingerprint
+        same = same and job.checkpoint_hash in ("", window_hash(before))  # type: ignore[arg-type]
     except OSError as error:
         same, reason = False, str(error)
     else:
@@ -188,7 +191,7 @@ def _check_file(part: ImportRange) -> None:
             status=ImportRange.Status.PENDING
         )
         raise FileUnavailable(
-            f"range {part.pk} of {path}: {reason} (the file must be at the same path on every worker)"
+            f"range {part.pk} of {job.path}: {reason} (the file must be at the same path on every worker)"
         )
 
 
