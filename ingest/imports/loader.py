@@ -45,7 +45,7 @@ _UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
 class StoredEvent(NamedTuple):
     """An event a chunk stored (not a duplicate): what the summaries' upkeep reads of it."""
 
-    id: int
+    id: int | None  # None when it was copied in bulk (known only when it has a detail row)
     uid: str
     family: str
     kind: str
@@ -69,7 +69,9 @@ class Prepared:
     events: int  # valid records, duplicates within the chunk included
     uids: list[str]  # distinct, sorted
     copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
-    rows: list[tuple] = field(default_factory=list)  # elsewhere: the rows themselves
+    # PostgreSQL: the columns of each row but its text and line, in `uids` order;
+    # elsewhere the rows themselves.
+    rows: list[tuple] = field(default_factory=list)
     rejections: list[RejectedRecord] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     details: dict[str, dict] = field(default_factory=dict)  # uid -> its family's detail row (xmpp stanza)
@@ -121,6 +123,7 @@ def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool 
     )
     if postgresql:
         prepared.copy = "".join([_copy_line(first[uid][1], first[uid][0]) for uid in uids]).encode()
+        prepared.rows = [_row(first[uid][1], first[uid][0])[:-2] for uid in uids]
     else:
         prepared.rows = [_row(first[uid][1], first[uid][0]) for uid in uids]
     return prepared
@@ -204,12 +207,15 @@ def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
         returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", _STORED)
         return list(map(StoredEvent._make, returned))
     with connection.cursor() as cursor:
+        if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id)) is not None:
+            return stored
         # A temporary table lives as long as the session: created once per import.
         cursor.execute(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS import_staging ON COMMIT DELETE ROWS"
             f" AS SELECT {_NAMES} FROM events_event WITH NO DATA"
         )
-        cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
+        with connection.wrap_database_errors:
+            cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
         cursor.execute(
             f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging"
             f" ON CONFLICT (uid) DO NOTHING RETURNING {_STORED}",
@@ -218,6 +224,27 @@ def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
         stored = list(map(StoredEvent._make, cursor.fetchall()))
         cursor.execute("TRUNCATE import_staging")
     return stored
+
+
+def _copy_new(cursor, prepared: Prepared, batch_id: int) -> list[StoredEvent] | None:  # noqa: ANN001
+    """COPY the events whose ids are not stored yet straight into the table (rows are
+    written in batches, unlike INSERT's one by one); None if another writer stored one
+    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT."""
+    cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [prepared.uids])
+    stored = {uid for (uid,) in cursor.fetchall()}
+    lines = prepared.copy.splitlines(keepends=True) if stored else None
+    new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
+    data = prepared.copy if lines is None else b"".join(lines[i] for i in new)
+    try:
+        with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
+            cursor.cursor.copy_expert(
+                f"COPY events_event ({_NAMES}, batch_id) FROM STDIN",
+                io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id)),
+            )
+    except IntegrityError:
+        return None
+    rows = prepared.rows
+    return [StoredEvent(None, *rows[i]) for i in new]  # type: ignore[arg-type]
 
 
 def _insert_isolating(prepared: Prepared, batch_id: int) -> tuple[list[StoredEvent], list[RejectedRecord]]:
@@ -263,12 +290,13 @@ def _subset(prepared: Prepared, part: slice) -> Prepared:
         uids=prepared.uids[part],
         copy=b"".join(lines[part]),
         rows=prepared.rows[part],
+        details=prepared.details,
     )
 
 
 def _line_and_raw(prepared: Prepared) -> tuple[int, str]:
     """The line number and record text of a one-event chunk."""
-    if prepared.rows:
+    if not prepared.copy:  # SQLite: the row itself
         row = prepared.rows[0]
         return row[-1], row[-2]
     fields = prepared.copy.decode().rstrip("\n").split("\t")

@@ -13,6 +13,7 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from ingest.health import broker_check
+from ingest.imports import bulk
 from ingest.imports.jobs import matching_job
 from ingest.imports.tasks import enqueue_ranges
 from ingest.models import ImportJob, ImportRange, RawBatch
@@ -128,5 +129,6 @@ def finish_import(job: ImportJob) -> ImportJob:
     job.accepted, job.duplicates, job.rejected = (totals[k] or 0 for k in ("accepted", "duplicates", "rejected"))
     job.finished_at = job.finished_at or timezone.now()
     job.save(update_fields=["accepted", "duplicates", "rejected", "finished_at", "updated_at"])
+    bulk.restore_deferred()  # before the rebuild, which reads through them
     maintenance.rebuild_stale()
     return job

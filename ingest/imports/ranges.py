@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from events.db import is_postgresql
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
-from ingest.imports import loader
+from ingest.imports import bulk, loader
 from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint, window_hash
 from ingest.imports.jobs import find_job
 from ingest.models import ImportJob, ImportRange
@@ -116,6 +116,8 @@ def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
             locked.next_offset, locked.next_line, locked.finished_at = size, next_line, None
             locked.checkpoint_hash = checkpoint_hash
             locked.save(update_fields=["next_offset", "next_line", "checkpoint_hash", "finished_at", "updated_at"])
+    if ranges and bulk.dominates(size - job.next_offset):
+        bulk.defer_indexes(locked)
     unfinished = list(locked.ranges.unfinished().order_by("byte_start").values_list("pk", flat=True))
     return Plan(locked, locked.ranges.count(), len(ranges), unfinished)
 
