@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--duplicates", type=float, default=0.03, help="fraction of resent lines")
     parser.add_argument("--dir", default="/tmp/switchboard-bench")
     parser.add_argument("--chunk-lines", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="validation processes of a sequential import")
     parser.add_argument("--parallel", type=int, default=0, metavar="N", help="import with N worker processes")
     parser.add_argument("--chunk-bytes", type=int, default=None, help="with --parallel: bytes per range")
     args = parser.parse_args()
@@ -75,6 +76,8 @@ def main() -> None:
     ours = [PYTHON, "manage.py", "import_jsonl", str(data), "--summary"]
     if args.chunk_lines:
         ours += ["--chunk-lines", str(args.chunk_lines)]
+    if args.workers is not None:
+        ours += ["--workers", str(args.workers)]
     worker = None
     if args.parallel:
         ours.append("--parallel")
@@ -99,6 +102,8 @@ def main() -> None:
     print(f"database: {database.split('@')[-1]} {durability(env)}")
     if args.parallel:
         print(f"import_jsonl --parallel with a Celery worker of concurrency {args.parallel}")
+    elif args.workers is not None:
+        print(f"import_jsonl --workers {args.workers}")
     print("| lines | file MB | import_jsonl s | lines/s | peak RSS MiB | DuckDB s | DuckDB RSS MiB | ratio | same |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(

@@ -8,8 +8,12 @@ provenance `RawBatch` and the caller's checkpoint (`store`).
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import io
+import os
 import re
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator
@@ -30,6 +34,7 @@ from ingest.records import Chunk, RejectedRecord, raw_text, validate_into
 from reports import maintenance
 
 T = TypeVar("T")
+PR_SET_PDEATHSIG = 1
 
 # The columns a chunk brings; `batch_id` is added when it is stored.
 COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
@@ -154,7 +159,9 @@ def prepared_chunks(
         return
     # Forked workers inherit this process's settings, and its database connections, which
     # they never touch: a forked worker leaves with os._exit, closing none of them.
-    with ProcessPoolExecutor(workers, mp_context=get_context("fork")) as pool:
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("fork"), initializer=_end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
         pending: deque[tuple[Future[Prepared], T]] = deque()
         for records, extra in chunks:
             pending.append((pool.submit(prepare, records, time.time(), postgresql, array), extra))
@@ -164,6 +171,15 @@ def prepared_chunks(
         while pending:
             future, extra = pending.popleft()
             yield future.result(), extra
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker ends when the import does, even killed with SIGKILL: an orphan would keep
+    the import's stdout open and wait forever on a queue nobody reads."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere an orphan stays
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
 
 
 # -- storing -----------------------------------------------------------------------
