@@ -14,7 +14,7 @@ from django.utils.http import urlencode
 
 from events.admin import EstimatedCountPaginator, ReadOnlyMixin
 from ingest.keys import set_new_key
-from ingest.models import Application, ImportJob, RawBatch, Rejection
+from ingest.models import Application, ImportJob, ImportRange, RawBatch, Rejection
 
 PREVIEW_BYTES = 4000
 RAW_PREVIEW_CHARS = 120
@@ -147,6 +147,20 @@ class ImportJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "finished_at",
     )
     ordering = ("-started_at",)
+    actions = None
+
+
+@admin.register(ImportRange)
+class ImportRangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The byte ranges of parallel imports, to watch their workers."""
+
+    list_display = (
+        "id", "job", "status", "byte_start", "byte_end", "next_offset", "accepted", "duplicates", "rejected",
+        "attempts", "claimed_at", "processed_at",
+    )  # fmt: skip
+    list_filter = ("status",)
+    list_select_related = ("job",)
+    ordering = ("job", "byte_start")
     actions = None
 
 
