@@ -41,7 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -156,7 +156,7 @@ if os.environ.get("REDIS_URL"):
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "ingest.auth.ApiKeyAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "ingest.auth.AnalystTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["ingest.auth.IsAnalyst"],
@@ -164,6 +164,14 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"app": os.environ.get("APP_THROTTLE_RATE", "6000/min")},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+# Analysts' API tokens (django-rest-knox): only a digest is stored; no expiry
+# unless one is given when the token is made (`create_analyst --expires-in-days`).
+REST_KNOX = {
+    "TOKEN_TTL": None,
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_PREFIX": "sbt_",  # recognisable by secret scanners
+    "AUTO_REFRESH": False,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchboard API",
