@@ -188,6 +188,9 @@ SPECTACULAR_SETTINGS = {
 SWITCHBOARD = {
     "MAX_BODY_BYTES": env_int("MAX_BODY_BYTES", 10 * 1024 * 1024),
     "MAX_RECORD_BYTES": env_int("MAX_RECORD_BYTES", 64 * 1024),
+    # A body framing into more records is refused (413): a tiny gzip body of blank-free
+    # short lines must not turn into hundreds of thousands of rows for a worker.
+    "MAX_RECORDS_PER_BODY": env_int("MAX_RECORDS_PER_BODY", 50_000),
     "MAX_REJECTED_RAW_CHARS": 2000,
     "FUTURE_TOLERANCE_SECONDS": 300,
     # Arrays/objects nested deeper are rejected: Django reads JSON back recursively.

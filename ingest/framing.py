@@ -29,6 +29,8 @@ class Broken:
 
     reason: str
     head: bytes  # the first bytes, kept for the rejection record
+    # One record too long (rejected, the stream goes on), not a stream that stops making sense.
+    oversize: bool = False
 
 
 # (line number, raw record or Broken, stream offset just after it)
@@ -36,7 +38,7 @@ RawRecord = tuple[int, bytes | Broken, int]
 
 
 def oversize(size: int, limit: int, head: bytes) -> Broken:
-    return Broken(f"record is {size} bytes, over the limit of {limit}", head[:limit])
+    return Broken(f"record is {size} bytes, over the limit of {limit}", head[:limit], oversize=True)
 
 
 def open_stream(path: str) -> BinaryIO:
@@ -126,13 +128,19 @@ def iter_ndjson(stream: BinaryIO, offset: int = 0, line_no: int = 1, max_record:
         yield line_no, pending, offset
 
 
-_STRUCTURAL = re.compile(rb'[\[\]{},"]')
 # The inside of a JSON string up to its closing quote or the end of the buffer. The
 # possessive quantifiers keep no backtracking state: linear time and constant memory
 # however long the string (a backtracking `(?:[^"\\]|\\.)*` holds ~100 bytes per byte).
-_STRING_BODY = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+', re.DOTALL)
+_STRING_INSIDE = rb'[^"\\]*+(?:\\.[^"\\]*+)*+'
+_STRING_BODY = re.compile(_STRING_INSIDE, re.DOTALL)
+# What an element's scan skips in one step: everything but brackets (and, at the top
+# level of the element, commas), whole strings included; it stops at the next bracket,
+# comma or a string that does not close in the buffer.
+_SKIP_NESTED = re.compile(rb'(?:[^\[\]{}"]++|"' + _STRING_INSIDE + rb'")*+', re.DOTALL)
+_SKIP_TOP = re.compile(rb'(?:[^\[\]{},"]++|"' + _STRING_INSIDE + rb'")*+', re.DOTALL)
 _NOT_SPACE = re.compile(rb"[^ \t\r\n]")
-QUOTE = ord('"')
+QUOTE, COMMA, CLOSING_BRACE = ord('"'), ord(","), ord("}")
+OPENING = frozenset(b"[{")
 
 
 def iter_json_array(
@@ -234,28 +242,26 @@ def iter_json_array(
                     advance(pos + 1)
                     continue
                 start, start_line = pos, lines_to_pos
-            m = _STRUCTURAL.search(buf, pos)
-            if not m:
-                advance(len(buf))
+            advance((_SKIP_NESTED if depth > 1 else _SKIP_TOP).match(buf, pos).end())
+            if pos == len(buf):
                 break
-            char = m.group()
-            if char == b'"':
+            char = buf[pos]
+            if char == QUOTE:  # a string that goes on in the next block
                 in_string = True
-                advance(m.end())
+                advance(pos + 1)
                 continue
-            if char in b"[{":
+            if char in OPENING:
                 depth += 1
-                advance(m.end())
+                advance(pos + 1)
                 continue
-            if depth > 1 and char in b"]}":
+            if char != COMMA and depth > 1:
                 depth -= 1
-                advance(m.end())
+                advance(pos + 1)
                 continue
-            if depth > 1 or char == b"}":  # a comma inside an element, or a stray brace
-                advance(m.end())
+            if char == CLOSING_BRACE:  # a stray brace at the element's top level: part of it
+                advance(pos + 1)
                 continue
             # A comma or the closing bracket at depth 1 ends the element.
-            advance(m.start())
             yield _element(buf, start, pos, base, start_line, max_record, head, dropped, dropped_space)
             start, head, dropped, dropped_space = None, None, 0, 0
             progressed = True
