@@ -4,6 +4,7 @@ parallel imports."""
 
 from django.db import models
 from django.utils import timezone
+from knox.models import AuthToken
 
 from ingest.imports.identity import EMPTY_WINDOW
 
@@ -19,6 +20,17 @@ class Application(models.Model):
 
     def __str__(self) -> str:
         return self.name
+
+
+class AnalystToken(AuthToken):
+    """An analyst's API token as the admin shows it: its first characters, never the token."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "analyst token"
+
+    def __str__(self) -> str:
+        return f"{self.token_key}… of {self.user}"
 
 
 class ImportJob(models.Model):

@@ -18,10 +18,10 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils.http import parse_http_date
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from events.models import Event
+from ingest.analysts import create_analyst
 from ingest.imports.sequential import import_file
 from ingest.keys import create_application
 from reports import site_summary
@@ -46,9 +46,8 @@ def iso(ts: float) -> str:
 
 @pytest.fixture
 def analyst() -> APIClient:
-    user = User.objects.create_user("analyst")  # no password: tokens only (and no slow hashing)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {create_analyst('analyst')[1]}")  # no password: no slow hashing
     return client
 
 
