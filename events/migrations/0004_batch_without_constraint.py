@@ -8,7 +8,7 @@ class Migration(migrations.Migration):
 
     dependencies = [
         ('events', '0003_record_text_and_64bit_lines'),
-        ('ingest', '0007_import_identity'),
+        ('ingest', '0008_import_identity'),
     ]
 
     operations = [

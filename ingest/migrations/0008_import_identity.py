@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ingest', '0006_remove_rawbatch_next_offset'),
+        ('ingest', '0007_merge_import_ranges_analyst_tokens'),
     ]
 
     operations = [
