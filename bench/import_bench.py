@@ -71,8 +71,9 @@ def main() -> None:
     env = dict(os.environ)
     database = env.get("DATABASE_URL", "sqlite (default)")
 
-    subprocess.run([PYTHON, "manage.py", "flush", "--noinput"], cwd=REPO, env=env, check=True)
+    # Migrate first: a database left by an older checkout may lack tables that flush empties.
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "flush", "--noinput"], cwd=REPO, env=env, check=True)
     ours = [PYTHON, "manage.py", "import_jsonl", str(data), "--summary"]
     if args.chunk_lines:
         ours += ["--chunk-lines", str(args.chunk_lines)]
