@@ -57,6 +57,7 @@ def main() -> None:
     parser.add_argument("--duplicates", type=float, default=0.03, help="fraction of resent lines")
     parser.add_argument("--dir", default="/tmp/switchboard-bench")
     parser.add_argument("--chunk-lines", type=int, default=None)
+    parser.add_argument("--workers", type=int, default=None, help="validation processes of a sequential import")
     parser.add_argument("--parallel", type=int, default=0, metavar="N", help="import with N worker processes")
     parser.add_argument("--chunk-bytes", type=int, default=None, help="with --parallel: bytes per range")
     args = parser.parse_args()
@@ -70,11 +71,14 @@ def main() -> None:
     env = dict(os.environ)
     database = env.get("DATABASE_URL", "sqlite (default)")
 
-    subprocess.run([PYTHON, "manage.py", "flush", "--noinput"], cwd=REPO, env=env, check=True)
+    # Migrate first: a database left by an older checkout may lack tables that flush empties.
     subprocess.run([PYTHON, "manage.py", "migrate", "-v0"], cwd=REPO, env=env, check=True)
+    subprocess.run([PYTHON, "manage.py", "flush", "--noinput"], cwd=REPO, env=env, check=True)
     ours = [PYTHON, "manage.py", "import_jsonl", str(data), "--summary"]
     if args.chunk_lines:
         ours += ["--chunk-lines", str(args.chunk_lines)]
+    if args.workers is not None:
+        ours += ["--workers", str(args.workers)]
     worker = None
     if args.parallel:
         ours.append("--parallel")
@@ -99,6 +103,8 @@ def main() -> None:
     print(f"database: {database.split('@')[-1]} {durability(env)}")
     if args.parallel:
         print(f"import_jsonl --parallel with a Celery worker of concurrency {args.parallel}")
+    elif args.workers is not None:
+        print(f"import_jsonl --workers {args.workers}")
     print("| lines | file MB | import_jsonl s | lines/s | peak RSS MiB | DuckDB s | DuckDB RSS MiB | ratio | same |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(

@@ -195,7 +195,12 @@ SWITCHBOARD = {
     "FUTURE_TOLERANCE_SECONDS": 300,
     # Arrays/objects nested deeper are rejected: Django reads JSON back recursively.
     "MAX_NESTING": env_int("MAX_NESTING", 100),
-    "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 20_000),
+    "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 50_000),
+    # Processes that validate the next chunks of a file while import_jsonl stores one (0: none).
+    "IMPORT_WORKERS": env_int("IMPORT_WORKERS", 1),
+    # PostgreSQL: an import of at least this much that also doubles the event table or more
+    # builds the table's secondary indexes after loading (ingest/imports/bulk.py).
+    "IMPORT_DEFER_INDEXES_BYTES": env_int("IMPORT_DEFER_INDEXES_BYTES", 64 * 1024 * 1024),
     "MAX_STANZA_BYTES": env_int("MAX_STANZA_BYTES", 64 * 1024),
     # The sweeper enqueues a pending batch that the broker never took after
     # this long, and one it took but no worker claimed after the second delay.

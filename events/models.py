@@ -47,8 +47,13 @@ class Event(models.Model):
     # spelling kept): exports give it back byte for byte, and storing it costs no JSON
     # parse in the database. PostgreSQL can still query it as `raw::jsonb`.
     raw = models.TextField()
-    # Provenance; no index: nothing looks events up by batch on a hot path.
-    batch = models.ForeignKey("ingest.RawBatch", on_delete=models.PROTECT, related_name="events", db_index=False)
+    # Provenance; no index: nothing looks events up by batch on a hot path. No database
+    # constraint either: every writer creates the batch first, in the same transaction,
+    # and Django's PROTECT keeps batches from being deleted under their events; a
+    # constraint would only cost a lookup per stored event.
+    batch = models.ForeignKey(
+        "ingest.RawBatch", on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False
+    )
     line = models.PositiveBigIntegerField()  # files past 2**31 lines exist
 
     class Meta:

@@ -6,6 +6,8 @@ from django.db import models
 from django.utils import timezone
 from knox.models import AuthToken
 
+from ingest.imports.identity import EMPTY_WINDOW
+
 
 class Application(models.Model):
     """A trusted client app. Its API key is shown once; only a hash is kept."""
@@ -34,20 +36,32 @@ class AnalystToken(AuthToken):
 class ImportJob(models.Model):
     """One file given to `import_jsonl`, with its durable checkpoint.
 
-    A file is recognised by a hash of its first MiB, so rerunning the same file
-    (or a longer copy of a log that grew) resumes from `next_offset`.
+    A file is looked up by a hash of its first MiB and proven by the hash of the
+    bytes before the checkpoint (ingest/imports/identity.py), so rerunning the
+    same file (or a longer copy of a log that grew) resumes from `next_offset`,
+    and another file that only starts the same way is imported as a new one.
     """
 
-    fingerprint = models.CharField(max_length=64, unique=True)
+    fingerprint = models.CharField(max_length=64)
+    # The how-manieth file with this fingerprint (files that start alike): unique with it.
+    generation = models.PositiveIntegerField(default=0)
     path = models.CharField(max_length=4096)
     next_offset = models.BigIntegerField(default=0)  # bytes of the (decompressed) stream
     next_line = models.BigIntegerField(default=1)
+    # SHA-256 of the stream's 64 KiB before `next_offset` (empty: not known, from before it was kept).
+    checkpoint_hash = models.CharField(max_length=64, blank=True, default=EMPTY_WINDOW)
     accepted = models.BigIntegerField(default=0)
     duplicates = models.BigIntegerField(default=0)
     rejected = models.BigIntegerField(default=0)
     started_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # While an import that dominates the event table runs without the table's secondary
+    # indexes and site foreign key: their definitions, to create them again (ingest/imports/bulk.py).
+    deferred_ddl = models.JSONField(default=list, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["fingerprint", "generation"], name="import_job_file_unique")]
 
     def __str__(self) -> str:
         return self.path

@@ -53,7 +53,11 @@ class SiteActor(models.Model):
         OPERATOR = "operator"
         VISITOR = "visitor"
 
-    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="actors")
+    # No index of its own: the unique (site, role, actor) index serves lookups by site. No
+    # database constraint: rows are derived from stored events of existing sites, and a
+    # rebuild after a bulk import inserts a row per distinct visitor, each of which
+    # a constraint would check (CASCADE still applies through Django).
+    site = models.ForeignKey(Site, on_delete=models.CASCADE, related_name="actors", db_index=False, db_constraint=False)
     role = models.CharField(max_length=16, choices=Role.choices)
     actor = models.CharField(max_length=255)
 

@@ -15,8 +15,9 @@ Every path uses the same two operations:
   next status (after which the operator's state is as it was), moving the
   messages of those windows whose side changed. The work is bounded by the
   events inside the windows, not by the site, however late a status arrives.
-* `rebuild_site` (bulk import, repair): recompute a site from its events in one
-  ordered pass over its statuses and one over its message timestamps.
+* `rebuild_sites` (bulk import, repair): recompute sites from their events,
+  a few hundred at a time: one ordered pass over their statuses gives the
+  spans, then one statement counts their messages against the spans.
 
 Both are exact after any arrival order, batching, duplication or retry.
 """
@@ -35,7 +36,7 @@ from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from events.db import insert_ignoring_conflicts
+from events.db import chunked, insert_ignoring_conflicts
 from events.models import Site
 from reports.models import OnlineSpan, SiteActor, SiteSummary
 
@@ -350,11 +351,21 @@ def actor_triples(events: Iterable[object]) -> set[tuple[str, str, str]]:
 
 
 def mark_stale(site_ids: Iterable[str]) -> None:
-    """Bulk path: counters will be rebuilt once at the end instead of per chunk."""
+    """Bulk path: counters will be rebuilt once at the end instead of per chunk.
+
+    Only rows not stale yet are written (and locked): a long import marks each of
+    its sites once, not once per chunk, and waits on no worker that holds a fresh row.
+    """
     ids = sorted(set(site_ids))
-    if ids:
-        _lock_summaries(ids)
-        SiteSummary.objects.filter(site_id__in=ids).update(stale=True)
+    with connection.cursor() as cursor:
+        for part in chunked(ids, REBUILD_SITES):
+            # One statement creates the missing rows and marks the fresh ones, in site order.
+            cursor.execute(
+                "INSERT INTO reports_sitesummary (site_id, messages, emails, operators, visitors, stale)"
+                f" VALUES {', '.join(['(%s, 0, 0, 0, 0, %s)'] * len(part))}"
+                " ON CONFLICT (site_id) DO UPDATE SET stale = excluded.stale WHERE NOT reports_sitesummary.stale",
+                [x for site_id in part for x in (site_id, True)],
+            )
 
 
 def apply_new_events(events: Sequence[object]) -> None:
@@ -412,45 +423,100 @@ def _recompute_window(site_id: str, start: float, end: float, seed: set[str]) ->
     return count_chats(messages, new)[0] - count_chats(messages, old)[0]
 
 
+REBUILD_SITES = 500  # sites per rebuild transaction (and per IN list)
+
+
 def rebuild_site(site_id: str) -> None:
     """Recompute one site from its stored events, in its own transaction."""
-    with transaction.atomic():
-        summary = _lock_summaries([site_id])[site_id]
-        spans = online_spans(_statuses_since(site_id, -math.inf), set(), -math.inf)
-        chats, total = count_chats(_message_ts_since(site_id, -math.inf), spans)
-        OnlineSpan.objects.filter(site_id=site_id).delete()
-        OnlineSpan.objects.bulk_create(_span_rows(site_id, spans), batch_size=1000)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                "INSERT INTO reports_siteactor (site_id, role, actor)"
-                " SELECT DISTINCT site_id, CASE kind WHEN 'status' THEN %s ELSE %s END, actor"
-                " FROM events_event WHERE site_id = %s AND family = 'chat'"
-                " ON CONFLICT (site_id, role, actor) DO NOTHING",
-                [SiteActor.Role.OPERATOR, SiteActor.Role.VISITOR, site_id],
-            )
-        roles = SiteActor.objects.filter(site_id=site_id)
-        summary.messages = chats
-        summary.emails = total - chats
-        summary.operators = roles.filter(role=SiteActor.Role.OPERATOR).count()
-        summary.visitors = roles.filter(role=SiteActor.Role.VISITOR).count()
-        summary.stale = False
-        summary.refreshed_at = timezone.now()
-        summary.save()
+    rebuild_sites([site_id])
+
+
+def rebuild_sites(site_ids: Iterable[str]) -> None:
+    """Recompute sites from their stored events, a few hundred per transaction.
+
+    Set-based: one ordered pass over the sites' statuses gives their spans (the
+    semantics above, in Python); the messages are then counted against the
+    stored spans in SQL (one index probe each), the actors with one insert.
+    """
+    for part in chunked(sorted(set(site_ids)), REBUILD_SITES):
+        with transaction.atomic():
+            _rebuild_part(part)
+
+
+def _rebuild_part(site_ids: Sequence[str]) -> None:
+    _lock_summaries(site_ids)
+    marks = ", ".join(["%s"] * len(site_ids))
+    spans = {site_id: [] for site_id in site_ids}
+    for site_id, group in groupby(
+        _stream_rows(
+            "SELECT site_id, ts, uid, actor, online FROM events_event"
+            f" WHERE family = 'chat' AND kind = 'status' AND site_id IN ({marks}) ORDER BY site_id",
+            site_ids,
+        ),
+        key=lambda row: row[0],
+    ):
+        spans[site_id] = online_spans((row[1:] for row in group), set(), -math.inf)
+    OnlineSpan.objects.filter(site_id__in=site_ids).delete()
+    OnlineSpan.objects.bulk_create(
+        (row for site_id, site_spans in spans.items() for row in _span_rows(site_id, site_spans)), batch_size=1000
+    )
+    # Each message against its site's spans, in whatever order the table gives them.
+    messages = dict.fromkeys(site_ids, 0)
+    chats = dict.fromkeys(site_ids, 0)
+    for site_id, ts in _stream_rows(
+        f"SELECT site_id, ts FROM events_event WHERE family = 'chat' AND kind = 'message' AND site_id IN ({marks})",
+        site_ids,
+    ):
+        messages[site_id] += 1
+        chats[site_id] += is_chat(ts, spans[site_id])
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "INSERT INTO reports_siteactor (site_id, role, actor)"
+            " SELECT DISTINCT site_id, CASE kind WHEN 'status' THEN %s ELSE %s END AS role, actor"
+            f" FROM events_event WHERE family = 'chat' AND site_id IN ({marks})"
+            # In index order: each index page is filled once instead of touched at random.
+            " ORDER BY site_id, role, actor ON CONFLICT (site_id, role, actor) DO NOTHING",
+            [SiteActor.Role.OPERATOR, SiteActor.Role.VISITOR, *site_ids],
+        )
+        cursor.execute(
+            f"SELECT site_id, role, COUNT(*) FROM reports_siteactor WHERE site_id IN ({marks}) GROUP BY site_id, role",
+            site_ids,
+        )
+        actors = {(site_id, role): count for site_id, role, count in cursor.fetchall()}
+        counts = [
+            (site_id, chats[site_id], total - chats[site_id], actors.get((site_id, SiteActor.Role.OPERATOR), 0),
+             actors.get((site_id, SiteActor.Role.VISITOR), 0))
+            for site_id, total in messages.items()
+        ]  # fmt: skip
+        bigint = "CAST(%s AS BIGINT)"
+        cursor.execute(
+            f"WITH v(site, messages, emails, operators, visitors) AS (VALUES"
+            f" {', '.join([f'(%s, {bigint}, {bigint}, {bigint}, {bigint})'] * len(counts))})"
+            " UPDATE reports_sitesummary SET messages = v.messages, emails = v.emails, operators = v.operators,"
+            " visitors = v.visitors, stale = %s, refreshed_at = %s FROM v WHERE reports_sitesummary.site_id = v.site",
+            [*(x for row in counts for x in row), False, timezone.now()],
+        )
+
+
+def _stream_rows(sql: str, params: Sequence[object]) -> Iterator[tuple]:
+    """A query's rows in bounded memory (a server-side cursor on PostgreSQL)."""
+    with connection.chunked_cursor() as cursor:
+        cursor.execute(sql, params)
+        while rows := cursor.fetchmany(FETCH_SIZE):
+            yield from rows
 
 
 def rebuild_stale_sites() -> int:
     """Rebuild every site marked stale; returns how many."""
     stale = list(SiteSummary.objects.filter(stale=True).values_list("site_id", flat=True))
-    for site_id in stale:
-        rebuild_site(site_id)
+    rebuild_sites(stale)
     return len(stale)
 
 
 def rebuild_all_sites() -> int:
     """Repair: recompute every site that has chat events."""
     site_ids = list(Site.objects.filter(events__family="chat").distinct().values_list("code", flat=True))
-    for site_id in site_ids:
-        rebuild_site(site_id)
+    rebuild_sites(site_ids)
     return len(site_ids)
 
 

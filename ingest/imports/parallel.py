@@ -13,7 +13,8 @@ from django.db.models import Sum
 from django.utils import timezone
 
 from ingest.health import broker_check
-from ingest.imports.ranges import job_of
+from ingest.imports import bulk
+from ingest.imports.jobs import matching_job
 from ingest.imports.tasks import enqueue_ranges
 from ingest.models import ImportJob, ImportRange, RawBatch
 from reports import maintenance
@@ -21,7 +22,7 @@ from reports import maintenance
 
 def unfinished_ranges(path: str) -> int:
     """How many ranges of a parallel import of this file are not imported yet."""
-    job = job_of(path)
+    job = matching_job(path)
     return job.ranges.unfinished().count() if job else 0
 
 
@@ -128,5 +129,6 @@ def finish_import(job: ImportJob) -> ImportJob:
     job.accepted, job.duplicates, job.rejected = (totals[k] or 0 for k in ("accepted", "duplicates", "rejected"))
     job.finished_at = job.finished_at or timezone.now()
     job.save(update_fields=["accepted", "duplicates", "rejected", "finished_at", "updated_at"])
+    bulk.restore_deferred()  # before the rebuild, which reads through them
     maintenance.rebuild_stale()
     return job

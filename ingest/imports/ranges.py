@@ -20,11 +20,12 @@ from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from events.db import is_postgresql
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
-from ingest.imports.identity import ConcurrentImport, fingerprint
-from ingest.models import ImportJob, ImportRange, RawBatch
-from ingest.records import Chunk, validate_into
-from ingest.store import store_chunk
+from ingest.imports import bulk, loader
+from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint, window_hash
+from ingest.imports.jobs import find_job
+from ingest.models import ImportJob, ImportRange
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 SCAN_BLOCK = 8 * 1024 * 1024
@@ -92,10 +93,6 @@ class Plan:
     unfinished: list[int]  # range ids still to import
 
 
-def job_of(path: str) -> ImportJob | None:
-    return ImportJob.objects.filter(fingerprint=fingerprint(path)).first()
-
-
 def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
     """Plan the file's ranges once; a rerun reuses them and plans only bytes appended since.
 
@@ -103,8 +100,10 @@ def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
     handed out up to there, and a sequential run would not import it again.
     """
     path = os.path.abspath(path)
-    job, _ = ImportJob.objects.get_or_create(fingerprint=fingerprint(path), defaults={"path": path})
-    size = os.path.getsize(path)
+    with open(path, "rb") as stream:
+        job = find_job(path, stream).job
+        size = os.path.getsize(path)
+        checkpoint_hash = window_hash(bytes_before(stream, size) or b"")
     ranges, next_line = [], job.next_line
     if job.next_offset < size:  # the scan reads the file, so not inside the transaction
         ranges, next_line = split_ranges(path, job.next_offset, job.next_line, size, chunk_bytes)
@@ -115,7 +114,10 @@ def plan_import(path: str, chunk_bytes: int = DEFAULT_CHUNK_BYTES) -> Plan:
         if ranges:
             ImportRange.objects.bulk_create([_new_range(job, r) for r in ranges], batch_size=1000)
             locked.next_offset, locked.next_line, locked.finished_at = size, next_line, None
-            locked.save(update_fields=["next_offset", "next_line", "finished_at", "updated_at"])
+            locked.checkpoint_hash = checkpoint_hash
+            locked.save(update_fields=["next_offset", "next_line", "checkpoint_hash", "finished_at", "updated_at"])
+    if ranges and bulk.dominates(size - job.next_offset):
+        bulk.defer_indexes(locked)
     unfinished = list(locked.ranges.unfinished().order_by("byte_start").values_list("pk", flat=True))
     return Plan(locked, locked.ranges.count(), len(ranges), unfinished)
 
@@ -160,12 +162,12 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
             max_record=settings.SWITCHBOARD["MAX_RECORD_BYTES"],
         )
         start = part.next_offset
-        while raw := list(islice(records, chunk_lines)):
-            chunk = validate_into(Chunk(), raw, now)
-            stored = _store_range_chunk(range_id, start, chunk)
+        chunks = iter(lambda: list(islice(records, chunk_lines)), [])
+        for prepared in (loader.prepare(raw, now, is_postgresql()) for raw in chunks):
+            stored = _store_range_chunk(range_id, start, prepared)
             if stored is None:
                 return None  # another delivery moved this range on: it carries on from there
-            part, start = stored, chunk.end_offset
+            part, start = stored, prepared.end_offset
             ImportJob.objects.filter(pk=part.job_id).update(updated_at=timezone.now())  # still advancing
     if start >= part.byte_end and part.status != ImportRange.Status.DONE:  # an empty range
         ImportRange.objects.filter(pk=range_id, next_offset=start).update(
@@ -175,9 +177,12 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
 
 
 def _check_file(part: ImportRange) -> None:
-    path = part.job.path
+    job = part.job
     try:
-        same = os.path.getsize(path) >= part.byte_end and fingerprint(path) == part.job.fingerprint
+        with open(job.path, "rb") as stream:
+            before = bytes_before(stream, job.next_offset)
+        same = before is not None and fingerprint(job.path) == job.fingerprint
+        same = same and job.checkpoint_hash in ("", window_hash(before))  # type: ignore[arg-type]
     except OSError as error:
         same, reason = False, str(error)
     else:
@@ -188,30 +193,25 @@ def _check_file(part: ImportRange) -> None:
             status=ImportRange.Status.PENDING
         )
         raise FileUnavailable(
-            f"range {part.pk} of {path}: {reason} (the file must be at the same path on every worker)"
+            f"range {part.pk} of {job.path}: {reason} (the file must be at the same path on every worker)"
         )
 
 
 @transaction.atomic
-def _store_range_chunk(range_id: int, start: int, chunk: Chunk) -> ImportRange | None:
+def _store_range_chunk(range_id: int, start: int, prepared: loader.Prepared) -> ImportRange | None:
     part = ImportRange.objects.select_for_update().select_related("job").get(pk=range_id)
     if part.status == ImportRange.Status.DONE or part.next_offset != start:
         return None
-    batch = RawBatch(
-        source=part.job.path, import_job=part.job, byte_start=start, byte_end=chunk.end_offset,
-        status=RawBatch.Status.PROCESSING,
-    )  # fmt: skip
-    batch.save()
-    result = store_chunk(batch, chunk, defer_summaries=True)
+    result = loader.store(prepared, source=part.job.path, job_id=part.job_id, byte_start=start)
     # A range holds many chunks: its counts grow with each, and it is done at its end.
-    part.record_count += chunk.record_count
+    part.record_count += prepared.records
     part.accepted += result.accepted
     part.duplicates += result.duplicates
     part.rejected += result.rejected
-    part.next_offset = chunk.end_offset
-    part.next_line = chunk.last_line + 1
+    part.next_offset = prepared.end_offset
+    part.next_line = prepared.next_line
     now = timezone.now()
-    if chunk.end_offset >= part.byte_end:
+    if prepared.end_offset >= part.byte_end:
         part.status, part.processed_at = ImportRange.Status.DONE, now
     part.claimed_at = now  # a heartbeat: the sweeper leaves an advancing range alone
     part.save()

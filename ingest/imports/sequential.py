@@ -1,9 +1,15 @@
-"""Importing a file in this process, chunk after chunk, each committed with its checkpoint."""
+"""Importing a file from this process, chunk after chunk, each committed with its checkpoint.
+
+Worker processes validate the next chunks while this one stores the current
+one (`ingest.imports.loader`); the chunks are stored in file order, so the
+checkpoint is always the end of the last stored chunk.
+"""
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
+import gzip
+import os
+from collections.abc import Callable, Iterator
 from itertools import islice
 
 from django.conf import settings
@@ -11,83 +17,103 @@ from django.db import transaction
 from django.utils import timezone
 
 from ingest.framing import ARRAY, RawRecord, detect_framing, iter_records, open_stream
-from ingest.imports.identity import ConcurrentImport, fingerprint
-from ingest.models import ImportJob, RawBatch
-from ingest.records import Chunk, validate_into
-from ingest.store import store_chunk
+from ingest.imports import bulk, loader
+from ingest.imports.identity import ConcurrentImport, TailKeeper
+from ingest.imports.jobs import find_job
+from ingest.models import ImportJob
 from reports import maintenance
 
 ProgressCallback = Callable[[ImportJob], None]
+NoticeCallback = Callable[[str], None]
 
 
-def import_file(path: str, *, chunk_lines: int | None = None, on_progress: ProgressCallback | None = None) -> ImportJob:
+def import_file(
+    path: str,
+    *,
+    chunk_lines: int | None = None,
+    workers: int | None = None,
+    on_progress: ProgressCallback | None = None,
+    on_notice: NoticeCallback | None = None,
+) -> ImportJob:
     """Import an NDJSON or JSON-array file (optionally gzip), resuming from its checkpoint.
 
     Each chunk commits its events, rejections and the advanced checkpoint in one
     transaction, so a kill at any moment loses nothing and counts nothing twice.
     """
-    chunk_lines = chunk_lines or settings.SWITCHBOARD["IMPORT_CHUNK_LINES"]
-    job, _ = ImportJob.objects.get_or_create(fingerprint=fingerprint(path), defaults={"path": path})
-    with open_stream(path) as stream:
-        framing = detect_framing(stream.read(64 * 1024))
-        stream.seek(job.next_offset)
+    limits = settings.SWITCHBOARD
+    chunk_lines = chunk_lines or limits["IMPORT_CHUNK_LINES"]
+    workers = limits["IMPORT_WORKERS"] if workers is None else workers
+    with open_stream(path) as raw_stream:
+        framing = detect_framing(raw_stream.read(64 * 1024))
+        found = find_job(path, raw_stream)
+        job = found.job
+        if found.notice and on_notice:
+            on_notice(found.notice)
+        if bulk.dominates(_bytes_left(path, raw_stream, job)):
+            bulk.defer_indexes(job)
+        stream = TailKeeper(raw_stream, job.next_offset, found.before)
         records = iter_records(
-            stream,
+            stream,  # type: ignore[arg-type]
             framing,
             offset=job.next_offset,
             line_no=job.next_line,
-            max_record=settings.SWITCHBOARD["MAX_RECORD_BYTES"],
+            max_record=limits["MAX_RECORD_BYTES"],
             inside=framing == ARRAY and job.next_offset > 0,
         )
-        while raw := list(islice(records, chunk_lines)):
-            chunk = validate_into(Chunk(), raw, time.time())
-            _store_file_chunk(job, path, chunk, _line_after(raw[-1], framing))
+        chunks = _chunks_with_hashes(records, chunk_lines, stream)
+        for prepared, checkpoint_hash in loader.prepared_chunks(chunks, workers, array=framing == ARRAY):
+            _store_file_chunk(job, path, prepared, checkpoint_hash)
             if on_progress:
                 on_progress(job)
     if job.finished_at is None:
         job.finished_at = timezone.now()
         job.save(update_fields=["finished_at"])
+    bulk.restore_deferred()  # before the rebuild, which reads through them
     maintenance.rebuild_stale()
     return job
 
 
-def _line_after(record: RawRecord, framing: str) -> int:
-    """The line number at a record's end offset, where a resumed import goes on counting."""
-    line, raw, _end = record
-    if framing == ARRAY:  # the offset is right after the element, on its last line
-        return line + (raw.count(b"\n") if isinstance(raw, bytes) else 0)
-    return line + 1  # the offset is after the line's newline
+def _bytes_left(path: str, stream: object, job: ImportJob) -> int:
+    """About how many bytes are left to import (a gzip file: its compressed size, once)."""
+    size = os.path.getsize(path)
+    if isinstance(stream, gzip.GzipFile):
+        return size if job.next_offset == 0 else 0
+    return max(0, size - job.next_offset)
+
+
+def _chunks_with_hashes(
+    records: Iterator[RawRecord], size: int, stream: TailKeeper
+) -> Iterator[tuple[list[RawRecord], str]]:
+    """The records in chunks, each with the hash of the bytes before its end (its checkpoint's proof)."""
+    while chunk := list(islice(records, size)):
+        yield chunk, stream.hash_before(chunk[-1][2])
 
 
 @transaction.atomic
-def _store_file_chunk(job: ImportJob, path: str, chunk: Chunk, next_line: int) -> None:
+def _store_file_chunk(job: ImportJob, path: str, prepared: loader.Prepared, checkpoint_hash: str) -> None:
     locked = ImportJob.objects.select_for_update().get(pk=job.pk)
     if locked.next_offset != job.next_offset:
         raise ConcurrentImport(f"{path} is being imported by another process")
-    batch = RawBatch.objects.create(
-        source=path,
-        import_job=job,
-        byte_start=job.next_offset,
-        byte_end=chunk.end_offset,
-        status=RawBatch.Status.PROCESSING,
-    )
-    result = store_chunk(batch, chunk, defer_summaries=True)
-    job.next_offset = chunk.end_offset
-    job.next_line = next_line
-    job.accepted += result.accepted
-    job.duplicates += result.duplicates
-    job.rejected += result.rejected
+    stored = loader.store(prepared, source=path, job_id=job.pk, byte_start=job.next_offset)
+    job.next_offset = prepared.end_offset
+    job.next_line = prepared.next_line
+    job.checkpoint_hash = checkpoint_hash
+    job.accepted += stored.accepted
+    job.duplicates += stored.duplicates
+    job.rejected += stored.rejected
+    job.deferred_ddl = locked.deferred_ddl  # another import may have built them meanwhile
     job.save()
 
 
 def rebuild_abandoned_stale_summaries(quiet_seconds: int = 600) -> int:
-    """Rebuild summaries left stale by an import that was killed and not rerun.
+    """Rebuild what an import killed and not rerun left behind: its deferred indexes, then
+    the summaries it left stale.
 
-    While an import is still advancing it rebuilds its own sites at the end;
-    rebuilding them now would be wasted work, so this waits until no import
-    has moved for `quiet_seconds`.
+    While an import is still advancing it does this itself at its end; doing it
+    now would be wasted work, so this waits until no import has moved for `quiet_seconds`.
     """
     cutoff = timezone.now() - timezone.timedelta(seconds=quiet_seconds)
     if ImportJob.objects.filter(finished_at__isnull=True, updated_at__gte=cutoff).exists():
         return 0
+    bulk.restore_deferred()
     return maintenance.rebuild_stale()

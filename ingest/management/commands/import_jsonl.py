@@ -28,6 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--summary", action="store_true", help="print the site summary lines")
         parser.add_argument("--chunk-lines", type=int, default=None, help="lines per transaction")
         parser.add_argument(
+            "--workers",
+            type=int,
+            default=None,
+            help="processes validating the next chunks while this one stores (default IMPORT_WORKERS, 1; 0: none)",
+        )
+        parser.add_argument(
             "--parallel",
             action="store_true",
             help="split NDJSON files into byte ranges that the Celery workers import (needs running "
@@ -60,13 +66,13 @@ class Command(BaseCommand):
             else:
                 if not options["parallel"] and (left := parallel.unfinished_ranges(path)):
                     raise CommandError(f"{path}: a parallel import has {left} ranges left; rerun it with --parallel")
-                job = self.import_one(path, options["chunk_lines"])  # type: ignore[arg-type]
+                job = self.import_one(path, options["chunk_lines"], options["workers"])  # type: ignore[arg-type]
             self.stderr.write(f"{path}: accepted={job.accepted} duplicates={job.duplicates} rejected={job.rejected}")
         if options["summary"]:
             for row in summary_rows():
                 self.stdout.write(row.classic())
 
-    def import_one(self, path: str, chunk_lines: int | None) -> ImportJob:
+    def import_one(self, path: str, chunk_lines: int | None, workers: int | None) -> ImportJob:
         bar = tqdm(
             total=os.path.getsize(path),
             unit="B",
@@ -81,7 +87,15 @@ class Command(BaseCommand):
             bar.set_postfix(accepted=job.accepted, duplicates=job.duplicates, rejected=job.rejected)
 
         try:
-            return import_file(path, chunk_lines=chunk_lines, on_progress=progress)
+            return import_file(
+                path,
+                chunk_lines=chunk_lines,
+                workers=workers,
+                on_progress=progress,
+                on_notice=lambda message: (
+                    tqdm.write(message, file=sys.stderr) if not bar.disable else self.stderr.write(message)
+                ),
+            )
         except ConcurrentImport as error:
             raise CommandError(str(error)) from error
         except DatabaseError as error:  # a restart, a lost connection, a lock held too long

@@ -1,0 +1,319 @@
+"""Storing the chunks of an imported file: validated in worker processes, written by one.
+
+A chunk is prepared without the database (`prepare`: validation, in-chunk
+duplicates, and on PostgreSQL the COPY text of its events), which is what the
+worker processes of a pipeline do, and stored in one transaction with its
+provenance `RawBatch` and the caller's checkpoint (`store`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import io
+import os
+import re
+import signal
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from typing import NamedTuple, TypeVar
+
+from django.db import DataError, IntegrityError, InternalError, connection, transaction
+from django.utils import timezone
+
+from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
+from events.models import Site, Stanza
+from events.registry import NormalizedEvent
+from ingest.framing import RawRecord
+from ingest.models import RawBatch, Rejection
+from ingest.records import Chunk, RejectedRecord, raw_text, validate_into
+from reports import maintenance
+
+T = TypeVar("T")
+PR_SET_PDEATHSIG = 1
+
+# The columns a chunk brings; `batch_id` is added when it is stored.
+COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
+_NAMES = ", ".join(COLUMNS)
+_STORED = "id, uid, family, kind, category, site_id, session, actor, ts, online"
+REASON_LENGTH = Rejection._meta.get_field("reason").max_length
+REFUSED = "the database refused to store this record: "
+# COPY text escapes, as events.db.copy_text writes them.
+_COPY_ESCAPE = re.compile(r"\\(.)")
+_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
+class StoredEvent(NamedTuple):
+    """An event a chunk stored (not a duplicate): what the summaries' upkeep reads of it."""
+
+    id: int | None  # None when it was copied in bulk (known only when it has a detail row)
+    uid: str
+    family: str
+    kind: str
+    category: str
+    site: str
+    session: str
+    actor: str
+    ts: float
+    online: bool | None
+
+
+@dataclass(slots=True)
+class Prepared:
+    """A validated chunk, ready to store: its events once each, in id order."""
+
+    first_line: int
+    last_line: int
+    end_offset: int
+    next_line: int  # the line number at `end_offset`, where the next chunk goes on counting
+    records: int  # non-blank records read
+    events: int  # valid records, duplicates within the chunk included
+    uids: list[str]  # distinct, sorted
+    copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
+    # PostgreSQL: the columns of each row but its text and line, in `uids` order;
+    # elsewhere the rows themselves.
+    rows: list[tuple] = field(default_factory=list)
+    rejections: list[RejectedRecord] = field(default_factory=list)
+    sites: list[str] = field(default_factory=list)
+    details: dict[str, dict] = field(default_factory=dict)  # uid -> its family's detail row (xmpp stanza)
+
+
+@dataclass(slots=True)
+class Stored:
+    accepted: int
+    duplicates: int
+    rejected: int
+    batch: RawBatch
+
+
+def _copy_line(event: NormalizedEvent, line: int) -> str:
+    """One row in COPY text format; fields are escaped only when they need it (rarely)."""
+    texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
+    joined = "".join(texts)
+    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
+        texts = tuple(map(copy_text, texts))
+    raw = event.payload_json.decode()  # type: ignore[union-attr]  # always set by validation
+    if "\\" in raw or "\t" in raw or "\r" in raw or "\n" in raw:
+        raw = copy_text(raw)
+    online = "\\N" if event.online is None else ("t" if event.online else "f")
+    return "\t".join(texts) + f"\t{event.ts!r}\t{online}\t{raw}\t{line}\n"
+
+
+def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool = False) -> Prepared:
+    """Validate a chunk's records; keep the first of each id (in line order), sorted by id."""
+    chunk = validate_into(Chunk(), records, now)
+    last, raw, _ = records[-1]
+    # The line at the chunk's end offset: after an array element, the element's last line;
+    # after an NDJSON line, the next one.
+    next_line = last + (raw.count(b"\n") if isinstance(raw, bytes) else 0) if array else last + 1
+    first: dict[str, tuple[int, NormalizedEvent]] = {}
+    for line, event in chunk.events:
+        first.setdefault(event.uid, (line, event))
+    uids = sorted(first)
+    prepared = Prepared(
+        first_line=chunk.first_line,
+        last_line=chunk.last_line,
+        end_offset=chunk.end_offset,
+        next_line=next_line,
+        records=chunk.record_count,
+        events=len(chunk.events),
+        uids=uids,
+        rejections=chunk.rejections,
+        sites=sorted({event.site for _, event in first.values()}),
+        details={uid: event.detail for uid, (_, event) in first.items() if event.detail},
+    )
+    if postgresql:
+        prepared.copy = "".join([_copy_line(first[uid][1], first[uid][0]) for uid in uids]).encode()
+        prepared.rows = [_row(first[uid][1], first[uid][0])[:-2] for uid in uids]
+    else:
+        prepared.rows = [_row(first[uid][1], first[uid][0]) for uid in uids]
+    return prepared
+
+
+def _row(event: NormalizedEvent, line: int) -> tuple:
+    raw = event.payload_json.decode()  # type: ignore[union-attr]
+    return (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor,
+            event.ts, event.online, raw, line)  # fmt: skip
+
+
+# -- the pipeline ----------------------------------------------------------------
+
+
+def prepared_chunks(
+    chunks: Iterable[tuple[list[RawRecord], T]], workers: int, *, array: bool = False
+) -> Iterator[tuple[Prepared, T]]:
+    """Prepare chunks in `workers` processes (in this one if 0), in order, a few ahead at most;
+    each comes back with what the caller gave with it.
+
+    "Future" timestamps are judged against the clock when a chunk is handed out.
+    Memory stays bounded: at most `workers + 1` chunks wait to be stored.
+    """
+    postgresql = is_postgresql()
+    if workers <= 0:
+        for records, extra in chunks:
+            yield prepare(records, time.time(), postgresql, array), extra
+        return
+    # Forked workers inherit this process's settings, and its database connections, which
+    # they never touch: a forked worker leaves with os._exit, closing none of them.
+    with ProcessPoolExecutor(
+        workers, mp_context=get_context("fork"), initializer=_end_with_parent, initargs=(os.getpid(),)
+    ) as pool:
+        pending: deque[tuple[Future[Prepared], T]] = deque()
+        for records, extra in chunks:
+            pending.append((pool.submit(prepare, records, time.time(), postgresql, array), extra))
+            if len(pending) > workers:
+                future, extra = pending.popleft()
+                yield future.result(), extra
+        while pending:
+            future, extra = pending.popleft()
+            yield future.result(), extra
+
+
+def _end_with_parent(parent: int) -> None:
+    """A worker ends when the import does, even killed with SIGKILL: an orphan would keep
+    the import's stdout open and wait forever on a queue nobody reads."""
+    with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere an orphan stays
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the line above
+        os._exit(1)
+
+
+# -- storing -----------------------------------------------------------------------
+
+
+def store(prepared: Prepared, *, source: str, job_id: int | None, byte_start: int) -> Stored:
+    """Store a prepared chunk under a new provenance batch (call inside the checkpoint's transaction)."""
+    batch = RawBatch.objects.create(
+        source=source,
+        import_job_id=job_id,
+        byte_start=byte_start,
+        byte_end=prepared.end_offset,
+        first_line=prepared.first_line,
+        last_line=prepared.last_line,
+        record_count=prepared.records,
+        status=RawBatch.Status.DONE,
+        processed_at=timezone.now(),
+    )
+    Site.objects.bulk_create([Site(code=code) for code in prepared.sites], ignore_conflicts=True, batch_size=1000)
+    new, refused = _insert_isolating(prepared, batch.pk)
+    Stanza.objects.bulk_create(
+        [Stanza(event_id=e.id, **prepared.details[e.uid]) for e in new if e.uid in prepared.details], batch_size=1000
+    )
+    maintenance.events_stored(new, defer=True)
+    rejections = prepared.rejections + refused
+    Rejection.objects.bulk_create(
+        [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in rejections],
+        batch_size=1000,
+    )
+    result = Stored(len(new), prepared.events - len(new) - len(refused), len(rejections), batch)
+    batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
+    batch.save(update_fields=["accepted", "duplicates", "rejected"])
+    return result
+
+
+def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
+    if not prepared.uids:
+        return []
+    if not is_postgresql():
+        rows = [(*row, batch_id) for row in prepared.rows]
+        returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", _STORED)
+        return list(map(StoredEvent._make, returned))
+    with connection.cursor() as cursor:
+        if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id)) is not None:
+            return stored
+        # A temporary table lives as long as the session: created once per import.
+        cursor.execute(
+            f"CREATE TEMPORARY TABLE IF NOT EXISTS import_staging ON COMMIT DELETE ROWS"
+            f" AS SELECT {_NAMES} FROM events_event WITH NO DATA"
+        )
+        with connection.wrap_database_errors:
+            cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
+        cursor.execute(
+            f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging"
+            f" ON CONFLICT (uid) DO NOTHING RETURNING {_STORED}",
+            [batch_id],
+        )
+        stored = list(map(StoredEvent._make, cursor.fetchall()))
+        cursor.execute("TRUNCATE import_staging")
+    return stored
+
+
+def _copy_new(cursor, prepared: Prepared, batch_id: int) -> list[StoredEvent] | None:  # noqa: ANN001
+    """COPY the events whose ids are not stored yet straight into the table (rows are
+    written in batches, unlike INSERT's one by one); None if another writer stored one
+    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT."""
+    cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [prepared.uids])
+    stored = {uid for (uid,) in cursor.fetchall()}
+    lines = prepared.copy.splitlines(keepends=True) if stored else None
+    new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
+    data = prepared.copy if lines is None else b"".join(lines[i] for i in new)
+    try:
+        with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
+            cursor.cursor.copy_expert(
+                f"COPY events_event ({_NAMES}, batch_id) FROM STDIN",
+                io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id)),
+            )
+    except IntegrityError:
+        return None
+    rows = prepared.rows
+    return [StoredEvent(None, *rows[i]) for i in new]  # type: ignore[arg-type]
+
+
+def _insert_isolating(prepared: Prepared, batch_id: int) -> tuple[list[StoredEvent], list[RejectedRecord]]:
+    """Insert the chunk's events; a record the database refuses (a value it cannot hold, a
+    constraint) becomes a rejection with the database's reason instead of failing its chunk.
+
+    The events are tried together first, under a savepoint; only when that fails
+    are they halved until the refused ones are found.
+    """
+    try:
+        with transaction.atomic():
+            return _insert(prepared, batch_id), []
+    except (DataError, IntegrityError, InternalError) as error:
+        if not connection.is_usable():
+            raise  # the connection is gone: the import stops with a resumable error
+        if len(prepared.uids) == 1:
+            line, raw = _line_and_raw(prepared)
+            return [], [RejectedRecord(line, REFUSED + _first_line(error), raw_text(raw.encode()))]
+    middle = len(prepared.uids) // 2
+    stored: list[StoredEvent] = []
+    refused: list[RejectedRecord] = []
+    for half in (_subset(prepared, slice(None, middle)), _subset(prepared, slice(middle, None))):
+        half_stored, half_refused = _insert_isolating(half, batch_id)
+        stored += half_stored
+        refused += half_refused
+    return stored, refused
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+def _subset(prepared: Prepared, part: slice) -> Prepared:
+    lines = prepared.copy.splitlines(keepends=True) if prepared.copy else []
+    return Prepared(
+        first_line=prepared.first_line,
+        last_line=prepared.last_line,
+        end_offset=prepared.end_offset,
+        next_line=prepared.next_line,
+        records=0,
+        events=0,
+        uids=prepared.uids[part],
+        copy=b"".join(lines[part]),
+        rows=prepared.rows[part],
+        details=prepared.details,
+    )
+
+
+def _line_and_raw(prepared: Prepared) -> tuple[int, str]:
+    """The line number and record text of a one-event chunk."""
+    if not prepared.copy:  # SQLite: the row itself
+        row = prepared.rows[0]
+        return row[-1], row[-2]
+    fields = prepared.copy.decode().rstrip("\n").split("\t")
+    return int(fields[-1]), _COPY_ESCAPE.sub(lambda m: _UNESCAPE[m.group(1)], fields[-2])

@@ -1,0 +1,271 @@
+"""What bulk imports guarantee beyond the shared files (issue 11, issue 12 items 1, 7, 8):
+
+- a file is resumed only when it is proven to be the file its job imported: another
+  file with the same first MiB is imported from its start, with a notice (item 7);
+- line numbers past 2**31 go through checkpoints, stored rows and file ranges (item 8);
+- a number jsonb could not hold is imported with its neighbours, and a record the
+  database refuses becomes a rejection with the database's reason instead of
+  wedging its chunk (item 1);
+- on PostgreSQL a file that dominates the event table is loaded without the
+  table's secondary indexes, which are built again at its end (or by the sweeper
+  when the import is killed meanwhile).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import time
+from pathlib import Path
+
+import orjson
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from events.models import Event
+from ingest.imports import bulk
+from ingest.imports.identity import FINGERPRINT_BYTES, fingerprint
+from ingest.imports.parallel import finish_import
+from ingest.imports.ranges import plan_import, process_range
+from ingest.imports.sequential import import_file, rebuild_abandoned_stale_summaries
+from ingest.models import ImportJob, RawBatch, Rejection
+from tests import chat_oracle
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def chat_line(uid: str, site: str = "s1", ts: float = 1_500_000_000.0) -> bytes:
+    record = {"id": uid, "type": "message", "from": "v1", "site_id": site, "data": {"message": uid}, "timestamp": ts}
+    return orjson.dumps(record)
+
+
+def lines_file(path: Path, lines: list[bytes]) -> Path:
+    path.write_bytes(b"".join(line + b"\n" for line in lines))
+    return path
+
+
+def run(*args: str) -> tuple[str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    call_command("import_jsonl", *args, stdout=out, stderr=err)
+    return out.getvalue(), err.getvalue()
+
+
+def stored_uids() -> set[str]:
+    return set(Event.objects.values_list("uid", flat=True))
+
+
+# -- item 7: a file is proven, not guessed -----------------------------------------------
+
+
+def prefix_lines() -> list[bytes]:
+    """Records filling a little more than the fingerprinted first MiB."""
+    lines, size = [], 0
+    while size <= FINGERPRINT_BYTES:
+        lines.append(chat_line(f"p-{len(lines)}", ts=1_500_000_000.0 + len(lines)))
+        size += len(lines[-1]) + 1
+    return lines
+
+
+@pytest.mark.parametrize("compressed", [False, True])
+def test_another_file_with_the_same_first_mib_is_imported_from_its_start(tmp_path, compressed):
+    prefix = prefix_lines()
+    first_tail = [chat_line(f"a-{i}") for i in range(50)]
+    # The second file: the same first MiB, then other records, and more of them.
+    second_tail = [chat_line(f"b-{i}", site="s2") for i in range(400)]
+
+    def write(name: str, lines: list[bytes]) -> Path:
+        data = b"".join(line + b"\n" for line in lines)
+        path = tmp_path / (name + (".jsonl.gz" if compressed else ".jsonl"))
+        path.write_bytes(gzip.compress(data) if compressed else data)
+        return path
+
+    first = write("first", prefix + first_tail)
+    second = write("second", prefix + second_tail)
+    if not compressed:
+        assert fingerprint(str(first)) == fingerprint(str(second))
+
+    _, err = run(str(first), "--chunk-lines=1000")
+    assert "starts like" not in err
+    _, err = run(str(second), "--chunk-lines=1000")
+
+    # Not resumed at the first file's checkpoint: every record of the second file is there.
+    assert stored_uids() == {f"p-{i}" for i in range(len(prefix))} | {f"a-{i}" for i in range(50)} | {
+        f"b-{i}" for i in range(400)
+    }
+    if not compressed:  # compressed, the files' first MiB differ: nothing to tell
+        assert f"{second}: starts like {first}" in err and "importing it from the start as a new file" in err
+    assert f"{second}: accepted=400 duplicates={len(prefix)} rejected=0" in err
+    assert ImportJob.objects.count() == 2
+
+    # Each file resumes its own job from then on: nothing is read or counted again.
+    batches = RawBatch.objects.count()
+    for path, accepted in ((first, len(prefix) + 50), (second, 400)):
+        _, err = run(str(path))
+        assert "starts like" not in err
+        assert f"{path}: accepted={accepted} " in err
+    assert RawBatch.objects.count() == batches
+    assert ImportJob.objects.count() == 2
+
+
+def test_a_log_that_grew_resumes_after_what_was_imported(tmp_path):
+    lines = prefix_lines()
+    path = lines_file(tmp_path / "grows.jsonl", lines)
+    run(str(path), "--chunk-lines=2000")
+    imported_to = path.stat().st_size
+
+    with open(path, "ab") as f:
+        f.write(b"".join(chat_line(f"new-{i}") + b"\n" for i in range(30)))
+    _, err = run(str(path))
+
+    assert "starts like" not in err
+    assert f"{path}: accepted={len(lines) + 30} duplicates=0" in err
+    job = ImportJob.objects.get()
+    assert job.next_offset == path.stat().st_size
+    new_chunks = RawBatch.objects.filter(byte_start__gte=imported_to)
+    assert [(b.byte_start, b.record_count) for b in new_chunks] == [(imported_to, 30)]  # only the new lines read
+
+
+# -- item 8: line numbers past 2**31 --------------------------------------------------------
+
+
+def test_line_numbers_past_2_31_go_through_checkpoints_rows_and_ranges(tmp_path):
+    prefix = prefix_lines()  # over a MiB: the file keeps its fingerprint when it grows
+    start = 2**31 - len(prefix) - 3
+    tail = [chat_line(f"l-{i}") for i in range(4)] + [b"not json"] + [chat_line(f"l-{i}") for i in range(4, 8)]
+    lines = prefix + tail
+    path = lines_file(tmp_path / "long.jsonl", lines)
+    # As if the lines before had been imported already (the job is found by the file's first MiB).
+    ImportJob.objects.create(fingerprint=fingerprint(str(path)), path=str(path), next_line=start)
+
+    import_file(str(path), chunk_lines=3000)
+
+    first_tail = start + len(prefix)
+    assert {uid: line for uid, line in Event.objects.values_list("uid", "line") if uid.startswith("l-")} == {
+        **{f"l-{i}": first_tail + i for i in range(4)},
+        **{f"l-{i}": first_tail + i + 1 for i in range(4, 8)},
+    }
+    assert list(Rejection.objects.values_list("line", flat=True)) == [first_tail + 4] == [2**31 + 1]
+    job = ImportJob.objects.get()
+    assert job.next_line == start + len(lines) > 2**31
+    assert max(RawBatch.objects.values_list("last_line", flat=True)) == start + len(lines) - 1
+
+    # A parallel import planned from a checkpoint past 2**31: its ranges count on from there.
+    more = [chat_line(f"r-{i}") for i in range(6)]
+    with open(path, "ab") as f:
+        f.write(b"".join(line + b"\n" for line in more))
+    plan = plan_import(str(path), chunk_bytes=len(more[0]) * 2)
+    assert len(plan.unfinished) == 3
+    for range_id in plan.unfinished:
+        process_range(range_id, chunk_lines=1)
+    finish_import(plan.job)
+    first_new = start + len(lines)
+    assert {uid: line for uid, line in Event.objects.values_list("uid", "line") if uid.startswith("r-")} == {
+        f"r-{i}": first_new + i for i in range(6)
+    }
+    assert ImportJob.objects.get().next_line == first_new + 6
+
+
+# -- item 1: values the database cannot hold, and records it refuses -----------------------
+
+
+def test_a_number_jsonb_cannot_hold_is_imported_with_its_neighbours(tmp_path):
+    tiny = (
+        b'{"id":"tiny","type":"message","from":"v1","site_id":"s1",'
+        b'"data":{"message":"x","n":1e-16384},"timestamp":1500000000}'
+    )
+    path = lines_file(tmp_path / "numbers.jsonl", [chat_line("before"), tiny, chat_line("after")])
+
+    out, err = run(str(path), "--summary")
+
+    assert f"{path}: accepted=3 duplicates=0 rejected=0" in err
+    assert Event.objects.get(uid="tiny").raw == tiny.decode()  # stored as sent
+    assert out == "s1,messages=0,emails=3,operators=0,visitors=1\n"
+
+
+REFUSED = "refused-1"
+
+
+@pytest.fixture
+def refuse_one_uid():
+    """A trigger that refuses one record, as a constraint or a value out of a type's range would."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.uid = '{REFUSED}' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;"
+                " RETURN NEW; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON events_event FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON events_event"
+                f" WHEN NEW.uid = '{REFUSED}' BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+            )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER refuse_one" + (" ON events_event" if connection.vendor == "postgresql" else ""))
+        if connection.vendor == "postgresql":
+            cursor.execute("DROP FUNCTION refuse_one()")
+
+
+def test_a_record_the_database_refuses_is_rejected_and_its_chunk_stored(tmp_path, refuse_one_uid):
+    lines = [chat_line(f"ok-{i}", ts=1_500_000_000.0 + i) for i in range(40)]
+    lines[23] = chat_line(REFUSED)
+    path = lines_file(tmp_path / "refused.jsonl", lines)
+
+    _, err = run(str(path), "--chunk-lines=10")
+
+    assert f"{path}: accepted=39 duplicates=0 rejected=1" in err
+    assert stored_uids() == {f"ok-{i}" for i in range(40)} - {"ok-23"}
+    rejection = Rejection.objects.get()
+    assert rejection.line == 24
+    assert rejection.reason.startswith("the database refused to store this record: ")
+    assert "refused by a test trigger" in rejection.reason
+    assert rejection.raw == lines[23].decode()
+    # Resumable like any import: a rerun reads nothing again and counts nothing twice.
+    _, err = run(str(path))
+    assert f"{path}: accepted=39 duplicates=0 rejected=1" in err
+    assert Rejection.objects.count() == 1
+
+
+# -- PostgreSQL: loading a file that dominates the event table -------------------------------
+
+
+def secondary_indexes() -> set[str]:
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, Event._meta.db_table)
+    return {name for name, info in found.items() if info["index"] and not info["unique"] and not info["primary_key"]}
+
+
+def test_a_dominating_file_is_loaded_with_its_indexes_built_after(tmp_path, settings, shared_data):
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "IMPORT_DEFER_INDEXES_BYTES": 0}
+    wanted = {index.name for index in Event._meta.indexes}
+    assert wanted <= secondary_indexes()
+    source = shared_data / "chat" / "mixed.jsonl"
+    summary = (shared_data / "chat" / "mixed.expected").read_text()
+    outcome = chat_oracle.read_ndjson(source.read_bytes(), time.time())
+
+    if connection.vendor == "postgresql":
+        assert bulk.dominates(source.stat().st_size)  # an empty table
+        # Killed after dropping them: the definitions wait with the job...
+        job = ImportJob.objects.create(fingerprint=fingerprint(str(source)), path=str(source))
+        bulk.defer_indexes(job)
+        assert not wanted & secondary_indexes()
+        assert {name for _, name, _ in ImportJob.objects.get().deferred_ddl} >= wanted
+        # ...and the sweeper builds them once no import has moved for a while.
+        ImportJob.objects.update(finished_at=None)
+        assert rebuild_abandoned_stale_summaries(quiet_seconds=0) == 0
+        assert wanted <= secondary_indexes()
+        assert ImportJob.objects.get().deferred_ddl == []
+    else:
+        assert not bulk.dominates(source.stat().st_size)  # SQLite keeps its indexes
+
+    out, err = run(str(source), "--summary", "--chunk-lines=500")
+
+    assert out == summary
+    assert f"accepted={len(outcome.accepted)} " in err
+    assert wanted <= secondary_indexes()
+    assert ImportJob.objects.get().deferred_ddl == []
