@@ -532,7 +532,7 @@ def cpu_row(phase: str, wall: float, cpu: dict[str, float]) -> str:
     return f"| {phase} | {wall:.1f} | {cells} | {other:.1f} | {busy} |"
 
 
-def main() -> None:
+def phases_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=3000, help="single-event requests")
     parser.add_argument("--single-concurrency", type=int, default=8)
@@ -547,7 +547,7 @@ def main() -> None:
     parser.add_argument("--redis-db", type=int, default=11)
     parser.add_argument("--dir", default="/tmp/switchboard-bench/http")
     parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
     source_url = os.environ.get("DATABASE_URL", "")
@@ -713,5 +713,14 @@ def main() -> None:
     print(text)
 
 
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in live_modes.MODES:
+        live_modes.main(sys.argv[1], sys.argv[2:])
+    else:
+        phases_main(sys.argv[1:])
+
+
 if __name__ == "__main__":
+    import http_live as live_modes  # bench/ is on sys.path when this runs as a script
+
     main()
