@@ -24,6 +24,7 @@ Both are exact after any arrival order, batching, duplication or retry.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -32,10 +33,9 @@ from datetime import datetime
 from itertools import groupby
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from events.db import insert_ignoring_conflicts
+from events.db import chunked, insert_ignoring_conflicts
 from events.models import Site
 from reports.models import OnlineSpan, SiteActor, SiteSummary
 
@@ -72,11 +72,16 @@ def online_spans(statuses: Iterable[Status], seed_online: set[str], since: float
     `statuses` are the site's statuses with ts >= since, in any order;
     `seed_online` the operators online just before `since`.
     """
+    return spans_of_ordered(sorted(statuses), seed_online, since)
+
+
+def spans_of_ordered(statuses: Iterable[Status], seed_online: set[str], since: float) -> list[Span]:
+    """`online_spans` of statuses already in timestamp order (ties in any order): streams them."""
     online = set(seed_online)
     spans: list[Span] = []
     start = since if online else None
-    for ts, group in groupby(sorted(statuses), key=lambda s: s[0]):
-        for _ts, _uid, operator, is_online in group:  # ties in id order
+    for ts, group in groupby(statuses, key=lambda s: s[0]):
+        for _ts, _uid, operator, is_online in sorted(group):  # ties in id order (code points)
             if is_online:
                 online.add(operator)
             else:
@@ -120,7 +125,10 @@ def ordered_sites(rows: Iterable[SiteRow]) -> list[SiteRow]:
 
 
 def _stream(sql: str, params: Sequence[object]) -> Iterator[tuple]:
-    with connection.cursor() as cursor:
+    """Rows of a query, FETCH_SIZE at a time from the server: psycopg2's ordinary cursor
+    would load the whole result at `execute`, so PostgreSQL gets a named (server-side)
+    cursor; SQLite's cursor steps through the result anyway."""
+    with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(FETCH_SIZE):
             yield from rows
@@ -190,7 +198,8 @@ def _values_query(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -
     """Run `sql` with `WITH v(columns) AS (VALUES ...)` over `rows`, a few hundred at a time.
 
     One statement probes the indexes for many rows: the set-based form of a
-    per-event lookup, on PostgreSQL and SQLite alike.
+    per-event lookup, on PostgreSQL and SQLite alike. For results of about one
+    row per given row; `_values_stream` for larger ones.
     """
     for i in range(0, len(rows), VALUES_PER_QUERY):
         part = rows[i : i + VALUES_PER_QUERY]
@@ -198,6 +207,14 @@ def _values_query(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -
         with connection.cursor() as cursor:
             cursor.execute(f"WITH v({columns}) AS (VALUES {values}) {sql}", [x for row in part for x in row])
             yield from cursor.fetchall()
+
+
+def _values_stream(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -> Iterator[tuple]:
+    """`_values_query` with the result streamed (`_stream`): any number of rows in bounded memory."""
+    for i in range(0, len(rows), VALUES_PER_QUERY):
+        part = rows[i : i + VALUES_PER_QUERY]
+        values = ", ".join([row_sql] * len(part))
+        yield from _stream(f"WITH v({columns}) AS (VALUES {values}) {sql}", [x for row in part for x in row])
 
 
 DOUBLE = "CAST(%s AS DOUBLE PRECISION)"
@@ -287,38 +304,8 @@ def _online_before(windows: Sequence[tuple[str, float]]) -> list[set[str]]:
     return online_sets
 
 
-def _stored_spans(site_id: str, since: float, before: float = math.inf) -> list[Span]:
-    """Stored spans clipped to [since, before), ascending."""
-    rows = OnlineSpan.objects.filter(site_id=site_id).exclude(end__lte=since)
-    if before != math.inf:
-        rows = rows.filter(start__lt=before)
-    spans = ((s, math.inf if e is None else e) for s, e in rows.order_by("start").values_list("start", "end"))
-    return clip(spans, since, before)
-
-
 def _span_rows(site_id: str, spans: Iterable[Span]) -> Iterator[OnlineSpan]:
     return (OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in spans)
-
-
-def _replace_window(site_id: str, start: float, end: float, spans: list[Span]) -> None:
-    """Store `spans` (inside [start, end)) as the site's spans there, joined to their neighbours."""
-    rows = OnlineSpan.objects.filter(site_id=site_id).filter(Q(end__isnull=True) | Q(end__gte=start))
-    if end != math.inf:
-        rows = rows.filter(start__lte=end)  # the neighbours that touch the window too
-    kept: list[Span] = []
-    ids = []
-    for pk, s, e in rows.values_list("pk", "start", "end"):
-        ids.append(pk)
-        e = math.inf if e is None else e
-        if s < start:
-            kept.append((s, min(e, start)))
-        if e > end:
-            kept.append((max(s, end), e))
-    OnlineSpan.objects.filter(pk__in=ids).delete()
-    OnlineSpan.objects.bulk_create(_span_rows(site_id, merge_touching(kept + spans)))
-
-
-# -- maintaining the materialized summary ---------------------------------
 
 
 def _lock_summaries(site_ids: Iterable[str]) -> dict[str, SiteSummary]:
@@ -379,9 +366,7 @@ def apply_new_events(events: Sequence[object]) -> None:
         changes.setdefault(site_id, []).append((ts, end))
     windows = [(site_id, window) for site_id, found in changes.items() for window in affected_windows(found)]
     seeds = _online_before([(site_id, start) for site_id, (start, _) in windows])
-    moved: Counter[str] = Counter()
-    for (site_id, (start, end)), seed in zip(windows, seeds, strict=True):
-        moved[site_id] += _recompute_window(site_id, start, end, seed)
+    moved = _recompute_windows(windows, seeds)
     now = timezone.now()
     changed = []
     for site_id, summary in summaries.items():
@@ -396,20 +381,111 @@ def apply_new_events(events: Sequence[object]) -> None:
     SiteSummary.objects.bulk_update(changed, ["messages", "emails", "operators", "visitors", "refreshed_at"])
 
 
-def _recompute_window(site_id: str, start: float, end: float, seed: set[str]) -> int:
-    """Recompute the spans inside [start, end) from the statuses; returns the messages that became chats.
+def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[str]]) -> Counter[str]:
+    """Recompute the spans inside each window [start, end) from the statuses; returns, per
+    site, how many messages became chats (negative: e-mails).
 
-    The statuses at `end` are included: after them every operator is in the
-    state it was in before the batch, so the spans from `end` on stand.
+    Set-based for all the windows at once: one statement reads the stored spans
+    they touch, one streams their statuses in time order, one counts the messages
+    in the stretches whose side changed (no message is loaded), and the spans are
+    replaced with one delete and one insert. The statuses at `end` are included:
+    after them every operator is in the state it was in before, so the spans from
+    `end` on stand.
     """
-    old = _stored_spans(site_id, start, end)
-    statuses = _statuses_since(site_id, start, through=end)
-    new = clip(online_spans(statuses, seed, start), start, end)  # seed: online just before `start`
-    if new == old:
-        return 0
-    messages = list(_message_ts_since(site_id, start, before=end))
-    _replace_window(site_id, start, end, new)
-    return count_chats(messages, new)[0] - count_chats(messages, old)[0]
+    if not windows:
+        return Counter()
+    keys = [(i, site_id, start, None if end == math.inf else end) for i, (site_id, (start, end)) in enumerate(windows)]
+    row_sql = f"(%s, %s, {DOUBLE}, {DOUBLE})"
+    touching: dict[int, list[tuple[int, float, float]]] = {}
+    for i, pk, start, end in _values_query(
+        'SELECT v.i, s.id, s.start, s."end" FROM v JOIN reports_onlinespan s ON s.site_id = v.site'
+        " AND s.start >= COALESCE((SELECT MAX(x.start) FROM reports_onlinespan x"
+        " WHERE x.site_id = v.site AND x.start <= v.start), v.start)"
+        " AND (v.stop IS NULL OR s.start <= v.stop)",
+        "i, site, start, stop",
+        keys,
+        row_sql,
+    ):
+        touching.setdefault(i, []).append((pk, start, math.inf if end is None else end))
+    new_spans = dict(_window_spans(keys, seeds))
+    changes: list[tuple[str, float, float | None, int]] = []  # (site, from, to, +1 or -1)
+    by_site: dict[str, list[int]] = {}
+    for i, (site_id, _) in enumerate(windows):
+        by_site.setdefault(site_id, []).append(i)
+    stale_ids: list[int] = []
+    fresh: list[OnlineSpan] = []
+    for site_id, indexes in by_site.items():
+        # The site's windows are disjoint, but may touch the same stored spans: replaced together.
+        rows = sorted({(s, e, pk) for i in indexes for pk, s, e in touching.get(i, ())})
+        spans = [(s, e) for s, e, _ in rows]
+        changed = False
+        for i in indexes:
+            start, end = windows[i][1]
+            old, new = clip(spans, start, end), new_spans.get(i, [])
+            for a, b, sign in span_changes(old, new):
+                changes.append((site_id, a, None if b == math.inf else b, sign))
+                changed = True
+        if changed:
+            site_windows = [windows[i][1] for i in indexes]
+            new = [span for i in indexes for span in new_spans.get(i, [])]
+            stale_ids += [pk for _, _, pk in rows]
+            fresh += _span_rows(site_id, merge_touching(outside(spans, site_windows) + new))
+    for part in chunked(stale_ids, 1000):
+        OnlineSpan.objects.filter(pk__in=part).delete()
+    OnlineSpan.objects.bulk_create(fresh, batch_size=1000)
+    moved: Counter[str] = Counter()
+    for site_id, count in _values_query(
+        "SELECT v.site, SUM(v.sign * (SELECT COUNT(*) FROM events_event x WHERE x.site_id = v.site"
+        " AND x.family = 'chat' AND x.kind = 'message' AND x.ts >= v.start AND (v.stop IS NULL OR x.ts < v.stop)))"
+        " FROM v GROUP BY v.site",
+        "site, start, stop, sign",
+        changes,
+        f"(%s, {DOUBLE}, {DOUBLE}, CAST(%s AS INTEGER))",
+    ):
+        moved[site_id] += int(count or 0)
+    return moved
+
+
+def _window_spans(keys: Sequence[tuple[int, str, float, float | None]], seeds: Sequence[set[str]]):
+    """(window index, its new spans), the statuses of every window streamed in time order."""
+    rows = iter(
+        _values_stream(
+            "SELECT v.i, x.ts, x.uid, x.actor, x.online FROM v JOIN events_event x ON x.site_id = v.site"
+            " AND x.family = 'chat' AND x.kind = 'status' AND x.ts >= v.start AND (v.stop IS NULL OR x.ts <= v.stop)"
+            " ORDER BY v.i, x.ts",
+            "i, site, start, stop",
+            keys,
+            f"(%s, %s, {DOUBLE}, {DOUBLE})",
+        )
+    )
+    for i, statuses in groupby(rows, key=lambda row: row[0]):
+        _, _, start, stop = keys[i]
+        end = math.inf if stop is None else stop
+        yield i, clip(spans_of_ordered((row[1:] for row in statuses), seeds[i], start), start, end)
+    # A window always holds the status that opened it, so every window is yielded.
+
+
+def outside(spans: Iterable[Span], windows: Sequence[Span]) -> list[Span]:
+    """The parts of `spans` outside every one of the disjoint `windows`."""
+    parts = list(spans)
+    for start, end in windows:
+        parts = [p for s, e in parts for p in ((s, min(e, start)), (max(s, end), e)) if p[1] > p[0]]
+    return parts
+
+
+def span_changes(old: Sequence[Span], new: Sequence[Span]) -> list[tuple[float, float, int]]:
+    """Where two sorted, disjoint span lists differ: (start, end, +1) where only `new` is
+    online (messages there become chats), (start, end, -1) where only `old` is."""
+    points = sorted({p for s, e in (*old, *new) for p in (s, e)})
+    changes: list[tuple[float, float, int]] = []
+    for a, b in itertools.pairwise(points):
+        sign = is_chat(a, new) - is_chat(a, old)
+        if sign:
+            if changes and changes[-1][1] == a and changes[-1][2] == sign:
+                changes[-1] = (changes[-1][0], b, sign)
+            else:
+                changes.append((a, b, sign))
+    return changes
 
 
 def rebuild_site(site_id: str) -> None:

@@ -2,27 +2,36 @@
 
 from django.core.management.base import BaseCommand, CommandParser
 
-from ingest.batches import enqueue, process_batch, stale_batches
+from ingest import parallel_import, wakeups
+from ingest.batches import drain, stale_batches, stale_ranges
 from ingest.models import RawBatch
 
 
 class Command(BaseCommand):
     help = (
-        "Process every unfinished batch in this process (works with the broker down), "
-        "or with --enqueue hand the stale ones to the workers again."
+        "Process every claimable batch in this process, in groups (works with the broker down), "
+        "or with --enqueue wake the workers for the stale ones."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
-            "--enqueue", action="store_true", help="re-enqueue stale batches instead of processing them here"
+            "--enqueue", action="store_true", help="wake the workers (and re-enqueue stale file ranges) instead"
         )
 
     def handle(self, *args: object, **options: object) -> None:
         if options["enqueue"]:
-            ids = stale_batches()
-            sent = sum(enqueue(batch_id) for batch_id in ids)
-            self.stderr.write(f"{sent} of {len(ids)} stale batches enqueued")
+            stale, ranges = stale_batches(), stale_ranges()
+            woken = bool(stale) and wakeups.publish()
+            sent = parallel_import.enqueue_ranges(ranges) if ranges else 0
+            self.stderr.write(
+                f"{len(stale)} stale batches: " + ("workers woken" if woken else "no wake-up sent")
+                + (f"; {sent} of {len(ranges)} stale file ranges enqueued" if ranges else "")
+            )  # fmt: skip
             return
-        ids = list(RawBatch.objects.unfinished().order_by("pk").values_list("pk", flat=True))
-        processed = sum(process_batch(batch_id) is not None for batch_id in ids)
-        self.stderr.write(f"{processed} of {len(ids)} unfinished batches processed")
+        unfinished = RawBatch.objects.unfinished().count()
+        result = drain()
+        # Until parallel imports have their own table, their file ranges are RawBatch rows too.
+        ranges = list(RawBatch.objects.unfinished().filter(next_offset__isnull=False).values_list("pk", flat=True))
+        ranges_done = sum(parallel_import.process_range(pk) is not None for pk in ranges)
+        failed = f"; {result.failed} failed (see last_error; retried later or by retry_failed)" if result.failed else ""
+        self.stderr.write(f"{result.done + ranges_done} of {unfinished} unfinished batches processed{failed}")
