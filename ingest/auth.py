@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.cache import cache
+from django.core.cache.backends.redis import RedisCache
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
-from ingest.keys import application_for_key
+from ingest.keys import cached_application_for_key
 from ingest.models import Application
 
 KEYWORD = "Api-Key"
@@ -38,7 +41,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         if len(header) != 2:
             raise exceptions.AuthenticationFailed(f"Malformed Authorization header: expected '{KEYWORD} <key>'.")
-        app = application_for_key(header[1].decode("latin-1"))
+        app = cached_application_for_key(header[1].decode("latin-1"))
         if app is None:
             raise exceptions.AuthenticationFailed("Unknown or revoked API key.")
         return AppPrincipal(app), app
@@ -74,18 +77,75 @@ class IsAppOrAnalyst(permissions.BasePermission):
         return IsApp().has_permission(request, view) or IsAnalyst().has_permission(request, view)
 
 
-class AppRateThrottle(throttling.SimpleRateThrottle):
+class CounterRateThrottle(throttling.BaseThrottle):
+    """A request rate (`"N/period"` from DEFAULT_THROTTLE_RATES[scope]) per identity, counted
+    in the cache with a sliding-window counter: this window's count plus the previous
+    window's, weighted by how much of it still overlaps the last `period`.
+
+    One cache round trip per request (Redis: INCR, EXPIRE, GET in one pipeline),
+    whatever the rate, where DRF's SimpleRateThrottle reads and writes the list of
+    every request's time (6,000 entries at 6000/min). Refused requests are not
+    counted, as in DRF. Subclasses name `scope` and the identity.
+    """
+
+    scope = ""
+    cache_format = "throttle:%(scope)s:%(ident)s:%(window)d"
+
+    def get_ident(self, request: Request) -> str | None:  # type: ignore[override]
+        raise NotImplementedError
+
+    def get_rate(self) -> tuple[int, int] | None:
+        # Read at call time (DRF binds rates at import), so settings changes apply.
+        rate = settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.scope)
+        if not rate:
+            return None
+        count, period = rate.split("/")
+        return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
+
+    def allow_request(self, request: Request, view: object) -> bool:
+        self.wait_seconds = None
+        ident, rate = self.get_ident(request), self.get_rate()
+        if ident is None or rate is None:
+            return True
+        allowed, period = rate
+        now = time.time()
+        window, elapsed = divmod(now, period)
+        key = self.cache_format % {"scope": self.scope, "ident": ident, "window": int(window)}
+        previous_key = self.cache_format % {"scope": self.scope, "ident": ident, "window": int(window) - 1}
+        count, previous = _count(key, previous_key, 2 * period)
+        overlap = 1 - elapsed / period
+        if previous * overlap + count <= allowed:
+            return True
+        cache.decr(key)  # not counted: the client may retry as soon as the rate allows
+        if count > allowed or previous == 0:
+            self.wait_seconds = period - elapsed
+        else:  # wait until enough of the previous window has slid out
+            self.wait_seconds = max(0.0, (overlap - (allowed - count + 1) / previous) * period)
+        return False
+
+    def wait(self) -> float | None:
+        return None if self.wait_seconds is None else max(1.0, self.wait_seconds)
+
+
+def _count(key: str, previous_key: str, ttl: int) -> tuple[int, int]:
+    """Increment `key` and read `previous_key`: one round trip on Redis."""
+    if isinstance(cache, RedisCache):
+        key, previous_key = cache.make_and_validate_key(key), cache.make_and_validate_key(previous_key)
+        client = cache._cache.get_client(key, write=True)
+        count, _, previous = client.pipeline().incr(key).expire(key, ttl).get(previous_key).execute()
+        return count, int(previous or 0)
+    cache.add(key, 0, ttl)
+    return cache.incr(key), int(cache.get(previous_key) or 0)
+
+
+class AppRateThrottle(CounterRateThrottle):
     """Per-app request rate (`APP_THROTTLE_RATE`); analysts are not throttled here."""
 
     scope = "app"
 
-    def get_rate(self) -> str | None:
-        # Read at call time (DRF binds rates at import), so settings changes apply.
-        return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.scope)
-
-    def get_cache_key(self, request: Request, view: object) -> str | None:
+    def get_ident(self, request: Request) -> str | None:  # type: ignore[override]
         app = request_app(request)
-        return None if app is None else self.cache_format % {"scope": self.scope, "ident": app.pk}
+        return None if app is None else str(app.pk)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

@@ -242,6 +242,8 @@ def drain(max_seconds: float | None = None, batch_ids: list[int] | None = None) 
         result.failed += outcome.failed
     else:
         wakeups.publish()  # more to do: another round, after whatever else is queued
+    if result.failed:  # their retry is due then, whether or not new posts wake a worker
+        wakeups.publish(countdown=settings.SWITCHBOARD["RETRY_DELAY_SECONDS"] + 1)
     return result
 
 

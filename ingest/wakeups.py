@@ -21,12 +21,12 @@ from django.conf import settings
 logger = logging.getLogger(__name__)
 
 
-def publish() -> bool:
-    """Send one wake-up now; False (logged) if the broker is unavailable."""
+def publish(countdown: float = 0) -> bool:
+    """Send one wake-up (due in `countdown` seconds); False (logged) if the broker is unavailable."""
     from ingest.tasks import drain_outbox_task  # tasks import the batches, which import this module
 
     try:
-        drain_outbox_task.delay()
+        drain_outbox_task.apply_async(countdown=countdown or None)
     except Exception as error:  # kombu raises OperationalError, redis ConnectionError, OSError...
         logger.warning("no wake-up sent, pending batches wait for the sweeper: the broker is unavailable (%s)", error)
         return False
