@@ -22,8 +22,10 @@ retried only by `manage.py retry_failed`.
 
 from __future__ import annotations
 
+import io
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -33,7 +35,8 @@ from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from ingest import parallel_import, wakeups
-from ingest.body import decode_body, frame_body
+from ingest.body import body_framing, decode_body, frame_body
+from ingest.framing import NDJSON, RawRecord, iter_ndjson
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into
 from ingest.store import finish_batch, store_group
@@ -66,7 +69,15 @@ def batch_records(batch: RawBatch) -> Chunk:
     # "Future" is judged against the time the batch was received, so a batch
     # processed late (or twice) is judged the same way every time.
     chunk = Chunk(max_rejections=limits["MAX_STORED_REJECTIONS"])
-    return validate_into(chunk, frame_body(body, batch.content_type), batch.created_at.timestamp())
+    return validate_into(chunk, _body_records(body, batch.content_type), batch.created_at.timestamp())
+
+
+def _body_records(body: bytes, content_type: str) -> Iterable[RawRecord]:
+    """The body's records as `frame_body` gives them; NDJSON lazily, so that a body of
+    many tiny lines is never held as a list of records (blank lines are skipped later)."""
+    if body_framing(body, content_type) == NDJSON:
+        return iter_ndjson(io.BytesIO(body), max_record=len(body) + 1)
+    return frame_body(body, content_type)
 
 
 # -- claiming ------------------------------------------------------------------
