@@ -122,8 +122,7 @@ def main(mode: str, argv: list[str]) -> None:
     ]
     try:
         stack.start_web(args.web_workers, args.web_threads)
-        if mode != "drain":
-            stack.start_worker(args.worker_concurrency)
+        stack.start_worker(args.worker_concurrency)
         poller = Poller(dsn)
         groups = CpuGroups(stack.sessions(), args.db, postmaster_pid(dsn))
         with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
@@ -135,6 +134,8 @@ def main(mode: str, argv: list[str]) -> None:
         # Warm up every web worker's connections outside the measurement (rejected records: no events).
         run_load(stack.port, posts([b'{"type": "warm-up"}'] * 40), auth, 8)
         wait_done(poller)
+        if mode == "drain":
+            stack.stop_worker()
         if mode == "wrk":
             report += wrk_mode(args, stack, poller, groups, dsn, key, token, workdir)
         elif mode == "sustained":
