@@ -204,7 +204,7 @@ SWITCHBOARD = {
     # Rejections kept per API batch (reason and text); the rest are only counted.
     "MAX_STORED_REJECTIONS": env_int("MAX_STORED_REJECTIONS", 1000),
     # At most one wake-up message per web process and interval (seconds).
-    "WAKEUP_INTERVAL_SECONDS": float(os.environ.get("WAKEUP_INTERVAL_SECONDS", 0.1)),
+    "WAKEUP_INTERVAL_SECONDS": float(os.environ.get("WAKEUP_INTERVAL_SECONDS", 0.25)),
     # A woken worker drains this long at most, then queues another wake-up.
     "DRAIN_SECONDS": env_int("DRAIN_SECONDS", 30),
     # App keys are looked up once per web process and this many seconds: a

@@ -22,6 +22,7 @@ retried only by `manage.py retry_failed`.
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import time
@@ -50,16 +51,37 @@ ERROR_LENGTH = 2000
 
 def receive_batch(app: Application, body: bytes, content_type: str, content_encoding: str, records: int) -> RawBatch:
     """Store a request body as it was received (one insert) and ask for a worker to wake up."""
-    batch = RawBatch.objects.create(
-        app=app,
-        source=API_SOURCE,
-        body=body,
-        content_type=content_type[:100],
-        content_encoding=content_encoding[:32],
-        record_count=records,
-    )
+    values = {
+        "app_id": app.pk,
+        "source": API_SOURCE,
+        "body": body,
+        "content_type": content_type[:100],
+        "content_encoding": content_encoding[:32],
+        "record_count": records,
+        "created_at": timezone.now(),
+    }
+    batch_id = _insert_batch(values)
     transaction.on_commit(wakeups.wake)
-    return batch
+    return RawBatch(pk=batch_id, **values)
+
+
+@functools.cache
+def _batch_columns() -> tuple[str, list]:
+    """The outbox insert: every column, with the model's defaults (the ORM's save costs ~10x the SQL)."""
+    fields = [f for f in RawBatch._meta.concrete_fields if not f.primary_key]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    sql = f"INSERT INTO {RawBatch._meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id"
+    return sql, fields
+
+
+def _insert_batch(values: dict) -> int:
+    sql, fields = _batch_columns()
+    params = [
+        f.get_db_prep_save(values[f.attname] if f.attname in values else f.get_default(), connection) for f in fields
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.fetchone()[0]
 
 
 def batch_records(batch: RawBatch) -> Chunk:

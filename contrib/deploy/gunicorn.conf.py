@@ -9,6 +9,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 
 threads = int(os.environ.get("WEB_THREADS", 2))
 timeout = 30
 graceful_timeout = 30
-max_requests = 5000
-max_requests_jitter = 500
+# A worker restarts after this many requests (a bound on slow leaks). Not much
+# lower: a restart re-imports Django (~1 s of CPU), which at ~800 posts/s every
+# few thousand requests would cost a noticeable share of the web tier.
+max_requests = 200_000
+max_requests_jitter = 20_000
 accesslog = "-"
