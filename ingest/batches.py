@@ -35,6 +35,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
+from events.db import update_rows
 from ingest import parallel_import, wakeups
 from ingest.body import body_framing, decode_body, frame_body
 from ingest.framing import NDJSON, RawRecord, iter_ndjson
@@ -237,10 +238,11 @@ def _store(items: list[tuple[RawBatch, Chunk]]) -> int:
             return 0
         results = store_group(items)
         finished = [finish_batch(batch, chunk, result) for (batch, chunk), result in zip(items, results, strict=True)]
-        RawBatch.objects.bulk_update(
-            finished,
+        update_rows(
+            RawBatch,
             ["record_count", "first_line", "last_line", "accepted", "duplicates", "rejected", "status",
              "processed_at", "last_error"],
+            finished,
         )  # fmt: skip
     return len(finished)
 

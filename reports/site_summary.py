@@ -35,7 +35,7 @@ from itertools import groupby
 from django.db import connection, transaction
 from django.utils import timezone
 
-from events.db import chunked, insert_ignoring_conflicts
+from events.db import chunked, insert_ignoring_conflicts, update_rows
 from events.models import Site
 from reports.models import OnlineSpan, SiteActor, SiteSummary
 
@@ -378,7 +378,7 @@ def apply_new_events(events: Sequence[object]) -> None:
         summary.visitors += new_actors.get((site_id, SiteActor.Role.VISITOR), 0)
         summary.refreshed_at = now
         changed.append(summary)
-    SiteSummary.objects.bulk_update(changed, ["messages", "emails", "operators", "visitors", "refreshed_at"])
+    update_rows(SiteSummary, ["messages", "emails", "operators", "visitors", "refreshed_at"], changed)
 
 
 def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[str]]) -> Counter[str]:
