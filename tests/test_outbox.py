@@ -313,3 +313,15 @@ def test_a_tiny_gzip_body_of_500k_lines_costs_the_worker_bounded_memory(transact
     assert (baseline_done, done, stored.status, stored.rejected) == ("0", "1", "done", 500_000)
     assert Rejection.objects.filter(batch=batch).count() == settings.SWITCHBOARD["MAX_STORED_REJECTIONS"]
     assert peak - baseline < 40, f"worker grew by {peak - baseline} MiB"
+
+
+def test_a_failed_batch_shows_its_error_in_the_admin(app, client, django_user_model):
+    batch = post(app, chat("a"))
+    RawBatch.objects.filter(pk=batch.pk).update(status="failed", last_error="gave up after 3 attempts; last: boom")
+    client.force_login(django_user_model.objects.create_superuser("ops", password="ops-password"))
+
+    listing = client.get("/admin/ingest/rawbatch/?status__exact=failed")
+    detail = client.get(f"/admin/ingest/rawbatch/{batch.pk}/change/")
+
+    assert listing.status_code == 200 and f">{batch.pk}<" in listing.content.decode()
+    assert detail.status_code == 200 and "gave up after 3 attempts; last: boom" in detail.content.decode()
