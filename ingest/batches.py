@@ -23,10 +23,8 @@ retried only by `manage.py retry_failed`.
 from __future__ import annotations
 
 import functools
-import io
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -36,9 +34,8 @@ from django.db.models import Count, F, Min, Q
 from django.utils import timezone
 
 from events.db import update_rows
-from ingest import parallel_import, wakeups
-from ingest.body import body_framing, decode_body, frame_body
-from ingest.framing import NDJSON, RawRecord, iter_ndjson
+from ingest import wakeups
+from ingest.body import decode_body, iter_body_records
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into
 from ingest.store import finish_batch, store_group
@@ -92,15 +89,9 @@ def batch_records(batch: RawBatch) -> Chunk:
     # "Future" is judged against the time the batch was received, so a batch
     # processed late (or twice) is judged the same way every time.
     chunk = Chunk(max_rejections=limits["MAX_STORED_REJECTIONS"])
-    return validate_into(chunk, _body_records(body, batch.content_type), batch.created_at.timestamp())
-
-
-def _body_records(body: bytes, content_type: str) -> Iterable[RawRecord]:
-    """The body's records as `frame_body` gives them; NDJSON lazily, so that a body of
-    many tiny lines is never held as a list of records (blank lines are skipped later)."""
-    if body_framing(body, content_type) == NDJSON:
-        return iter_ndjson(io.BytesIO(body), max_record=len(body) + 1)
-    return frame_body(body, content_type)
+    # Streamed: a body of many tiny records is never held as a list of them.
+    records = iter_body_records(body, batch.content_type, limits["MAX_RECORD_BYTES"])
+    return validate_into(chunk, records, batch.created_at.timestamp())
 
 
 # -- claiming ------------------------------------------------------------------
@@ -116,12 +107,8 @@ def _claimable(now: datetime) -> Q:
 
 
 def claimable_batches(now: datetime | None = None):  # -> QuerySet[RawBatch]
-    """API batches a worker may take now, oldest first (file ranges are claimed by their own task)."""
-    return (
-        RawBatch.objects.unfinished()
-        .filter(_claimable(now or timezone.now()), next_offset__isnull=True)
-        .order_by("created_at", "pk")
-    )
+    """API batches a worker may take now, oldest first."""
+    return RawBatch.objects.unfinished().filter(_claimable(now or timezone.now())).order_by("created_at", "pk")
 
 
 def claim_group(batch_ids: list[int] | None = None) -> list[int]:
@@ -285,9 +272,6 @@ def drain(max_seconds: float | None = None, batch_ids: list[int] | None = None) 
 def process_batch(batch_id: int) -> RawBatch | None:
     """Process one batch now (tests, tools); None if it was not claimable (done, failed, another's)."""
     if not claim_group([batch_id]):
-        # Until parallel imports have their own table, their file ranges are RawBatch rows too.
-        if RawBatch.objects.filter(pk=batch_id, next_offset__isnull=False).exists():
-            return parallel_import.process_range(batch_id)
         return None
     process_group([batch_id])
     return RawBatch.objects.get(pk=batch_id)
@@ -295,7 +279,7 @@ def process_batch(batch_id: int) -> RawBatch | None:
 
 def retry_failed(batch_ids: list[int] | None = None) -> int:
     """Give failed batches a fresh set of attempts (once their cause is fixed); returns how many."""
-    failed = RawBatch.objects.filter(status=RawBatch.Status.FAILED, next_offset__isnull=True)
+    failed = RawBatch.objects.filter(status=RawBatch.Status.FAILED)
     if batch_ids is not None:
         failed = failed.filter(pk__in=batch_ids)
     count = failed.update(status=RawBatch.Status.PENDING, attempts=0, claimed_at=None, processed_at=None)
@@ -319,31 +303,12 @@ def stale_batches(now: datetime | None = None) -> list[int]:
     )
 
 
-def stale_ranges(now: datetime | None = None) -> list[int]:
-    """File ranges of parallel imports that no worker has taken or finished in time."""
-    now = now or timezone.now()
-    limits = settings.SWITCHBOARD
-    grace = now - timedelta(seconds=limits["PENDING_GRACE_SECONDS"])
-    requeue = now - timedelta(seconds=limits["PENDING_REQUEUE_SECONDS"])
-    processing_timeout = now - timedelta(seconds=limits["PROCESSING_TIMEOUT_SECONDS"])
-    pending = Q(status=RawBatch.Status.PENDING) & (
-        Q(enqueued_at__isnull=True, created_at__lte=grace) | Q(enqueued_at__lte=requeue)
-    )
-    abandoned = Q(status=RawBatch.Status.PROCESSING, claimed_at__lte=processing_timeout)
-    ranges = RawBatch.objects.filter(next_offset__isnull=False).filter(pending | abandoned)
-    return list(ranges.order_by("pk").values_list("pk", flat=True))
-
-
 def requeue_stale() -> int:
-    """The sweeper: wake the workers if API batches wait, re-enqueue stale file ranges;
-    returns how many batches and ranges were stale."""
+    """The sweeper: wake the workers if API batches wait; returns how many were stale."""
     stale = stale_batches()
     if stale:
         wakeups.publish()
-    ranges = stale_ranges()
-    if ranges:
-        parallel_import.enqueue_ranges(ranges)
-    return len(stale) + len(ranges)
+    return len(stale)
 
 
 @dataclass(frozen=True, slots=True)
