@@ -218,6 +218,9 @@ SWITCHBOARD = {
     "WAKEUP_INTERVAL_SECONDS": float(os.environ.get("WAKEUP_INTERVAL_SECONDS", 0.25)),
     # A woken worker drains this long at most, then queues another wake-up.
     "DRAIN_SECONDS": env_int("DRAIN_SECONDS", 30),
+    # Pause after a group that did not fill its bounds, so that the next one
+    # gathers more posts (seconds; the delay every post may see before processing).
+    "DRAIN_LINGER_SECONDS": float(os.environ.get("DRAIN_LINGER_SECONDS", 0.3)),
     # App keys are looked up once per web process and this many seconds: a
     # revoked key stops working within this time.
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),

@@ -98,7 +98,7 @@ def test_one_claim_takes_many_batches_and_stores_them_in_one_group(app):
 
 
 def test_a_claim_is_bounded_by_records_and_bytes(app):
-    batches = [post(app, chat(f"e{i}")) for i in range(12)]
+    batches = [post(app, chat(f"e{i:02d}", ts=1_429_000_000.0)) for i in range(12)]  # bodies of one size
     big = post(app, *(chat(f"big{i}") for i in range(8)))
 
     with limits(GROUP_RECORDS=5):
