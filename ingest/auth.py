@@ -110,8 +110,12 @@ class CounterRateThrottle(throttling.BaseThrottle):
         return int(count), {"s": 1, "m": 60, "h": 3600, "d": 86400}[period[0]]
 
     def allow_request(self, request: Request, view: object) -> bool:
+        return self.allow_ident(self.get_ident(request))
+
+    def allow_ident(self, ident: str | None) -> bool:
+        """Count a request of `ident`; False (and `wait()` says how long) when over the rate."""
         self.wait_seconds = None
-        ident, rate = self.get_ident(request), self.get_rate()
+        rate = self.get_rate()
         if ident is None or rate is None:
             return True
         allowed, period = rate

@@ -3,88 +3,39 @@
 from __future__ import annotations
 
 import functools
-import math
 from collections.abc import Callable
 
 import orjson
-from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiResponse, extend_schema
-from rest_framework import exceptions, status
+from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingest.auth import KEYWORD, AppRateThrottle, IsApp, IsAppOrAnalyst, request_app
-from ingest.batches import receive_batch
-from ingest.body import BodyError, count_records, decode_body
+from ingest import fastpath
+from ingest.auth import IsApp, IsAppOrAnalyst, request_app
 from ingest.health import health
-from ingest.keys import cached_application_for_key
-from ingest.models import Application
 from ingest.selectors import visible_batches
 from ingest.serializers import BatchAcceptedSerializer, BatchSerializer
 from reports.views import EventListView
 
 ERROR = OpenApiResponse(description='JSON error: `{"detail": "why"}`')
-BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
 
 
-def read_body(request: HttpRequest, limit: int) -> bytes:
-    """The raw body, refusing (413) anything over `limit` before holding it whole."""
-    try:
-        declared = int(request.META.get("CONTENT_LENGTH") or 0)
-    except ValueError:
-        raise BodyError("invalid Content-Length header") from None
-    if declared > limit:
-        raise BodyError(f"the body is {declared} bytes, over the limit of {limit}", 413)
-    raw = request.read(limit + 1)  # the Django request: DRF parsers would decode it
-    if len(raw) > limit:
-        raise BodyError(f"the body is over the limit of {limit} bytes", 413)
-    return raw
-
-
-def json_response(data: dict, status: int, headers: dict[str, str] | None = None) -> HttpResponse:
+def json_response(answer: fastpath.Answer) -> HttpResponse:
+    status, data, headers = answer
     return HttpResponse(orjson.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
-def accept_batch(request: HttpRequest, app: Application) -> HttpResponse:
-    """Store the body raw (one insert) and answer 202, or say why it cannot be taken."""
-    limit = settings.SWITCHBOARD["MAX_BODY_BYTES"]
-    content_type = request.META.get("CONTENT_TYPE", "")
-    content_encoding = request.META.get("HTTP_CONTENT_ENCODING", "")
-    try:
-        raw = read_body(request, limit)
-        records = count_records(decode_body(raw, content_encoding, limit), content_type)
-    except BodyError as error:
-        return json_response({"detail": str(error)}, error.status)
-    batch = receive_batch(app, raw, content_type, content_encoding, records)
-    status_url = f"{BATCHES_URL}{batch.pk}/"
-    return json_response(
-        {"batch_id": batch.pk, "records": records, "status": batch.status, "status_url": status_url},
-        202,
-        {"Location": status_url},
-    )
-
-
 def app_post(request: HttpRequest) -> HttpResponse | None:
-    """The hot path of `POST /api/events/`, without DRF's machinery: an active app key
-    (cached, ingest/keys.py), the app's throttle, the body. None for anything else
-    (no key, a bad key, another scheme, a session): DRF answers those as always."""
-    scheme, _, key = request.META.get("HTTP_AUTHORIZATION", "").partition(" ")
-    if scheme.lower() != KEYWORD.lower() or not key or " " in key.strip():
-        return None
-    app = cached_application_for_key(key.strip())
-    if app is None:
-        return None
-    throttle = AppRateThrottle()
-    request.auth = app  # what request_app() reads
-    if not throttle.allow_request(request, None):
-        error = exceptions.Throttled(throttle.wait())
-        return json_response({"detail": str(error.detail)}, 429, {"Retry-After": str(math.ceil(throttle.wait()))})
-    return accept_batch(request, app)
+    """`fastpath.app_post` for requests that reached Django (tests, a server without the
+    WSGI wrapper); None for anything but an active app key: DRF answers those as always."""
+    answer = fastpath.app_post(request.META, request.read)
+    return None if answer is None else json_response(answer)
 
 
 class PostEventsMixin:
@@ -116,7 +67,7 @@ class PostEventsMixin:
     )
     def post(self, request: Request) -> HttpResponse:
         # Reached through DRF only when `app_post` passed (e.g. a session or token: 403).
-        return accept_batch(request._request, request_app(request))
+        return json_response(fastpath.accept(request.META, request._request.read, request_app(request)))
 
     def get_permissions(self) -> list:
         if self.request.method == "POST":

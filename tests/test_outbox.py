@@ -14,9 +14,10 @@ import time
 import orjson
 import pytest
 from django.conf import settings
+from django.core import signals
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import connection
+from django.db import close_old_connections, connection
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -325,3 +326,55 @@ def test_a_failed_batch_shows_its_error_in_the_admin(app, client, django_user_mo
 
     assert listing.status_code == 200 and f">{batch.pk}<" in listing.content.decode()
     assert detail.status_code == 200 and "gave up after 3 attempts; last: boom" in detail.content.decode()
+
+
+# -- the WSGI fast path (ingest/fastpath.py) -----------------------------------------------
+
+
+def wsgi_post(body: bytes, authorization: str | None, host: str = "localhost") -> tuple[str, dict, bytes]:
+    import io
+
+    from config.wsgi import application
+
+    environ = {
+        "REQUEST_METHOD": "POST", "PATH_INFO": "/api/events/", "SERVER_NAME": host, "SERVER_PORT": "80",
+        "HTTP_HOST": host, "CONTENT_TYPE": "application/json", "CONTENT_LENGTH": str(len(body)),
+        "wsgi.input": io.BytesIO(body), "wsgi.url_scheme": "http", "SCRIPT_NAME": "", "QUERY_STRING": "",
+        "wsgi.errors": io.StringIO(),
+    }  # fmt: skip
+    if authorization:
+        environ["HTTP_AUTHORIZATION"] = authorization
+    answer: list = []
+    # As Django's test client does: the test's transaction must outlive the request.
+    signals.request_started.disconnect(close_old_connections)
+    signals.request_finished.disconnect(close_old_connections)
+    try:
+        chunks = application(environ, lambda status, headers: answer.extend([status, dict(headers)]))
+        data = b"".join(chunks)
+        getattr(chunks, "close", lambda: None)()
+    finally:
+        signals.request_started.connect(close_old_connections)
+        signals.request_finished.connect(close_old_connections)
+    return answer[0], answer[1], data
+
+
+def test_the_wsgi_fast_path_answers_as_the_view_and_leaves_the_rest_to_django(app_and_key):
+    app, key = app_and_key
+    body = orjson.dumps(chat("fast"))
+
+    status, headers, data = wsgi_post(body, f"Api-Key {key}")
+    batch = RawBatch.objects.get()
+    assert status == "202 Accepted"
+    assert orjson.loads(data) == {
+        "batch_id": batch.pk, "records": 1, "status": "pending", "status_url": f"/api/batches/{batch.pk}/",
+    }  # fmt: skip
+    assert headers["Location"] == f"/api/batches/{batch.pk}/"
+    assert headers["Content-Type"] == "application/json" and headers["X-Content-Type-Options"] == "nosniff"
+    assert (bytes(batch.body), batch.app_id) == (body, app.pk)
+
+    assert wsgi_post(b'{"id": ', f"Api-Key {key}")[0] == "400 Bad Request"  # the view's body checks
+    unknown = wsgi_post(body, "Api-Key sb_00000000_nope")  # Django and DRF answer the rest
+    assert unknown[0].startswith("401") and b"Unknown or revoked API key" in unknown[2]
+    assert wsgi_post(body, None)[0].startswith("401")
+    assert wsgi_post(body, f"Api-Key {key}", host="evil.example")[0].startswith("400")  # not an allowed host
+    assert RawBatch.objects.count() == 1
