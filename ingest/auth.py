@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import threading
 import time
 from dataclasses import dataclass
 
@@ -84,15 +85,37 @@ class IsAppOrAnalyst(permissions.BasePermission):
         return IsApp().has_permission(request, view) or IsAnalyst().has_permission(request, view)
 
 
+SYNC_SECONDS = 0.1  # longest a web process counts requests on its own before adding them to the cache
+
+
+@dataclass(slots=True)
+class _Tally:
+    """One identity's requests as this process knows them."""
+
+    window: int = -1
+    shared: int = 0  # this window's count in the cache when last read (our added ones included)
+    previous: int = 0  # the previous window's count in the cache when last read
+    unsynced: int = 0  # requests this process let through since, not yet added to the cache
+    synced_at: float = 0.0
+
+
+_tallies: dict[tuple[str, str], _Tally] = {}
+_tallies_lock = threading.Lock()
+
+
 class CounterRateThrottle(throttling.BaseThrottle):
     """A request rate (`"N/period"` from DEFAULT_THROTTLE_RATES[scope]) per identity, counted
     in the cache with a sliding-window counter: this window's count plus the previous
     window's, weighted by how much of it still overlaps the last `period`.
 
-    One cache round trip per request (Redis: INCR, EXPIRE, GET in one pipeline),
-    whatever the rate, where DRF's SimpleRateThrottle reads and writes the list of
-    every request's time (6,000 entries at 6000/min). Refused requests are not
-    counted, as in DRF. Subclasses name `scope` and the identity.
+    Each web process adds its requests to the shared count in the cache (Redis: INCRBY,
+    EXPIRE, GET in one pipeline) at most every SYNC_SECONDS or every 1 % of the rate,
+    whichever comes first, and decides in between from the last count it read plus its
+    own: a busy app's posts mostly cost no round trip, and the limit is exceeded by at
+    most that much per process (exact for small rates: 2/min syncs on every request).
+    DRF's SimpleRateThrottle reads and writes the list of every request's time (6,000
+    entries at 6000/min) on each one. Refused requests are not counted, as in DRF.
+    Subclasses name `scope` and the identity.
     """
 
     scope = ""
@@ -121,13 +144,29 @@ class CounterRateThrottle(throttling.BaseThrottle):
         allowed, period = rate
         now = time.time()
         window, elapsed = divmod(now, period)
-        key = self.cache_format % {"scope": self.scope, "ident": ident, "window": int(window)}
-        previous_key = self.cache_format % {"scope": self.scope, "ident": ident, "window": int(window) - 1}
-        count, previous = _count(key, previous_key, 2 * period)
-        overlap = 1 - elapsed / period
-        if previous * overlap + count <= allowed:
-            return True
-        cache.decr(key)  # not counted: the client may retry as soon as the rate allows
+        window = int(window)
+        key = self.cache_format % {"scope": self.scope, "ident": ident, "window": window}
+        with _tallies_lock:
+            tally = _tallies.setdefault((self.scope, ident), _Tally())
+            if tally.window != window:
+                tally.window, tally.unsynced, tally.synced_at = window, 0, 0.0
+            synced = tally.unsynced + 1 >= max(1, allowed // 100) or now - tally.synced_at >= SYNC_SECONDS
+            if synced:  # add ours (this request included) and read everyone's
+                previous_key = self.cache_format % {"scope": self.scope, "ident": ident, "window": window - 1}
+                tally.shared, tally.previous = _count(key, previous_key, 2 * period, tally.unsynced + 1)
+                tally.unsynced, tally.synced_at = 0, now
+                count = tally.shared
+            else:
+                count = tally.shared + tally.unsynced + 1
+            overlap = 1 - elapsed / period
+            if tally.previous * overlap + count <= allowed:
+                if not synced:
+                    tally.unsynced += 1
+                return True
+            if synced:  # not counted: the client may retry as soon as the rate allows
+                cache.decr(key)
+                tally.shared -= 1
+            previous = tally.previous
         if count > allowed or previous == 0:
             self.wait_seconds = period - elapsed
         else:  # wait until enough of the previous window has slid out
@@ -138,16 +177,17 @@ class CounterRateThrottle(throttling.BaseThrottle):
         return None if self.wait_seconds is None else max(1.0, self.wait_seconds)
 
 
-def _count(key: str, previous_key: str, ttl: int) -> tuple[int, int]:
-    """Increment `key` and read `previous_key`: one round trip on Redis."""
+def _count(key: str, previous_key: str, ttl: int, add: int) -> tuple[int, int]:
+    """Add `add` to `key`, read it and `previous_key`: one round trip on Redis."""
     backend = caches[DEFAULT_CACHE_ALIAS]  # `cache` is a proxy to it
     if isinstance(backend, RedisCache):
         key, previous_key = backend.make_and_validate_key(key), backend.make_and_validate_key(previous_key)
         client = _redis_client(backend)
-        count, _, previous = client.pipeline(transaction=False).incr(key).expire(key, ttl).get(previous_key).execute()
+        pipeline = client.pipeline(transaction=False).incrby(key, add).expire(key, ttl).get(previous_key)
+        count, _, previous = pipeline.execute()
         return count, int(previous or 0)
     cache.add(key, 0, ttl)
-    return cache.incr(key), int(cache.get(previous_key) or 0)
+    return cache.incr(key, add), int(cache.get(previous_key) or 0)
 
 
 @functools.cache

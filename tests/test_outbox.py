@@ -378,3 +378,18 @@ def test_the_wsgi_fast_path_answers_as_the_view_and_leaves_the_rest_to_django(ap
     assert wsgi_post(body, None)[0].startswith("401")
     assert wsgi_post(body, f"Api-Key {key}", host="evil.example")[0].startswith("400")  # not an allowed host
     assert RawBatch.objects.count() == 1
+
+
+def test_the_app_throttle_counts_in_batches_yet_lets_exactly_the_rate_through_one_process(app):
+    from django.core.cache import cache
+
+    from ingest.auth import AppRateThrottle
+
+    cache.clear()
+    rates = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], "app": "500/hour"}
+    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": rates}):
+        throttle = AppRateThrottle()
+        decisions = [throttle.allow_ident(f"batched-{app.pk}") for _ in range(520)]
+    assert decisions == [True] * 500 + [False] * 20
+    assert throttle.wait() >= 1
+    cache.clear()
