@@ -99,7 +99,7 @@ class _Tally:
     synced_at: float = 0.0
 
 
-_tallies: dict[tuple[str, str], _Tally] = {}
+_tallies: dict[tuple[str, str, int, int], _Tally] = {}
 _tallies_lock = threading.Lock()
 
 
@@ -147,7 +147,7 @@ class CounterRateThrottle(throttling.BaseThrottle):
         window = int(window)
         key = self.cache_format % {"scope": self.scope, "ident": ident, "window": window}
         with _tallies_lock:
-            tally = _tallies.setdefault((self.scope, ident), _Tally())
+            tally = _tallies.setdefault((self.scope, ident, allowed, period), _Tally())
             if tally.window != window:
                 tally.window, tally.unsynced, tally.synced_at = window, 0, 0.0
             synced = tally.unsynced + 1 >= max(1, allowed // 100) or now - tally.synced_at >= SYNC_SECONDS

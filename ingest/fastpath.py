@@ -29,6 +29,7 @@ from ingest.keys import cached_application_for_key
 from ingest.models import Application
 
 logger = logging.getLogger(__name__)
+request_logger = logging.getLogger("django.request")
 
 PATH = "/api/events/"
 BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
@@ -128,6 +129,9 @@ def wsgi(django_app: Callable) -> Callable:
             status, data, headers = 500, {"detail": "Internal server error; it has been logged."}, {}
         finally:
             signals.request_finished.send(sender=__name__)
+        if status >= 400:  # as Django's handler logs them (django.request)
+            log = request_logger.error if status >= 500 else request_logger.warning
+            log("%s: %s", REASONS.get(status, ""), PATH, extra={"status_code": status})
         body = orjson.dumps(data)
         start_response(
             f"{status} {REASONS.get(status, '')}",
