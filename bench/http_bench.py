@@ -524,6 +524,38 @@ def cpu_row(phase: str, wall: float, cpu: dict[str, float]) -> str:
     return f"| {phase} | {wall:.1f} | {cells} | {other:.1f} | {busy} |"
 
 
+def prepare(args: argparse.Namespace, app_name: str) -> tuple[dict[str, str], str, str, str, str, Path]:
+    """A fresh database (`args.db`) and Redis database (`args.redis_db`) for a run, migrated,
+    with an app key and an analyst token: (env, dsn, redis_url, key, token, workdir)."""
+    source_url = os.environ.get("DATABASE_URL", "")
+    broker = os.environ.get("CELERY_BROKER_URL", "")
+    if not source_url.startswith(("postgres://", "postgresql://")) or not broker.startswith("redis://"):
+        raise SystemExit('needs PostgreSQL and Redis: eval "$(contrib/dev/services.sh start)" first')
+    if args.db == urlsplit(source_url).path.lstrip("/") or args.db.startswith("test_"):
+        raise SystemExit(f"refusing to recreate {args.db!r}: pick a database of the benchmark's own")
+    workdir = Path(args.dir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    for name in ("web.log", "worker.log"):
+        (workdir / name).unlink(missing_ok=True)
+    dsn = with_database(source_url, args.db)
+    redis_url = urlunsplit(urlsplit(broker)._replace(path=f"/{args.redis_db}"))
+    import redis
+
+    redis.Redis.from_url(redis_url).flushdb()
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "CELERY_BROKER_URL": redis_url,
+        "REDIS_URL": redis_url,
+        "APP_THROTTLE_RATE": "100000000/min",
+        "DEBUG": "false",
+    }
+    log(f"database {args.db}: recreating and migrating")
+    recreate_database(source_url, args.db)
+    manage(env, "migrate", "--noinput", "-v0")
+    return env, dsn, redis_url, app_key(env, app_name), analyst_token(env, "bench-analyst"), workdir
+
+
 def phases_main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--single", type=int, default=3000, help="single-event requests")
@@ -542,35 +574,7 @@ def phases_main(argv: list[str]) -> None:
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
 
-    source_url = os.environ.get("DATABASE_URL", "")
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not source_url.startswith(("postgres://", "postgresql://")) or not broker.startswith("redis://"):
-        raise SystemExit('needs PostgreSQL and Redis: eval "$(contrib/dev/services.sh start)" first')
-    if args.db == urlsplit(source_url).path.lstrip("/") or args.db.startswith("test_"):
-        raise SystemExit(f"refusing to recreate {args.db!r}: pick a database of the benchmark's own")
-    workdir = Path(args.dir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("web.log", "worker.log"):
-        (workdir / name).unlink(missing_ok=True)
-
-    dsn = with_database(source_url, args.db)
-    redis_url = urlunsplit(urlsplit(broker)._replace(path=f"/{args.redis_db}"))
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "CELERY_BROKER_URL": redis_url,
-        "REDIS_URL": redis_url,
-        "APP_THROTTLE_RATE": "100000000/min",
-        "DEBUG": "false",
-    }
-    log(f"database {args.db}: recreating and migrating")
-    recreate_database(source_url, args.db)
-    manage(env, "migrate", "--noinput", "-v0")
-    key = app_key(env, "bench-http")
-    token = analyst_token(env, "bench-analyst")
+    env, dsn, redis_url, key, token, workdir = prepare(args, "bench-http")
 
     batched_events = args.batches * args.batch_size
     drain_events = args.drain_batches * args.batch_size

@@ -18,16 +18,13 @@ import argparse
 import os
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 import psycopg2
 from http_bench import (
     CpuGroups,
     Poller,
     Stack,
-    analyst_token,
     api_summary,
-    app_key,
     batch_stats,
     chunks,
     cpu_row,
@@ -36,47 +33,17 @@ from http_bench import (
     generate_lines,
     log,
     machine_line,
-    manage,
     measure_freshness,
     percentile,
     postmaster_pid,
     posts,
-    recreate_database,
+    prepare,
     run_load,
     server_versions,
-    with_database,
 )
 from http_load import live_events, open_loop, run_wrk
 
 MODES = ("wrk", "sustained", "burst", "drain")
-
-
-def prepare(args: argparse.Namespace) -> tuple[dict[str, str], str, str, str, str, Path]:
-    source_url = os.environ.get("DATABASE_URL", "")
-    broker = os.environ.get("CELERY_BROKER_URL", "")
-    if not source_url.startswith(("postgres://", "postgresql://")) or not broker.startswith("redis://"):
-        raise SystemExit('needs PostgreSQL and Redis: eval "$(contrib/dev/services.sh start)" first')
-    workdir = Path(args.dir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    for name in ("web.log", "worker.log"):
-        (workdir / name).unlink(missing_ok=True)
-    dsn = with_database(source_url, args.db)
-    redis_url = urlunsplit(urlsplit(broker)._replace(path=f"/{args.redis_db}"))
-    import redis
-
-    redis.Redis.from_url(redis_url).flushdb()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "CELERY_BROKER_URL": redis_url,
-        "REDIS_URL": redis_url,
-        "APP_THROTTLE_RATE": "100000000/min",
-        "DEBUG": "false",
-    }
-    log(f"database {args.db}: recreating and migrating")
-    recreate_database(source_url, args.db)
-    manage(env, "migrate", "--noinput", "-v0")
-    return env, dsn, redis_url, app_key(env, "bench-live"), analyst_token(env, "bench-analyst"), workdir
 
 
 def latency_line(latencies: list[float]) -> str:
@@ -109,7 +76,7 @@ def main(mode: str, argv: list[str]) -> None:
     parser.add_argument("--dir", default="/tmp/switchboard-bench/live")
     parser.add_argument("--seed", type=int, default=11)
     args = parser.parse_args(argv)
-    env, dsn, redis_url, key, token, workdir = prepare(args)
+    env, dsn, redis_url, key, token, workdir = prepare(args, "bench-live")
     stack = Stack(env, workdir)
     auth = {"Authorization": f"Api-Key {key}", "Content-Type": "application/json"}
     report = [
