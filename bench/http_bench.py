@@ -524,24 +524,9 @@ def cpu_row(phase: str, wall: float, cpu: dict[str, float]) -> str:
     return f"| {phase} | {wall:.1f} | {cells} | {other:.1f} | {busy} |"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--single", type=int, default=3000, help="single-event requests")
-    parser.add_argument("--single-concurrency", type=int, default=8)
-    parser.add_argument("--batches", type=int, default=100, help="batched requests (plain and gzip each)")
-    parser.add_argument("--batch-size", type=int, default=1000)
-    parser.add_argument("--batch-concurrency", type=int, default=4)
-    parser.add_argument("--drain-batches", type=int, default=100, help="batches for the worker-alone drain")
-    parser.add_argument("--web-workers", type=int, default=None, help="default: gunicorn.conf.py's (2 x cores + 1)")
-    parser.add_argument("--web-threads", type=int, default=None, help="default: gunicorn.conf.py's (2)")
-    parser.add_argument("--worker-concurrency", type=int, default=2)
-    parser.add_argument("--db", default="bench_http", help="database to (re)create on DATABASE_URL's server")
-    parser.add_argument("--redis-db", type=int, default=11)
-    parser.add_argument("--dir", default="/tmp/switchboard-bench/http")
-    parser.add_argument("--seed", type=int, default=7)
-    args = parser.parse_args()
-    load_before = os.getloadavg()
-
+def prepare(args: argparse.Namespace, app_name: str) -> tuple[dict[str, str], str, str, str, str, Path]:
+    """A fresh database (`args.db`) and Redis database (`args.redis_db`) for a run, migrated,
+    with an app key and an analyst token: (env, dsn, redis_url, key, token, workdir)."""
     source_url = os.environ.get("DATABASE_URL", "")
     broker = os.environ.get("CELERY_BROKER_URL", "")
     if not source_url.startswith(("postgres://", "postgresql://")) or not broker.startswith("redis://"):
@@ -552,7 +537,6 @@ def main() -> None:
     workdir.mkdir(parents=True, exist_ok=True)
     for name in ("web.log", "worker.log"):
         (workdir / name).unlink(missing_ok=True)
-
     dsn = with_database(source_url, args.db)
     redis_url = urlunsplit(urlsplit(broker)._replace(path=f"/{args.redis_db}"))
     import redis
@@ -569,8 +553,28 @@ def main() -> None:
     log(f"database {args.db}: recreating and migrating")
     recreate_database(source_url, args.db)
     manage(env, "migrate", "--noinput", "-v0")
-    key = app_key(env, "bench-http")
-    token = analyst_token(env, "bench-analyst")
+    return env, dsn, redis_url, app_key(env, app_name), analyst_token(env, "bench-analyst"), workdir
+
+
+def phases_main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--single", type=int, default=3000, help="single-event requests")
+    parser.add_argument("--single-concurrency", type=int, default=8)
+    parser.add_argument("--batches", type=int, default=100, help="batched requests (plain and gzip each)")
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batch-concurrency", type=int, default=4)
+    parser.add_argument("--drain-batches", type=int, default=100, help="batches for the worker-alone drain")
+    parser.add_argument("--web-workers", type=int, default=None, help="default: gunicorn.conf.py's (2 x cores + 1)")
+    parser.add_argument("--web-threads", type=int, default=None, help="default: gunicorn.conf.py's (2)")
+    parser.add_argument("--worker-concurrency", type=int, default=2)
+    parser.add_argument("--db", default="bench_http", help="database to (re)create on DATABASE_URL's server")
+    parser.add_argument("--redis-db", type=int, default=11)
+    parser.add_argument("--dir", default="/tmp/switchboard-bench/http")
+    parser.add_argument("--seed", type=int, default=7)
+    args = parser.parse_args(argv)
+    load_before = os.getloadavg()
+
+    env, dsn, redis_url, key, token, workdir = prepare(args, "bench-http")
 
     batched_events = args.batches * args.batch_size
     drain_events = args.drain_batches * args.batch_size
@@ -705,5 +709,14 @@ def main() -> None:
     print(text)
 
 
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] in live_modes.MODES:
+        live_modes.main(sys.argv[1], sys.argv[2:])
+    else:
+        phases_main(sys.argv[1:])
+
+
 if __name__ == "__main__":
+    import http_live as live_modes  # bench/ is on sys.path when this runs as a script
+
     main()

@@ -206,8 +206,29 @@ SWITCHBOARD = {
     # this long, and one it took but no worker claimed after the second delay.
     "PENDING_GRACE_SECONDS": env_int("PENDING_GRACE_SECONDS", 60),
     "PENDING_REQUEUE_SECONDS": env_int("PENDING_REQUEUE_SECONDS", 900),
-    # A batch still "processing" after this long is assumed lost with its worker.
-    "PROCESSING_TIMEOUT_SECONDS": env_int("PROCESSING_TIMEOUT_SECONDS", 600),
+    # A batch still "processing" after this long is assumed lost with its worker
+    # and claimed again (a group is bounded below, so it takes seconds).
+    "PROCESSING_TIMEOUT_SECONDS": env_int("PROCESSING_TIMEOUT_SECONDS", 120),
+    # The outbox (ingest/batches.py): a worker claims up to this many records and
+    # body bytes at once and stores them in one transaction.
+    "GROUP_RECORDS": env_int("GROUP_RECORDS", 10_000),
+    "GROUP_BYTES": env_int("GROUP_BYTES", 8 * 1024 * 1024),
+    # A failed batch is retried, alone, after this delay; claimed this many times
+    # without finishing it ends "failed" (manage.py retry_failed).
+    "RETRY_DELAY_SECONDS": env_int("RETRY_DELAY_SECONDS", 30),
+    "MAX_ATTEMPTS": env_int("MAX_ATTEMPTS", 3),
+    # Rejections kept per API batch (reason and text); the rest are only counted.
+    "MAX_STORED_REJECTIONS": env_int("MAX_STORED_REJECTIONS", 1000),
+    # At most one wake-up message per web process and interval (seconds).
+    "WAKEUP_INTERVAL_SECONDS": float(os.environ.get("WAKEUP_INTERVAL_SECONDS", 0.25)),
+    # A woken worker drains this long at most, then queues another wake-up.
+    "DRAIN_SECONDS": env_int("DRAIN_SECONDS", 30),
+    # Pause after a group that did not fill its bounds, so that the next one
+    # gathers more posts (seconds; the delay every post may see before processing).
+    "DRAIN_LINGER_SECONDS": float(os.environ.get("DRAIN_LINGER_SECONDS", 0.3)),
+    # App keys are looked up once per web process and this many seconds: a
+    # revoked key stops working within this time.
+    "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
 }
 
 LOGGING = {

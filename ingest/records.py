@@ -27,17 +27,34 @@ class RejectedRecord:
 
 @dataclass(slots=True)
 class Chunk:
-    """Validated records of one batch, with the stream range they came from."""
+    """Validated records of one batch, with the stream range they came from.
+
+    With `max_rejections` set, only the first rejections are kept (text and
+    reason) and the rest only counted, so a body of many tiny bad records
+    costs bounded memory and rows.
+    """
 
     events: list[tuple[int, NormalizedEvent]] = field(default_factory=list)
     rejections: list[RejectedRecord] = field(default_factory=list)
     first_line: int = 0
     last_line: int = 0
     end_offset: int = 0
+    max_rejections: int | None = None
+    omitted_rejections: int = 0  # rejected beyond `max_rejections`: counted, not kept
+
+    @property
+    def rejected(self) -> int:
+        return len(self.rejections) + self.omitted_rejections
 
     @property
     def record_count(self) -> int:
-        return len(self.events) + len(self.rejections)
+        return len(self.events) + self.rejected
+
+    def reject(self, line: int, reason: str, raw: bytes) -> None:
+        if self.max_rejections is not None and len(self.rejections) >= self.max_rejections:
+            self.omitted_rejections += 1
+        else:
+            self.rejections.append(RejectedRecord(line, reason, raw_text(raw)))
 
 
 def raw_text(raw: bytes) -> str:
@@ -84,23 +101,21 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
     limits = settings.SWITCHBOARD
     max_record = limits["MAX_RECORD_BYTES"]
     tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
-    events, rejections = chunk.events, chunk.rejections
+    events, reject = chunk.events, chunk.reject
     for line, raw, end in records:
         if not chunk.first_line:
             chunk.first_line = line
         chunk.last_line, chunk.end_offset = line, end
         if type(raw) is Broken:
-            rejections.append(RejectedRecord(line, raw.reason, raw_text(raw.head)))
+            reject(line, raw.reason, raw.head)
             continue
         if not raw or raw.isspace():
             continue
         if len(raw) > max_record:
-            rejections.append(
-                RejectedRecord(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw_text(raw))
-            )
+            reject(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw)
             continue
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
-            rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
+            reject(line, NUL_REASON, raw)
             continue
         try:
             value = orjson.loads(raw)
@@ -108,9 +123,9 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
                 raise Invalid(reason)
             event = normalize(value, now, tolerance)
         except orjson.JSONDecodeError as error:
-            rejections.append(RejectedRecord(line, json_error_reason(error), raw_text(raw)))
+            reject(line, json_error_reason(error), raw)
         except Invalid as error:
-            rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+            reject(line, str(error), raw)
         else:
             event.payload_json = raw.strip()  # the record without its line's CR or padding
             events.append((line, event))

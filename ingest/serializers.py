@@ -12,18 +12,28 @@ class RejectionSerializer(serializers.ModelSerializer):
 
 
 class BatchSerializer(serializers.ModelSerializer):
-    rejections = serializers.SerializerMethodField(help_text=f"The first {REJECTIONS_SHOWN}, by line.")
+    rejections = serializers.SerializerMethodField(help_text=f"The first {REJECTIONS_SHOWN} kept, by line.")
+    rejections_not_kept = serializers.SerializerMethodField(
+        help_text="Rejected records counted but not kept: a batch keeps its first MAX_STORED_REJECTIONS."
+    )
+    last_error = serializers.CharField(
+        help_text="Why the last processing attempt failed (empty if none did); a `failed` batch waits for "
+        "`manage.py retry_failed`."
+    )
 
     class Meta:
         model = RawBatch
         fields = [
             "id", "status", "source", "record_count", "accepted", "duplicates", "rejected", "attempts",
-            "created_at", "processed_at", "rejections",
+            "created_at", "processed_at", "last_error", "rejections", "rejections_not_kept",
         ]  # fmt: skip
 
     @extend_schema_field(RejectionSerializer(many=True))
     def get_rejections(self, batch: RawBatch) -> list[dict]:
         return RejectionSerializer(batch_rejections(batch), many=True).data
+
+    def get_rejections_not_kept(self, batch: RawBatch) -> int:
+        return max(0, batch.rejected - batch.rejections.count()) if batch.rejected else 0
 
 
 class BatchAcceptedSerializer(serializers.Serializer):

@@ -1,25 +1,28 @@
-"""Writing a validated chunk to the event store, exactly once.
+"""Writing validated chunks to the event store, exactly once.
 
-Call inside a transaction: events, rejections, the batch's counts and the
+Call inside a transaction: events, rejections, the batches' counts and the
 summary maintenance commit together, so a retried batch counts once.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from django.db import connection
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
 from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
-from ingest.records import Chunk
+from ingest.records import Chunk, RejectedRecord
 from reports import maintenance
+
+logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = (
     "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw",
@@ -27,6 +30,7 @@ EVENT_COLUMNS = (
 )  # fmt: skip
 REASON_LENGTH = Rejection._meta.get_field("reason").max_length
 COPY_THRESHOLD = 2000  # rows; below it multi-row INSERTs are as fast as COPY
+REFUSED = "the database refused to store this record: "
 
 
 @dataclass(slots=True)
@@ -73,40 +77,101 @@ def insert_events(rows: Sequence[tuple]) -> dict[str, int]:
     return dict(inserted)
 
 
-def store_chunk(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool = False) -> StoreResult:
-    """Store a batch's only chunk (an API body, a chunk of a sequential import) and mark the batch done."""
-    result = store_records(batch, chunk, defer_summaries=defer_summaries)
+def insert_events_isolating(rows: Sequence[tuple]) -> tuple[dict[str, int], list[tuple[tuple, str]]]:
+    """Like `insert_events`, but a row the database refuses (a constraint, a trigger, a value
+    it cannot hold) is set aside with the database's message instead of failing the others.
+
+    The rows are tried together first; only when that fails are they halved until
+    the refused ones are found, each try under a savepoint.
+    """
+    try:
+        with transaction.atomic():
+            return insert_events(rows), []
+    except DatabaseError as error:
+        if len(rows) == 1:
+            return {}, [(rows[0], str(error).strip().splitlines()[0] if str(error).strip() else repr(error))]
+        if not connection.is_usable():
+            raise
+    middle = len(rows) // 2
+    left, left_refused = insert_events_isolating(rows[:middle])
+    right, right_refused = insert_events_isolating(rows[middle:])
+    return {**left, **right}, left_refused + right_refused
+
+
+def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: bool = False) -> list[StoreResult]:
+    """Store the chunks of several batches at once: one insert of their events, one of
+    their rejections, one summary upkeep for all their new events.
+
+    Within the group the first occurrence of an id (in the order given) is the
+    one stored; later ones count as duplicates, as they would across batches.
+    The batches' own rows are the caller's.
+    """
+    unique: dict[str, tuple[int, int, NormalizedEvent]] = {}  # uid -> (item index, line, event)
+    for index, (_, chunk) in enumerate(items):
+        for line, event in chunk.events:
+            unique.setdefault(event.uid, (index, line, event))
+    # Inserting in uid order: two groups sharing ids then wait on each other
+    # instead of deadlocking on the unique index (PostgreSQL).
+    ordered = sorted(unique.items())
+    sites = sorted({event.site for _, (_, _, event) in ordered})
+    Site.objects.bulk_create([Site(code=code) for code in sites], ignore_conflicts=True, batch_size=1000)
+    rows = [_event_row(event, items[index][0].pk, line) for _, (index, line, event) in ordered]
+    new_ids, refused = insert_events_isolating(rows) if rows else ({}, [])
+    refused_uids = {row[0]: reason for row, reason in refused}
+    accepted = [0] * len(items)
+    new_events = []
+    for uid, (index, _, event) in ordered:
+        if uid in new_ids:
+            accepted[index] += 1
+            new_events.append(event)
+    Stanza.objects.bulk_create(
+        [Stanza(event_id=new_ids[e.uid], **e.detail) for e in new_events if e.detail], batch_size=1000
+    )
+    results = []
+    rejections = []
+    for index, (batch, chunk) in enumerate(items):
+        refused_here = [
+            RejectedRecord(line, (REFUSED + refused_uids[event.uid])[:REASON_LENGTH], event_text(event))
+            for line, event in chunk.events
+            if event.uid in refused_uids and unique[event.uid][0] == index
+        ]
+        kept = chunk.rejections + refused_here
+        rejections += [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in kept]
+        results.append(
+            StoreResult(
+                accepted=accepted[index],
+                duplicates=len(chunk.events) - accepted[index] - len(refused_here),
+                rejected=chunk.rejected + len(refused_here),
+            )
+        )
+    Rejection.objects.bulk_create(rejections, batch_size=1000)
+    # Last, so that the summary rows it locks are held for as short a time as possible.
+    maintenance.events_stored(new_events, defer=defer_summaries)
+    return results
+
+
+def event_text(event: NormalizedEvent) -> str:
+    return (event.payload_json or orjson.dumps(event.payload)).decode()
+
+
+def store_records(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool) -> StoreResult:
+    """Store a chunk's events (once each) and its rejections under `batch`; the batch's own row is the caller's."""
+    return store_group([(batch, chunk)], defer_summaries=defer_summaries)[0]
+
+
+def finish_batch(batch: RawBatch, chunk: Chunk, result: StoreResult) -> RawBatch:
+    """Set a batch's counts and `done` status (not saved)."""
     batch.record_count = chunk.record_count
     batch.first_line, batch.last_line = chunk.first_line, chunk.last_line
     batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
     batch.status = RawBatch.Status.DONE
     batch.processed_at = timezone.now()
-    batch.save()
+    batch.last_error = ""
+    return batch
+
+
+def store_chunk(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool = False) -> StoreResult:
+    """Store a batch's only chunk (an API body, a chunk of a sequential import) and mark the batch done."""
+    result = store_records(batch, chunk, defer_summaries=defer_summaries)
+    finish_batch(batch, chunk, result).save()
     return result
-
-
-def store_records(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool) -> StoreResult:
-    """Store a chunk's events (once each) and its rejections under `batch`; the batch's own row is the caller's."""
-    unique: dict[str, tuple[int, NormalizedEvent]] = {}
-    for line, event in chunk.events:
-        unique.setdefault(event.uid, (line, event))  # the first of a batch wins
-    # Inserting in uid order: two batches sharing ids then wait on each other
-    # instead of deadlocking on the unique index (PostgreSQL).
-    unique = dict(sorted(unique.items()))
-    sites = sorted({event.site for _, event in unique.values()})
-    Site.objects.bulk_create([Site(code=code) for code in sites], ignore_conflicts=True, batch_size=1000)
-    new_ids = insert_events([_event_row(event, batch.pk, line) for line, event in unique.values()])
-    new_events = [event for _, event in unique.values() if event.uid in new_ids]
-    Stanza.objects.bulk_create(
-        [Stanza(event_id=new_ids[e.uid], **e.detail) for e in new_events if e.detail], batch_size=1000
-    )
-    maintenance.events_stored(new_events, defer=defer_summaries)
-    Rejection.objects.bulk_create(
-        [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in chunk.rejections],
-        batch_size=1000,
-    )
-    return StoreResult(
-        accepted=len(new_events),
-        duplicates=len(chunk.events) - len(new_events),
-        rejected=len(chunk.rejections),
-    )

@@ -25,6 +25,7 @@ Both are exact after any arrival order, batching, duplication or retry.
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
@@ -33,10 +34,9 @@ from datetime import datetime
 from itertools import groupby
 
 from django.db import connection, transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from events.db import chunked, insert_ignoring_conflicts
+from events.db import chunked, insert_ignoring_conflicts, update_rows
 from events.models import Site
 from reports.models import OnlineSpan, SiteActor, SiteSummary
 
@@ -73,11 +73,16 @@ def online_spans(statuses: Iterable[Status], seed_online: set[str], since: float
     `statuses` are the site's statuses with ts >= since, in any order;
     `seed_online` the operators online just before `since`.
     """
+    return spans_of_ordered(sorted(statuses), seed_online, since)
+
+
+def spans_of_ordered(statuses: Iterable[Status], seed_online: set[str], since: float) -> list[Span]:
+    """`online_spans` of statuses already in timestamp order (ties in any order): streams them."""
     online = set(seed_online)
     spans: list[Span] = []
     start = since if online else None
-    for ts, group in groupby(sorted(statuses), key=lambda s: s[0]):
-        for _ts, _uid, operator, is_online in group:  # ties in id order
+    for ts, group in groupby(statuses, key=lambda s: s[0]):
+        for _ts, _uid, operator, is_online in sorted(group):  # ties in id order (code points)
             if is_online:
                 online.add(operator)
             else:
@@ -121,7 +126,10 @@ def ordered_sites(rows: Iterable[SiteRow]) -> list[SiteRow]:
 
 
 def _stream(sql: str, params: Sequence[object]) -> Iterator[tuple]:
-    with connection.cursor() as cursor:
+    """Rows of a query, FETCH_SIZE at a time from the server: psycopg2's ordinary cursor
+    would load the whole result at `execute`, so PostgreSQL gets a named (server-side)
+    cursor; SQLite's cursor steps through the result anyway."""
+    with connection.chunked_cursor() as cursor:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(FETCH_SIZE):
             yield from rows
@@ -184,6 +192,7 @@ def merge_touching(spans: Iterable[Span]) -> list[Span]:
     return merged
 
 
+ACTORS_PER_STATEMENT = 20_000
 VALUES_PER_QUERY = 300  # rows of a VALUES list per statement (SQLite allows 32,766 parameters)
 
 
@@ -191,7 +200,8 @@ def _values_query(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -
     """Run `sql` with `WITH v(columns) AS (VALUES ...)` over `rows`, a few hundred at a time.
 
     One statement probes the indexes for many rows: the set-based form of a
-    per-event lookup, on PostgreSQL and SQLite alike.
+    per-event lookup, on PostgreSQL and SQLite alike. For results of about one
+    row per given row; `_values_stream` for larger ones.
     """
     for i in range(0, len(rows), VALUES_PER_QUERY):
         part = rows[i : i + VALUES_PER_QUERY]
@@ -199,6 +209,14 @@ def _values_query(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -
         with connection.cursor() as cursor:
             cursor.execute(f"WITH v({columns}) AS (VALUES {values}) {sql}", [x for row in part for x in row])
             yield from cursor.fetchall()
+
+
+def _values_stream(sql: str, columns: str, rows: Sequence[tuple], row_sql: str) -> Iterator[tuple]:
+    """`_values_query` with the result streamed (`_stream`): any number of rows in bounded memory."""
+    for i in range(0, len(rows), VALUES_PER_QUERY):
+        part = rows[i : i + VALUES_PER_QUERY]
+        values = ", ".join([row_sql] * len(part))
+        yield from _stream(f"WITH v({columns}) AS (VALUES {values}) {sql}", [x for row in part for x in row])
 
 
 DOUBLE = "CAST(%s AS DOUBLE PRECISION)"
@@ -224,31 +242,33 @@ def _chats_among(messages: Sequence[tuple[str, float]]) -> Counter[str]:
     return chats
 
 
+def _codepoint() -> str:
+    """A collation comparing ids in code-point order (UTF-8 bytes), as Python does."""
+    return ' COLLATE "C"' if connection.vendor == "postgresql" else ""  # SQLite's default is BINARY
+
+
 def _next_status_times(statuses: Sequence[tuple[str, str, float, str]]) -> list[float]:
     """For each new (site, operator, ts, uid) status: when the operator's next status is given.
 
-    Its effect on who is online ends there (inf: never). Ties at one timestamp
-    are ordered by id in code-point order, so those are compared here.
+    Its effect on who is online ends there (inf: never); a status of the same
+    operator at the same timestamp with a greater id (code-point order) ends it
+    at once. One statement of correlated index probes (site, actor, ts) per 300
+    statuses: a join here let PostgreSQL hash the whole event table.
     """
-    keys = [(i, site, actor, ts) for i, (site, actor, ts, _) in enumerate(statuses)]
+    keys = [(i, site, actor, ts, uid) for i, (site, actor, ts, uid) in enumerate(statuses)]
     status_of = "x.family = 'chat' AND x.kind = 'status' AND x.site_id = v.site AND x.actor = v.actor"
-    row_sql = f"(%s, %s, %s, {DOUBLE})"
-    later = dict(
-        _values_query(f"SELECT v.i, (SELECT MIN(x.ts) FROM events_event x WHERE {status_of} AND x.ts > v.ts) FROM v",
-                      "i, site, actor, ts", keys, row_sql)
-    )  # fmt: skip
-    same_ts: dict[int, list[str]] = {}
-    for i, uid in _values_query(
-        f"SELECT v.i, x.uid FROM v JOIN events_event x ON {status_of} AND x.ts = v.ts",
-        "i, site, actor, ts",
+    rows = _values_query(
+        f"SELECT v.i, (SELECT MIN(x.ts) FROM events_event x WHERE {status_of} AND x.ts > v.ts),"
+        f" EXISTS (SELECT 1 FROM events_event x WHERE {status_of} AND x.ts = v.ts AND x.uid{_codepoint()} > v.uid)"
+        " FROM v",
+        "i, site, actor, ts, uid",
         keys,
-        row_sql,
-    ):
-        same_ts.setdefault(i, []).append(uid)
-    return [
-        ts if any(other > uid for other in same_ts.get(i, ())) else (math.inf if later[i] is None else later[i])
-        for i, (_, _, ts, uid) in enumerate(statuses)
-    ]
+        f"(%s, %s, %s, {DOUBLE}, %s)",
+    )
+    ends: list[float] = [math.inf] * len(statuses)
+    for i, later, overridden in rows:
+        ends[i] = statuses[i][2] if overridden else (math.inf if later is None else later)
+    return ends
 
 
 def _online_before(windows: Sequence[tuple[str, float]]) -> list[set[str]]:
@@ -270,56 +290,24 @@ def _online_before(windows: Sequence[tuple[str, float]]) -> list[set[str]]:
         )
         if row[3] is not None
     ]
-    # A second statement, so that the timestamps are constants the index can seek to.
-    latest: dict[tuple[int, str], tuple[str, bool]] = {}
-    for i, actor, uid, online in _values_query(
-        "SELECT v.i, v.actor, e.uid, e.online FROM v JOIN events_event e ON e.site_id = v.site"
-        " AND e.actor = v.actor AND e.ts = v.ts AND e.family = 'chat' AND e.kind = 'status'",
+    # A second statement, so that the timestamps are constants the index can seek to;
+    # of several statuses at that timestamp, the greatest id (code-point order) is the latest.
+    online_sets: list[set[str]] = [set() for _ in windows]
+    for i, actor, online in _values_query(
+        "SELECT v.i, v.actor, (SELECT e.online FROM events_event e WHERE e.site_id = v.site"
+        " AND e.actor = v.actor AND e.ts = v.ts AND e.family = 'chat' AND e.kind = 'status'"
+        f" ORDER BY e.uid{_codepoint()} DESC LIMIT 1) FROM v",
         "i, site, actor, ts",
         latest_ts,
         f"(%s, %s, %s, {DOUBLE})",
     ):
-        if (i, actor) not in latest or uid > latest[(i, actor)][0]:
-            latest[(i, actor)] = (uid, online)
-    online_sets: list[set[str]] = [set() for _ in windows]
-    for (i, actor), (_, online) in latest.items():
         if online:
             online_sets[i].add(actor)
     return online_sets
 
 
-def _stored_spans(site_id: str, since: float, before: float = math.inf) -> list[Span]:
-    """Stored spans clipped to [since, before), ascending."""
-    rows = OnlineSpan.objects.filter(site_id=site_id).exclude(end__lte=since)
-    if before != math.inf:
-        rows = rows.filter(start__lt=before)
-    spans = ((s, math.inf if e is None else e) for s, e in rows.order_by("start").values_list("start", "end"))
-    return clip(spans, since, before)
-
-
 def _span_rows(site_id: str, spans: Iterable[Span]) -> Iterator[OnlineSpan]:
     return (OnlineSpan(site_id=site_id, start=s, end=None if e == math.inf else e) for s, e in spans)
-
-
-def _replace_window(site_id: str, start: float, end: float, spans: list[Span]) -> None:
-    """Store `spans` (inside [start, end)) as the site's spans there, joined to their neighbours."""
-    rows = OnlineSpan.objects.filter(site_id=site_id).filter(Q(end__isnull=True) | Q(end__gte=start))
-    if end != math.inf:
-        rows = rows.filter(start__lte=end)  # the neighbours that touch the window too
-    kept: list[Span] = []
-    ids = []
-    for pk, s, e in rows.values_list("pk", "start", "end"):
-        ids.append(pk)
-        e = math.inf if e is None else e
-        if s < start:
-            kept.append((s, min(e, start)))
-        if e > end:
-            kept.append((max(s, end), e))
-    OnlineSpan.objects.filter(pk__in=ids).delete()
-    OnlineSpan.objects.bulk_create(_span_rows(site_id, merge_touching(kept + spans)))
-
-
-# -- maintaining the materialized summary ---------------------------------
 
 
 def _lock_summaries(site_ids: Iterable[str]) -> dict[str, SiteSummary]:
@@ -333,12 +321,22 @@ def _lock_summaries(site_ids: Iterable[str]) -> dict[str, SiteSummary]:
 def add_actors(actors: Iterable[tuple[str, str, str]]) -> dict[tuple[str, str], int]:
     """Record (site, role, actor) triples; return how many were new per (site, role)."""
     rows = sorted(set(actors))
-    new: dict[tuple[str, str], int] = {}
-    for site_id, role in insert_ignoring_conflicts(
-        "reports_siteactor", ("site_id", "role", "actor"), rows, "site_id, role, actor", "site_id, role"
-    ):
-        new[(site_id, role)] = new.get((site_id, role), 0) + 1
-    return new
+    if connection.vendor == "postgresql":  # three arrays: one statement, not one per 500 rows
+        inserted: list[tuple] = []
+        with connection.cursor() as cursor:
+            for part in chunked(rows, ACTORS_PER_STATEMENT):
+                cursor.execute(
+                    "INSERT INTO reports_siteactor (site_id, role, actor)"
+                    " SELECT * FROM unnest(%s::text[], %s::text[], %s::text[])"
+                    " ON CONFLICT (site_id, role, actor) DO NOTHING RETURNING site_id, role",
+                    [list(column) for column in zip(*part, strict=True)],
+                )
+                inserted += cursor.fetchall()
+    else:
+        inserted = insert_ignoring_conflicts(
+            "reports_siteactor", ("site_id", "role", "actor"), rows, "site_id, role, actor", "site_id, role"
+        )
+    return Counter(map(tuple, inserted))
 
 
 def actor_triples(events: Iterable[object]) -> set[tuple[str, str, str]]:
@@ -390,9 +388,7 @@ def apply_new_events(events: Sequence[object]) -> None:
         changes.setdefault(site_id, []).append((ts, end))
     windows = [(site_id, window) for site_id, found in changes.items() for window in affected_windows(found)]
     seeds = _online_before([(site_id, start) for site_id, (start, _) in windows])
-    moved: Counter[str] = Counter()
-    for (site_id, (start, end)), seed in zip(windows, seeds, strict=True):
-        moved[site_id] += _recompute_window(site_id, start, end, seed)
+    moved = _recompute_windows(windows, seeds)
     now = timezone.now()
     changed = []
     for site_id, summary in summaries.items():
@@ -404,23 +400,114 @@ def apply_new_events(events: Sequence[object]) -> None:
         summary.visitors += new_actors.get((site_id, SiteActor.Role.VISITOR), 0)
         summary.refreshed_at = now
         changed.append(summary)
-    SiteSummary.objects.bulk_update(changed, ["messages", "emails", "operators", "visitors", "refreshed_at"])
+    update_rows(SiteSummary, ["messages", "emails", "operators", "visitors", "refreshed_at"], changed)
 
 
-def _recompute_window(site_id: str, start: float, end: float, seed: set[str]) -> int:
-    """Recompute the spans inside [start, end) from the statuses; returns the messages that became chats.
+def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[str]]) -> Counter[str]:
+    """Recompute the spans inside each window [start, end) from the statuses; returns, per
+    site, how many messages became chats (negative: e-mails).
 
-    The statuses at `end` are included: after them every operator is in the
-    state it was in before the batch, so the spans from `end` on stand.
+    Set-based for all the windows at once: one statement reads the stored spans
+    they touch, one streams their statuses in time order, one counts the messages
+    in the stretches whose side changed (no message is loaded), and the spans are
+    replaced with one delete and one insert. The statuses at `end` are included:
+    after them every operator is in the state it was in before, so the spans from
+    `end` on stand.
     """
-    old = _stored_spans(site_id, start, end)
-    statuses = _statuses_since(site_id, start, through=end)
-    new = clip(online_spans(statuses, seed, start), start, end)  # seed: online just before `start`
-    if new == old:
-        return 0
-    messages = list(_message_ts_since(site_id, start, before=end))
-    _replace_window(site_id, start, end, new)
-    return count_chats(messages, new)[0] - count_chats(messages, old)[0]
+    if not windows:
+        return Counter()
+    keys = [(i, site_id, start, None if end == math.inf else end) for i, (site_id, (start, end)) in enumerate(windows)]
+    row_sql = f"(%s, %s, {DOUBLE}, {DOUBLE})"
+    touching: dict[int, list[tuple[int, float, float]]] = {}
+    for i, pk, start, end in _values_query(
+        'SELECT v.i, s.id, s.start, s."end" FROM v JOIN reports_onlinespan s ON s.site_id = v.site'
+        " AND s.start >= COALESCE((SELECT MAX(x.start) FROM reports_onlinespan x"
+        " WHERE x.site_id = v.site AND x.start <= v.start), v.start)"
+        " AND (v.stop IS NULL OR s.start <= v.stop)",
+        "i, site, start, stop",
+        keys,
+        row_sql,
+    ):
+        touching.setdefault(i, []).append((pk, start, math.inf if end is None else end))
+    new_spans = dict(_window_spans(keys, seeds))
+    changes: list[tuple[str, float, float | None, int]] = []  # (site, from, to, +1 or -1)
+    by_site: dict[str, list[int]] = {}
+    for i, (site_id, _) in enumerate(windows):
+        by_site.setdefault(site_id, []).append(i)
+    stale_ids: list[int] = []
+    fresh: list[OnlineSpan] = []
+    for site_id, indexes in by_site.items():
+        # The site's windows are disjoint, but may touch the same stored spans: replaced together.
+        rows = sorted({(s, e, pk) for i in indexes for pk, s, e in touching.get(i, ())})
+        spans = [(s, e) for s, e, _ in rows]
+        changed = False
+        for i in indexes:
+            start, end = windows[i][1]
+            old, new = clip(spans, start, end), new_spans.get(i, [])
+            for a, b, sign in span_changes(old, new):
+                changes.append((site_id, a, None if b == math.inf else b, sign))
+                changed = True
+        if changed:
+            site_windows = [windows[i][1] for i in indexes]
+            new = [span for i in indexes for span in new_spans.get(i, [])]
+            stale_ids += [pk for _, _, pk in rows]
+            fresh += _span_rows(site_id, merge_touching(outside(spans, site_windows) + new))
+    for part in chunked(stale_ids, 1000):
+        OnlineSpan.objects.filter(pk__in=part).delete()
+    OnlineSpan.objects.bulk_create(fresh, batch_size=1000)
+    moved: Counter[str] = Counter()
+    for site_id, count in _values_query(
+        "SELECT v.site, SUM(v.sign * (SELECT COUNT(*) FROM events_event x WHERE x.site_id = v.site"
+        " AND x.family = 'chat' AND x.kind = 'message' AND x.ts >= v.start AND (v.stop IS NULL OR x.ts < v.stop)))"
+        " FROM v GROUP BY v.site",
+        "site, start, stop, sign",
+        changes,
+        f"(%s, {DOUBLE}, {DOUBLE}, CAST(%s AS INTEGER))",
+    ):
+        moved[site_id] += int(count or 0)
+    return moved
+
+
+def _window_spans(keys: Sequence[tuple[int, str, float, float | None]], seeds: Sequence[set[str]]):
+    """(window index, its new spans), the statuses of every window streamed in time order."""
+    rows = iter(
+        _values_stream(
+            "SELECT v.i, x.ts, x.uid, x.actor, x.online FROM v JOIN events_event x ON x.site_id = v.site"
+            " AND x.family = 'chat' AND x.kind = 'status' AND x.ts >= v.start AND (v.stop IS NULL OR x.ts <= v.stop)"
+            " ORDER BY v.i, x.ts",
+            "i, site, start, stop",
+            keys,
+            f"(%s, %s, {DOUBLE}, {DOUBLE})",
+        )
+    )
+    for i, statuses in groupby(rows, key=lambda row: row[0]):
+        _, _, start, stop = keys[i]
+        end = math.inf if stop is None else stop
+        yield i, clip(spans_of_ordered((row[1:] for row in statuses), seeds[i], start), start, end)
+    # A window always holds the status that opened it, so every window is yielded.
+
+
+def outside(spans: Iterable[Span], windows: Sequence[Span]) -> list[Span]:
+    """The parts of `spans` outside every one of the disjoint `windows`."""
+    parts = list(spans)
+    for start, end in windows:
+        parts = [p for s, e in parts for p in ((s, min(e, start)), (max(s, end), e)) if p[1] > p[0]]
+    return parts
+
+
+def span_changes(old: Sequence[Span], new: Sequence[Span]) -> list[tuple[float, float, int]]:
+    """Where two sorted, disjoint span lists differ: (start, end, +1) where only `new` is
+    online (messages there become chats), (start, end, -1) where only `old` is."""
+    points = sorted({p for s, e in (*old, *new) for p in (s, e)})
+    changes: list[tuple[float, float, int]] = []
+    for a, b in itertools.pairwise(points):
+        sign = is_chat(a, new) - is_chat(a, old)
+        if sign:
+            if changes and changes[-1][1] == a and changes[-1][2] == sign:
+                changes[-1] = (changes[-1][0], b, sign)
+            else:
+                changes.append((a, b, sign))
+    return changes
 
 
 REBUILD_SITES = 500  # sites per rebuild transaction (and per IN list)
@@ -448,7 +535,7 @@ def _rebuild_part(site_ids: Sequence[str]) -> None:
     marks = ", ".join(["%s"] * len(site_ids))
     spans = {site_id: [] for site_id in site_ids}
     for site_id, group in groupby(
-        _stream_rows(
+        _stream(
             "SELECT site_id, ts, uid, actor, online FROM events_event"
             f" WHERE family = 'chat' AND kind = 'status' AND site_id IN ({marks}) ORDER BY site_id",
             site_ids,
@@ -463,7 +550,7 @@ def _rebuild_part(site_ids: Sequence[str]) -> None:
     # Each message against its site's spans, in whatever order the table gives them.
     messages = dict.fromkeys(site_ids, 0)
     chats = dict.fromkeys(site_ids, 0)
-    for site_id, ts in _stream_rows(
+    for site_id, ts in _stream(
         f"SELECT site_id, ts FROM events_event WHERE family = 'chat' AND kind = 'message' AND site_id IN ({marks})",
         site_ids,
     ):
@@ -496,14 +583,6 @@ def _rebuild_part(site_ids: Sequence[str]) -> None:
             " visitors = v.visitors, stale = %s, refreshed_at = %s FROM v WHERE reports_sitesummary.site_id = v.site",
             [*(x for row in counts for x in row), False, timezone.now()],
         )
-
-
-def _stream_rows(sql: str, params: Sequence[object]) -> Iterator[tuple]:
-    """A query's rows in bounded memory (a server-side cursor on PostgreSQL)."""
-    with connection.chunked_cursor() as cursor:
-        cursor.execute(sql, params)
-        while rows := cursor.fetchmany(FETCH_SIZE):
-            yield from rows
 
 
 def rebuild_stale_sites() -> int:

@@ -19,7 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-E2E_REDIS_DB = 13  # a database of its own, flushed per test, so no stale messages reach the worker
+# A Redis database of its own per xdist worker, flushed per test, so that no stale
+# message reaches a worker, and no worker of a concurrent test takes this test's wake-ups.
+E2E_REDIS_DB = 13 + int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 3
 
 
 def free_port() -> int:
