@@ -41,7 +41,8 @@ def session_members(sid: int) -> list[str]:
 def start_make_run(tmp_path: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")}
     # The embedded default, with its files in tmp_path instead of the checkout's var/ and db.sqlite3.
-    env |= {"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "QUEUE_DIR": str(tmp_path / "q")}
+    env |= {"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "QUEUE_DIR": str(tmp_path / "q"),
+            "BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule")}  # fmt: skip
     return subprocess.Popen(
         ["make", "run"], cwd=REPO, env=env, start_new_session=True,
         stdout=open(tmp_path / "run.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child holds it
@@ -108,6 +109,7 @@ def test_make_run_serves_processes_and_stops_everything(tmp_path, stop):
         make.wait(timeout=60)
         wait_for(lambda: session_members(make.pid) == [], 30, "every process of make run to end")
     finally:
+        print(log.read_text(errors="replace")[-4000:])  # shown if the test fails
         if session_members(make.pid):
             os.killpg(make.pid, signal.SIGKILL)
             for line in session_members(make.pid):  # other groups of the session (gunicorn, the worker)

@@ -13,10 +13,12 @@ set -u
 BIN=${BIN:-.venv/bin}
 PORT=${PORT:-8000}
 STOP_TIMEOUT=${STOP_TIMEOUT:-30}
+# BEAT_SCHEDULE: the sweeper's schedule file (default var/celerybeat-schedule)
 parent=$PPID
 
 set -m # background jobs get process groups of their own
-"$BIN/celery" -A config worker --beat --loglevel=warning --concurrency=2 &
+"$BIN/celery" -A config worker --beat --loglevel=warning --concurrency=2 \
+	--schedule-filename="${BEAT_SCHEDULE:-var/celerybeat-schedule}" &
 worker=$!
 BIND=127.0.0.1:$PORT WEB_CONCURRENCY=${WEB_CONCURRENCY:-2} \
 	"$BIN/gunicorn" -c contrib/deploy/gunicorn.conf.py config.wsgi &
