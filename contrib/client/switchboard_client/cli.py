@@ -17,6 +17,7 @@ import argparse
 import os
 import sys
 import time
+import zlib
 from array import array
 from collections.abc import Iterator
 from pathlib import Path
@@ -100,8 +101,8 @@ class Sender:
         """Send one file's records; False if sending must stop (the server cannot be reached)."""
         try:
             file = EventFile(path)
-        except OSError as error:
-            self.fail(f"{path}: {error.strerror or error}")
+        except (OSError, EOFError, zlib.error) as error:  # missing, unreadable, a broken gzip header
+            self.fail(f"{path}: {getattr(error, 'strerror', None) or error}")
             return True
         try:
             for numbers, group in self.batches(file):
@@ -109,7 +110,7 @@ class Sender:
                     return False
                 self.progress.show(file, self.records)
             self.progress.show(file, self.records, final=True)
-        except (BrokenFile, OSError, EOFError) as error:  # a broken array or gzip stream
+        except (BrokenFile, OSError, EOFError, zlib.error) as error:  # a broken array or gzip stream
             self.fail(f"{path}: {error} (the records before it were sent)")
         finally:
             file.close()
