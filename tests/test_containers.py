@@ -25,7 +25,10 @@ from tests.live import REPO, LiveStack, broker_env, free_port, wait_for
 COMPOSE = REPO / "compose.yaml"
 APP_SERVICES = {"migrate", "web", "worker", "beat"}
 BIN = Path(sys.executable).parent
-SECRETS = {"POSTGRES_PASSWORD": "pg-secret", "SECRET_KEY": "a-long-random-secret-key-for-the-test-only"}
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "SECRET_KEY": "Ahx9-test-only-secret-key-of-sixty-characters-or-so-7Qe2WzLp",
+}
 
 
 def interpolate(value: object, variables: dict[str, str]) -> object:
@@ -102,6 +105,7 @@ def test_every_process_gets_the_same_database_broker_and_secrets():
         assert env["DATABASE_URL"] == database_url, name
         assert (env["CELERY_BROKER_URL"], env["REDIS_URL"]) == ("redis://redis:6379/0", "redis://redis:6379/1")
         assert env["SECRET_KEY"] == SECRETS["SECRET_KEY"]
+        assert env["SWITCHBOARD_MODE"] == "production"
         assert env["ALLOWED_HOSTS"] == "localhost,127.0.0.1"
     assert services["web"]["environment"]["BIND"] == "0.0.0.0:8000"
     assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]  # published on loopback: a TLS proxy goes in front
@@ -152,6 +156,8 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
         env.pop("REDIS_URL")
         if os.environ.get("REDIS_URL"):
             env["REDIS_URL"] = os.environ["REDIS_URL"]
+        if env["CELERY_BROKER_URL"].startswith("filesystem://"):  # no Redis for this test run (CI has one):
+            env["SWITCHBOARD_MODE"] = "embedded"  # production mode refuses the embedded queue
         return env
 
     broker_env_once = broker_env(tmp_path)
@@ -172,7 +178,8 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
         stack.env = env_of("worker")
         stack.worker = stack._spawn(local(services["worker"]["command"]), "worker.log")
         event = b'{"id":"c1","type":"message","from":"v","site_id":"c","data":{"message":"m"},"timestamp":1700000000}'
-        answer = stack.post_events(app_key, [event])
+        headers = {"Authorization": f"Api-Key {app_key}", "X-Forwarded-Proto": "https"}  # as the TLS proxy sends
+        answer = stack.request("POST", "/api/events/", event, headers)
         assert answer.status == 202, answer.body
         wait_for(lambda: RawBatch.objects.filter(status="done", accepted=1).exists(), 60, "the worker to process it")
         worker_env = {**stack.env, "HOSTNAME": socket.gethostname()}
