@@ -15,7 +15,8 @@ $(STAMP): requirements.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # The embedded default: SQLite and a filesystem queue under var/, a Celery
-# worker (with the sweeper's beat) in the background, the web server in front.
+# worker (with the sweeper's beat) in the background, gunicorn in front. The
+# recipe execs run.sh so that make's SIGTERM reaches it (it stops both).
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
@@ -24,7 +25,7 @@ run: $(STAMP)
 	@echo "  post an event:         curl -X POST http://127.0.0.1:$${PORT:-8000}/api/events/ -H 'Authorization: Api-Key <key>' \\"
 	@echo "                           -H 'Content-Type: application/json' -d '{\"id\":\"m1\",\"type\":\"message\",\"from\":\"v1\",\"site_id\":\"demo\",\"data\":{\"message\":\"hi\"},\"timestamp\":'$$(date +%s)'}'"
 	@echo "  analyst token:         ANALYST_PASSWORD=change-me $(BIN)/python manage.py create_analyst analyst"
-	@BIN=$(BIN) contrib/dev/run.sh
+	@BIN=$(BIN) exec contrib/dev/run.sh
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -1,5 +1,5 @@
-"""Shared fixtures: the shared sample data and the URL of the test database,
-for tests that start real processes against it."""
+"""Shared fixtures: the sample data kept in the repository (samples/) and the URL
+of the test database, for tests that start real processes against it."""
 
 from __future__ import annotations
 
@@ -12,13 +12,19 @@ import pytest
 from django.db import connection
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_DATA = Path(os.environ.get("SWITCHBOARD_SHARED_DATA", REPO.parent / "shared" / "data"))
+SAMPLES = REPO / "samples"
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    assert SHARED_DATA.is_dir(), f"shared sample data not found at {SHARED_DATA}"
-    return SHARED_DATA
+def sample_data() -> Path:
+    """The sample files and their expected results (chat/, interactions/, xmpp/)."""
+    return SAMPLES
+
+
+@pytest.fixture(scope="session")
+def shared_data(sample_data: Path) -> Path:
+    """Former name of `sample_data`, kept while branches that use it are merged."""
+    return sample_data
 
 
 @pytest.fixture

@@ -1,0 +1,31 @@
+"""Events as NDJSON lines, and lines cut into request bodies."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+
+
+def encode(event: object) -> bytes:
+    """One event as one NDJSON line (no newline). Raises TypeError/ValueError for what
+    JSON cannot carry (objects it does not know, NaN), so the caller hears at once."""
+    return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+
+
+def bodies(lines: Iterable[bytes], max_events: int, max_bytes: int) -> Iterator[list[bytes]]:
+    """Consecutive groups of lines, each at most `max_events` lines and `max_bytes`
+    bytes as a body (newlines included); a line bigger than `max_bytes` goes alone."""
+    group: list[bytes] = []
+    size = 0
+    for line in lines:
+        if group and (len(group) >= max_events or size + len(line) + 1 > max_bytes):
+            yield group
+            group, size = [], 0
+        group.append(line)
+        size += len(line) + 1
+    if group:
+        yield group
+
+
+def join(lines: list[bytes]) -> bytes:
+    return b"\n".join(lines) + b"\n"

@@ -1,0 +1,202 @@
+"""The container deployment (Dockerfile, compose.yaml, .dockerignore).
+
+Docker cannot run here, so the files are checked for what makes them right
+(services, start order, health checks, volumes, pinned images, a non-root
+user, every process's environment), and each service's own command and
+health check run as local processes against the test database and broker,
+with compose's environment (only the addresses replaced by the test ones).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from ingest.models import RawBatch
+from tests.live import REPO, LiveStack, broker_env, free_port, wait_for
+
+COMPOSE = REPO / "compose.yaml"
+APP_SERVICES = {"migrate", "web", "worker", "beat"}
+BIN = Path(sys.executable).parent
+SECRETS = {
+    "POSTGRES_PASSWORD": "pg-secret",
+    "SECRET_KEY": "Ahx9-test-only-secret-key-of-sixty-characters-or-so-7Qe2WzLp",
+}
+
+
+def interpolate(value: object, variables: dict[str, str]) -> object:
+    """compose's ${VAR}, ${VAR:-default} and ${VAR:?error} in every string; $$ is a $."""
+
+    def one(match: re.Match) -> str:
+        name, op, arg = match.group(1), match.group(2), match.group(3)
+        if variables.get(name):
+            return variables[name]
+        if op == ":?":
+            raise KeyError(f"{name}: {arg}")
+        return arg or ""
+
+    if isinstance(value, str):
+        return re.sub(r"\$\{(\w+)(?:(:[-?])([^}]*))?\}", one, value).replace("$$", "$")
+    if isinstance(value, list):
+        return [interpolate(v, variables) for v in value]
+    if isinstance(value, dict):
+        return {k: interpolate(v, variables) for k, v in value.items()}
+    return value
+
+
+def compose(variables: dict[str, str] | None = None) -> dict:
+    return interpolate(yaml.safe_load(COMPOSE.read_text()), variables or SECRETS)  # type: ignore[return-value]
+
+
+# -- the files ---------------------------------------------------------------------
+
+
+def test_compose_starts_everything_in_order_with_health_checks_and_volumes():
+    services = compose()["services"]
+
+    assert set(services) == {"db", "redis"} | APP_SERVICES
+    needs = {name: {dep: v["condition"] for dep, v in s.get("depends_on", {}).items()} for name, s in services.items()}
+    assert needs["migrate"] == {"db": "service_healthy"}
+    for name in ("web", "worker", "beat"):
+        assert needs[name] == {
+            "db": "service_healthy", "redis": "service_healthy", "migrate": "service_completed_successfully",
+        }  # fmt: skip
+    assert services["migrate"]["restart"] == "no"
+    for name in {"db", "redis", "web", "worker", "beat"}:
+        check = services[name]["healthcheck"]
+        assert check["test"][0] in ("CMD", "CMD-SHELL") and check["interval"] and check["retries"] >= 3, name
+
+    declared = set(compose()["volumes"])
+    mounted = {v.split(":")[0]: v.split(":")[1] for s in services.values() for v in s.get("volumes", [])}
+    assert mounted == {"pgdata": "/var/lib/postgresql/data", "redisdata": "/data", "beatdata": "/var/lib/switchboard"}
+    assert declared == set(mounted)
+    assert "--schedule=/var/lib/switchboard/celerybeat-schedule" in services["beat"]["command"]
+
+
+def test_compose_images_are_pinned_and_the_app_is_built_from_the_dockerfile():
+    services = compose()["services"]
+    for name in ("db", "redis"):
+        assert re.fullmatch(r"[a-z]+:\d+(\.\d+){1,2}-[a-z]+", services[name]["image"]), services[name]["image"]
+    for name in APP_SERVICES:
+        assert services[name]["build"] == "." and services[name]["image"] == "switchboard:local"
+        assert services[name]["init"] is True
+
+
+def test_compose_refuses_to_start_without_its_secrets():
+    for missing in SECRETS:
+        with pytest.raises(KeyError, match=missing):
+            compose({k: v for k, v in SECRETS.items() if k != missing})
+
+
+def test_every_process_gets_the_same_database_broker_and_secrets():
+    services = compose()["services"]
+    db = services["db"]["environment"]
+    database_url = f"postgres://{db['POSTGRES_USER']}:{db['POSTGRES_PASSWORD']}@db:5432/{db['POSTGRES_DB']}"
+    assert db["POSTGRES_PASSWORD"] == SECRETS["POSTGRES_PASSWORD"]
+    for name in APP_SERVICES:
+        env = services[name]["environment"]
+        assert env["DATABASE_URL"] == database_url, name
+        assert (env["CELERY_BROKER_URL"], env["REDIS_URL"]) == ("redis://redis:6379/0", "redis://redis:6379/1")
+        assert env["SECRET_KEY"] == SECRETS["SECRET_KEY"]
+        assert env["SWITCHBOARD_MODE"] == "production"
+        assert env["ALLOWED_HOSTS"] == "localhost,127.0.0.1"
+    assert services["web"]["environment"]["BIND"] == "0.0.0.0:8000"
+    assert services["web"]["ports"] == ["127.0.0.1:8000:8000"]  # published on loopback: a TLS proxy goes in front
+
+
+def test_the_image_is_slim_pinned_and_runs_as_a_user():
+    dockerfile = (REPO / "Dockerfile").read_text()
+    bases = re.findall(r"^FROM (\S+)", dockerfile, re.M)
+    assert bases and all(re.fullmatch(r"python:3\.11\.\d+-slim-bookworm", b) for b in bases), bases
+    assert bases[0] == bases[-1]
+    users = re.findall(r"^USER (\S+)", dockerfile, re.M)
+    assert users == ["10001:10001"]
+    assert "useradd --system --uid 10001" in dockerfile
+    assert dockerfile.rstrip().splitlines()[-1].startswith("CMD [")
+    ignored = set((REPO / ".dockerignore").read_text().split())
+    assert {".git", ".venv", "var", "db.sqlite3*", "tests", "samples"} <= ignored
+
+
+# -- each service's command, run here ------------------------------------------------
+
+
+def local(argv: list[str]) -> list[str]:
+    """A container's command as a local one: its programs from this virtualenv."""
+    program = sys.executable if argv[0] == "python" else str(BIN / argv[0])
+    return [program, *argv[1:]]
+
+
+def health_check(test: list[str], env: dict[str, str], replace: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a compose health check here, with container paths and addresses replaced."""
+    kind, *command = test
+    for old, new in replace.items():
+        command = [part.replace(old, new) for part in command]
+    argv = local(command) if kind == "CMD" else ["sh", "-c", command[0]]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.slow
+def test_each_service_command_runs_against_real_services(database_url, tmp_path, app_key):
+    services = compose()["services"]
+    port = free_port()
+    beat_dir = tmp_path / "beat"
+    beat_dir.mkdir()
+
+    def env_of(name: str) -> dict[str, str]:
+        env = {**os.environ, **{k: str(v) for k, v in services[name]["environment"].items()}}
+        # The test's own database and broker in place of the containers' addresses.
+        env |= {"DATABASE_URL": database_url, **broker_env_once}
+        env.pop("REDIS_URL")
+        if os.environ.get("REDIS_URL"):
+            env["REDIS_URL"] = os.environ["REDIS_URL"]
+        if env["CELERY_BROKER_URL"].startswith("filesystem://"):  # no Redis for this test run (CI has one):
+            env["SWITCHBOARD_MODE"] = "embedded"  # production mode refuses the embedded queue
+        return env
+
+    broker_env_once = broker_env(tmp_path)
+    migrate = subprocess.run(local(services["migrate"]["command"]), cwd=REPO, env=env_of("migrate"),
+                             capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert migrate.returncode == 0, migrate.stderr
+    assert "Running migrations" in migrate.stdout
+
+    stack = LiveStack(env=env_of("web"), tmp_path=tmp_path, port=port)
+    stack.env |= {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "2"}
+    beat_command = [part.replace("/var/lib/switchboard", str(beat_dir)) for part in services["beat"]["command"]]
+    try:
+        stack.web = stack._spawn(local(services["web"]["command"]), "web.log")
+        wait_for(stack._web_up, 60, "gunicorn with compose's command to answer")
+        web_check = health_check(services["web"]["healthcheck"]["test"], stack.env, {":8000/": f":{port}/"})
+        assert web_check.returncode == 0, web_check.stderr
+
+        stack.env = env_of("worker")
+        stack.worker = stack._spawn(local(services["worker"]["command"]), "worker.log")
+        event = b'{"id":"c1","type":"message","from":"v","site_id":"c","data":{"message":"m"},"timestamp":1700000000}'
+        headers = {"Authorization": f"Api-Key {app_key}", "X-Forwarded-Proto": "https"}  # as the TLS proxy sends
+        answer = stack.request("POST", "/api/events/", event, headers)
+        assert answer.status == 202, answer.body
+        wait_for(lambda: RawBatch.objects.filter(status="done", accepted=1).exists(), 60, "the worker to process it")
+        worker_env = {**stack.env, "HOSTNAME": socket.gethostname()}
+        worker_check = health_check(
+            services["worker"]["healthcheck"]["test"], worker_env, {"celery ": f"{BIN}/celery "}
+        )
+        assert worker_check.returncode == 0, worker_check.stdout + worker_check.stderr
+
+        stack.env = env_of("beat")
+        beat = stack._spawn(local(beat_command), "beat.log")
+        wait_for(lambda: "beat: Starting" in stack.log("beat.log") and any(beat_dir.iterdir()), 60, "beat to start")
+        assert beat.poll() is None, stack.log("beat.log")
+        beat_check = health_check(
+            services["beat"]["healthcheck"]["test"], stack.env, {"/var/lib/switchboard": str(beat_dir)}
+        )
+        assert beat_check.returncode == 0, beat_check.stderr
+        os.killpg(beat.pid, 15)
+        beat.wait(timeout=30)
+    finally:
+        stack.stop()
