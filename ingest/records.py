@@ -23,6 +23,8 @@ class RejectedRecord:
     line: int
     reason: str
     raw: str
+    # `raw` is the whole record exactly as received, so a replay can restore it.
+    complete: bool = False
 
 
 @dataclass(slots=True)
@@ -41,10 +43,39 @@ class Chunk:
 
 
 def raw_text(raw: bytes) -> str:
-    """A rejected record's text as kept: bounded, undecodable bytes and NUL escaped (PostgreSQL text)."""
+    """A record's head as kept when it cannot be kept whole: bounded, undecodable bytes and NUL
+    escaped (PostgreSQL text holds neither)."""
     limit = settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
     text = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
     return text.replace("\x00", "\\x00")[:limit]
+
+
+def rejected(line: int, reason: str, raw: bytes, *, whole: bool = True) -> RejectedRecord:
+    """A rejection keeping the whole record while it is within MAX_RECORD_BYTES and storable
+    text (valid UTF-8 without NUL), so that a replay under later rules can restore it;
+    otherwise only its head (`whole=False`: `raw` is already only a part, e.g. of an endless line)."""
+    if whole and len(raw) <= settings.SWITCHBOARD["MAX_RECORD_BYTES"] and b"\x00" not in raw:
+        try:
+            return RejectedRecord(line, reason, raw.decode("utf-8"), complete=True)
+        except UnicodeDecodeError:
+            pass
+    return RejectedRecord(line, reason, raw_text(raw))
+
+
+RULE_PATTERNS = (
+    # A quoted value after "got" or a colon, or right after the quoted field it belongs to.
+    (re.compile(r"""(got |: |^'[\w.]+' )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|<[^>]*>)"""), r"\1…"),
+    # Numbers, but not those of names such as UTF-8 or ISO 8601.
+    (re.compile(r"(?<![\w.-])(?<!ISO )\d+(?:\.\d+)?"), "N"),
+)
+
+
+def reason_rule(reason: str) -> str:
+    """A reason with its particulars (numbers, quoted values) left out, so that rejections
+    for the same rule group together: "record is N bytes, over the limit of N"."""
+    for pattern, replacement in RULE_PATTERNS:
+        reason = pattern.sub(replacement, reason)
+    return reason
 
 
 def json_error_reason(error: orjson.JSONDecodeError) -> str:
@@ -90,17 +121,15 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             chunk.first_line = line
         chunk.last_line, chunk.end_offset = line, end
         if type(raw) is Broken:
-            rejections.append(RejectedRecord(line, raw.reason, raw_text(raw.head)))
+            rejections.append(rejected(line, raw.reason, raw.head, whole=False))
             continue
         if not raw or raw.isspace():
             continue
         if len(raw) > max_record:
-            rejections.append(
-                RejectedRecord(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw_text(raw))
-            )
+            rejections.append(rejected(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw))
             continue
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
-            rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
+            rejections.append(rejected(line, NUL_REASON, raw))
             continue
         try:
             value = orjson.loads(raw)
@@ -108,9 +137,9 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
                 raise Invalid(reason)
             event = normalize(value, now, tolerance)
         except orjson.JSONDecodeError as error:
-            rejections.append(RejectedRecord(line, json_error_reason(error), raw_text(raw)))
+            rejections.append(rejected(line, json_error_reason(error), raw))
         except Invalid as error:
-            rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+            rejections.append(rejected(line, str(error), raw))
         else:
             event.payload_json = raw.strip()  # the record without its line's CR or padding
             events.append((line, event))
@@ -124,14 +153,14 @@ def validate_values(values: list[object], now: float) -> Chunk:
     for line, value in enumerate(values, start=1):
         raw = orjson.dumps(value)
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
-            chunk.rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
+            chunk.rejections.append(rejected(line, NUL_REASON, raw))
             continue
         try:
             if reason := too_deep(raw, value):
                 raise Invalid(reason)
             event = normalize(value, now, tolerance)
         except Invalid as error:
-            chunk.rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+            chunk.rejections.append(rejected(line, str(error), raw))
         else:
             event.payload_json = raw
             chunk.events.append((line, event))

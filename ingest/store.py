@@ -25,7 +25,6 @@ EVENT_COLUMNS = (
     "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw",
     "batch_id", "line",
 )  # fmt: skip
-REASON_LENGTH = Rejection._meta.get_field("reason").max_length
 COPY_THRESHOLD = 2000  # rows; below it multi-row INSERTs are as fast as COPY
 
 
@@ -101,10 +100,7 @@ def store_records(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool) -> St
         [Stanza(event_id=new_ids[e.uid], **e.detail) for e in new_events if e.detail], batch_size=1000
     )
     maintenance.events_stored(new_events, defer=defer_summaries)
-    Rejection.objects.bulk_create(
-        [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in chunk.rejections],
-        batch_size=1000,
-    )
+    Rejection.objects.bulk_create([Rejection.from_record(batch, r) for r in chunk.rejections], batch_size=1000)
     return StoreResult(
         accepted=len(new_events),
         duplicates=len(chunk.events) - len(new_events),
