@@ -35,7 +35,7 @@ def test_summaries_are_described_in_json_text_and_csv(schema):
         assert set(get["responses"]["200"]["content"]) == {"application/json", "text/plain", "text/csv"}, path
         assert {"401", "403"} <= set(get["responses"]), path
         fmt = next(p for p in get["parameters"] if p["name"] == "format")
-        assert fmt["schema"]["enum"] == ["json", "txt", "csv"]
+        assert fmt["schema"]["enum"] == ["csv", "json", "txt"]
     site_id = next(
         p for p in schema["paths"]["/api/sites/{site_id}/summary/"]["get"]["parameters"] if p["in"] == "path"
     )
@@ -49,7 +49,7 @@ def test_event_list_is_described_with_its_filters_and_cursor(schema):
     parameters = {p["name"]: p for p in get["parameters"]}
 
     assert set(parameters) == EVENT_FILTERS | {"cursor", "page_size", "format"}
-    assert parameters["format"]["schema"]["enum"] == ["json", "csv"]
+    assert parameters["format"]["schema"]["enum"] == ["csv", "json"]
     assert set(get["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert parameters["family"]["schema"]["enum"] == ["chat", "interaction", "xmpp"]
     assert parameters["since"]["schema"]["type"] == "string" and "epoch" in parameters["since"]["description"]
