@@ -108,7 +108,9 @@ class RawBatch(models.Model):
                 fields=["created_at"],
                 name="rawbatch_pending",
                 condition=models.Q(status__in=["pending", "processing"]),
-            )
+            ),
+            # The dashboard counts failed batches; few, and found without a scan.
+            models.Index(fields=["created_at"], name="rawbatch_failed", condition=models.Q(status="failed")),
         ]
 
     def __str__(self) -> str:
