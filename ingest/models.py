@@ -126,8 +126,8 @@ class Rejection(models.Model):
     """
 
     class Outcome(models.TextChoices):
-        ACCEPTED = "accepted"  # stored as a new event by the replay
-        DUPLICATE = "duplicate"  # valid now, but an event with its identity was stored already
+        ACCEPTED = "accepted", "accepted"  # stored as a new event by the replay
+        DUPLICATE = "duplicate", "duplicate"  # valid now, but an event with its identity was stored already
 
     batch = models.ForeignKey(RawBatch, on_delete=models.CASCADE, related_name="rejections")
     line = models.BigIntegerField()

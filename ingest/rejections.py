@@ -24,10 +24,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from events.db import chunked
 from events.models import Event
 from ingest.batches import API_SOURCE, batch_records
 from ingest.models import RawBatch, Rejection
@@ -36,6 +37,7 @@ from ingest.store import store_chunk
 
 REPLAY_SOURCE = "replay"
 ROWS_PER_TRANSACTION = 500
+ROWS_PER_STATEMENT = 250
 
 
 @dataclass
@@ -165,7 +167,7 @@ def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) 
         result.still_rejected[reason_rule(rejected.reason)] += 1
     uid_at = {line: event.uid for line, event in chunk.events}
     stored = set(Event.objects.filter(uid__in=set(uid_at.values()), batch=batch).values_list("uid", "line"))
-    marked = []
+    marks = []
     for position, (rejection, _) in enumerate(valid, start=1):
         if position not in uid_at:
             continue
@@ -173,8 +175,20 @@ def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) 
         accepted = (uid, position) in stored
         result.accepted += accepted
         result.duplicates += not accepted
-        rejection.replayed_at, rejection.replay_batch, rejection.replay_line = now, batch, position
-        rejection.replay_outcome = Rejection.Outcome.ACCEPTED if accepted else Rejection.Outcome.DUPLICATE
-        rejection.event_uid = uid
-        marked.append(rejection)
-    Rejection.objects.bulk_update(marked, ["replayed_at", "replay_batch", "replay_line", "replay_outcome", "event_uid"])
+        outcome = Rejection.Outcome.ACCEPTED if accepted else Rejection.Outcome.DUPLICATE
+        marks.append((rejection.pk, position, outcome.value, uid))
+    _mark_replayed(marks, batch.pk, now)
+
+
+def _mark_replayed(marks: list[tuple[int, int, str, str]], batch_id: int, at: datetime) -> None:
+    """One UPDATE ... FROM a VALUES list per few hundred rejections (bulk_update's CASE per row
+    and column costs milliseconds per row in Python)."""
+    with connection.cursor() as cursor:
+        for part in chunked(marks, ROWS_PER_STATEMENT):
+            values = ", ".join(["(%s, %s, %s, %s)"] * len(part))
+            cursor.execute(
+                f"WITH v(id, line, outcome, uid) AS (VALUES {values})"
+                " UPDATE ingest_rejection SET replayed_at = %s, replay_batch_id = %s, replay_line = v.line,"
+                " replay_outcome = v.outcome, event_uid = v.uid FROM v WHERE ingest_rejection.id = v.id",
+                [*(value for mark in part for value in mark), at, batch_id],
+            )

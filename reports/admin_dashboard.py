@@ -99,8 +99,9 @@ def sites_figure(request: HttpRequest) -> dict:
         top = DEFAULT_SITES
     lines = dashboard.top_sites(top, by)
     bars, ticks = chart_bars([(line.site_id, line.chats, line.emails) for line in lines])
-    messages = {line.site_id: changelist("events_event", site=line.site_id, family="chat", kind="message")
-                for line in lines}  # fmt: skip
+    messages = {
+        line.site_id: changelist("events_event", site=line.site_id, family="chat", kind="message") for line in lines
+    }
     return {
         "by": by,
         "top": top,
@@ -162,7 +163,7 @@ def rejections_figure(request: HttpRequest) -> dict:
                 ),
             }
             for s in series
-        ],  # fmt: skip
+        ],
         "list_url": changelist("ingest_rejection", since=when(window.start)),
         "replayable_url": changelist("ingest_rejection", replay="replayable"),
         "hour_url": with_params(request, rbucket="hour"),
