@@ -126,19 +126,21 @@ def replay(rejections: QuerySet[Rejection], *, limit: int | None = None, dry_run
             )
             if not rows:
                 break
-            last_id = rows[-1].id
-            _replay_rows(rows, result, dry_run=dry_run)
+            last_id = _replay_rows(rows, result, dry_run=dry_run)
     return result
 
 
-def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) -> None:
+def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) -> int:
+    """Replay the first of `rows` that fit in one batch; returns the id of the last one taken."""
     valid: list[tuple[Rejection, bytes]] = []
     size = 2
+    last_id = rows[0].id
     for rejection in rows:
         raw = rejection.raw.encode().strip()
         if valid and size + len(raw) + 2 > settings.SWITCHBOARD["MAX_BODY_BYTES"]:
             break  # a replay batch is no larger than an API body; the rest go in the next one
         result.examined += 1
+        last_id = rejection.id
         chunk = validate_into(Chunk(), [(rejection.line, raw, 0)], rejection.batch.created_at.timestamp())
         if chunk.rejections:
             result.still_rejected[reason_rule(chunk.rejections[0].reason)] += 1
@@ -146,10 +148,10 @@ def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) 
             valid.append((rejection, raw))
             size += len(raw) + 2
     if not valid:
-        return
+        return last_id
     if dry_run:
         result.accepted += len(valid)
-        return
+        return last_id
     now = timezone.now()
     batch = RawBatch.objects.create(
         source=REPLAY_SOURCE,
@@ -178,6 +180,7 @@ def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) 
         outcome = Rejection.Outcome.ACCEPTED if accepted else Rejection.Outcome.DUPLICATE
         marks.append((rejection.pk, position, outcome.value, uid))
     _mark_replayed(marks, batch.pk, now)
+    return last_id
 
 
 def _mark_replayed(marks: list[tuple[int, int, str, str]], batch_id: int, at: datetime) -> None:
