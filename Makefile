@@ -23,7 +23,7 @@ run: $(STAMP)
 	@echo "  key for a client app:  $(BIN)/python manage.py create_app my-site"
 	@echo "  post an event:         curl -X POST http://127.0.0.1:$${PORT:-8000}/api/events/ -H 'Authorization: Api-Key <key>' \\"
 	@echo "                           -H 'Content-Type: application/json' -d '{\"id\":\"m1\",\"type\":\"message\",\"from\":\"v1\",\"site_id\":\"demo\",\"data\":{\"message\":\"hi\"},\"timestamp\":'$$(date +%s)'}'"
-	@echo "  analyst token:         $(BIN)/python manage.py createsuperuser && $(BIN)/python manage.py drf_create_token <user>"
+	@echo "  analyst token:         ANALYST_PASSWORD=change-me $(BIN)/python manage.py create_analyst analyst"
 	@BIN=$(BIN) contrib/dev/run.sh
 
 test: $(STAMP)

@@ -33,7 +33,6 @@ import itertools
 import os
 import platform
 import queue
-import re
 import resource
 import signal
 import socket
@@ -201,17 +200,10 @@ def app_key(env: dict[str, str], name: str) -> str:
 
 
 def analyst_token(env: dict[str, str], username: str) -> str:
-    manage(
-        env,
-        "shell",
-        "-c",
-        f"from django.contrib.auth.models import User; User.objects.get_or_create(username={username!r})",
-    )
-    out = manage(env, "drf_create_token", username)
-    match = re.search(r"token (\S+) for user", out)
-    if not match:
-        raise SystemExit(f"unexpected drf_create_token output: {out!r}")
-    return match.group(1)
+    """A token for a view-only analyst (created on the first run, given a new token on later ones)."""
+    check = f"from django.contrib.auth.models import User; print(User.objects.filter(username={username!r}).exists())"
+    exists = manage(env, "shell", "-c", check).strip() == "True"
+    return manage(env, "create_analyst", username, *(["--new-token"] if exists else [])).strip()
 
 
 @dataclass

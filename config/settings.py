@@ -41,7 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
-    "rest_framework.authtoken",
+    "knox",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -156,7 +156,7 @@ if os.environ.get("REDIS_URL"):
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "ingest.auth.ApiKeyAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "ingest.auth.AnalystTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["ingest.auth.IsAnalyst"],
@@ -164,6 +164,14 @@ REST_FRAMEWORK = {
     "DEFAULT_THROTTLE_RATES": {"app": os.environ.get("APP_THROTTLE_RATE", "6000/min")},
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
+}
+# Analysts' API tokens (django-rest-knox): only a digest is stored; no expiry
+# unless one is given when the token is made (`create_analyst --expires-in-days`).
+REST_KNOX = {
+    "TOKEN_TTL": None,
+    "AUTH_HEADER_PREFIX": "Token",
+    "TOKEN_PREFIX": "sbt_",  # recognisable by secret scanners
+    "AUTO_REFRESH": False,
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Switchboard API",
@@ -180,6 +188,9 @@ SPECTACULAR_SETTINGS = {
 SWITCHBOARD = {
     "MAX_BODY_BYTES": env_int("MAX_BODY_BYTES", 10 * 1024 * 1024),
     "MAX_RECORD_BYTES": env_int("MAX_RECORD_BYTES", 64 * 1024),
+    # A body framing into more records is refused (413): a tiny gzip body of blank-free
+    # short lines must not turn into hundreds of thousands of rows for a worker.
+    "MAX_RECORDS_PER_BODY": env_int("MAX_RECORDS_PER_BODY", 50_000),
     "MAX_REJECTED_RAW_CHARS": 2000,
     "FUTURE_TOLERANCE_SECONDS": 300,
     # Arrays/objects nested deeper are rejected: Django reads JSON back recursively.

@@ -1,4 +1,5 @@
-"""Admin for operators: raw batches and rejections (to monitor errors), client apps and keys."""
+"""Admin for operators: raw batches and rejections (to monitor errors); client apps, keys
+and analysts' tokens are in ingest.admin_access."""
 
 from __future__ import annotations
 
@@ -8,15 +9,16 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 from django.urls import reverse
-from django.utils import timezone
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
 from events.admin import EstimatedCountPaginator, ReadOnlyMixin, TimeRangeFilter, csv_action
-from ingest import rejections
+from ingest import (
+    admin_access,  # noqa: F401 - registers the apps' and tokens' admin
+    rejections,
+)
 from ingest.batches import API_SOURCE
-from ingest.keys import set_new_key
-from ingest.models import Application, ImportJob, RawBatch, Rejection
+from ingest.models import Application, ImportJob, ImportRange, RawBatch, Rejection
 from ingest.rejections import REPLAY_SOURCE, unreplayable_count
 from reports.exports import Columns
 
@@ -292,41 +294,15 @@ class ImportJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
     actions = None
 
 
-@admin.register(Application)
-class ApplicationAdmin(admin.ModelAdmin):
-    """Creating an app generates its key and shows it once; only its hash is stored."""
+@admin.register(ImportRange)
+class ImportRangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The byte ranges of parallel imports, to watch their workers."""
 
-    list_display = ("name", "key_prefix", "created_at", "revoked_at")
-    list_filter = (("revoked_at", admin.EmptyFieldListFilter),)
-    search_fields = ("name", "key_prefix")
-    ordering = ("name",)
-    actions = ["revoke"]
-    readonly_fields = ("key_prefix", "created_at", "revoked_at")
-
-    def get_fields(self, request: HttpRequest, obj: Application | None = None) -> tuple[str, ...]:
-        return ("name",) if obj is None else ("name", "key_prefix", "created_at", "revoked_at")
-
-    def has_delete_permission(self, request: HttpRequest, obj: Application | None = None) -> bool:
-        # Batches keep pointing at their app: revoke instead.
-        return False
-
-    def save_model(self, request: HttpRequest, obj: Application, form: object, change: bool) -> None:
-        if change:
-            super().save_model(request, obj, form, change)
-            return
-        key = set_new_key(obj)
-        super().save_model(request, obj, form, change)
-        self.message_user(
-            request,
-            format_html(
-                "API key for {}: <code>{}</code> — copy it now, it is not stored and will not be shown again.",
-                obj.name,
-                key,
-            ),  # fmt: skip
-            messages.WARNING,
-        )
-
-    @admin.action(description="Revoke selected apps", permissions=["change"])
-    def revoke(self, request: HttpRequest, queryset: QuerySet) -> None:
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
-        self.message_user(request, f"Revoked {count} app(s).", messages.SUCCESS)
+    list_display = (
+        "id", "job", "status", "byte_start", "byte_end", "next_offset", "accepted", "duplicates", "rejected",
+        "attempts", "claimed_at", "processed_at",
+    )  # fmt: skip
+    list_filter = ("status",)
+    list_select_related = ("job",)
+    ordering = ("job", "byte_start")
+    actions = None

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
@@ -45,6 +46,11 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
 
     def authenticate_header(self, request: Request) -> str:
         return KEYWORD
+
+
+class AnalystTokenAuthentication(KnoxTokenAuthentication):
+    """`Authorization: Token <token>` for analysts (ingest.analysts): stored as a digest,
+    revoked by deleting it, refused after its expiry."""
 
 
 def request_app(request: Request) -> Application | None:
@@ -100,4 +106,20 @@ class ApiKeyScheme(OpenApiAuthenticationExtension):
             "in": "header",
             "name": "Authorization",
             "description": f"Client apps: `{KEYWORD} <key>` (from `manage.py create_app`).",
+        }
+
+
+class AnalystTokenScheme(OpenApiAuthenticationExtension):
+    """Describes `Authorization: Token <token>` (django-rest-knox) in the OpenAPI schema."""
+
+    target_class = AnalystTokenAuthentication
+    name = "tokenAuth"
+    priority = 1  # over drf-spectacular's own description of knox
+
+    def get_security_definition(self, auto_schema: object) -> dict:
+        return {
+            "type": "apiKey",
+            "in": "header",
+            "name": "Authorization",
+            "description": "Analysts: `Token <token>` (from `manage.py create_analyst`).",
         }

@@ -29,6 +29,8 @@ class Broken:
 
     reason: str
     head: bytes  # the first bytes, kept for the rejection record
+    # One record too long (rejected, the stream goes on), not a stream that stops making sense.
+    oversize: bool = False
 
 
 # (line number, raw record or Broken, stream offset just after it)
@@ -36,7 +38,7 @@ RawRecord = tuple[int, bytes | Broken, int]
 
 
 def oversize(size: int, limit: int, head: bytes) -> Broken:
-    return Broken(f"record is {size} bytes, over the limit of {limit}", head[:limit])
+    return Broken(f"record is {size} bytes, over the limit of {limit}", head[:limit], oversize=True)
 
 
 def open_stream(path: str) -> BinaryIO:
@@ -126,9 +128,19 @@ def iter_ndjson(stream: BinaryIO, offset: int = 0, line_no: int = 1, max_record:
         yield line_no, pending, offset
 
 
-_STRUCTURAL = re.compile(rb'[\[\]{},"]')
-_STRING_TAIL = re.compile(rb'(?:[^"\\]|\\.)*"', re.DOTALL)
+# The inside of a JSON string up to its closing quote or the end of the buffer. The
+# possessive quantifiers keep no backtracking state: linear time and constant memory
+# however long the string (a backtracking `(?:[^"\\]|\\.)*` holds ~100 bytes per byte).
+_STRING_INSIDE = rb'[^"\\]*+(?:\\.[^"\\]*+)*+'
+_STRING_BODY = re.compile(_STRING_INSIDE, re.DOTALL)
+# What an element's scan skips in one step: everything but brackets (and, at the top
+# level of the element, commas), whole strings included; it stops at the next bracket,
+# comma or a string that does not close in the buffer.
+_SKIP_NESTED = re.compile(rb'(?:[^\[\]{}"]++|"' + _STRING_INSIDE + rb'")*+', re.DOTALL)
+_SKIP_TOP = re.compile(rb'(?:[^\[\]{},"]++|"' + _STRING_INSIDE + rb'")*+', re.DOTALL)
 _NOT_SPACE = re.compile(rb"[^ \t\r\n]")
+QUOTE, COMMA, CLOSING_BRACE = ord('"'), ord(","), ord("}")
+OPENING = frozenset(b"[{")
 
 
 def iter_json_array(
@@ -140,6 +152,9 @@ def iter_json_array(
 ) -> Iterator[RawRecord]:
     """Yield the elements of a top-level JSON array with the line each starts on.
 
+    Linear time, memory bounded by `max_record` and the block size: an element
+    over `max_record` is yielded as a `Broken` record holding its first bytes,
+    skipped without being held whole, and the elements after it still come.
     `inside` resumes after an element boundary (from a checkpoint). A stream
     that stops being an array ends with one `Broken` record saying why.
     """
@@ -148,8 +163,12 @@ def iter_json_array(
     pos = 0  # scan position in buf
     lines_to_pos = line_no  # line number at buf[pos]
     depth = 1 if inside else 0
+    in_string = False
     start: int | None = None  # buf index where the current element starts
     start_line = line_no
+    head: bytes | None = None  # the first bytes of an oversize element being skipped
+    dropped = 0  # bytes of that element no longer in buf
+    dropped_space = 0  # how many of them are whitespace at its (current) end
     done = False
     eof = False
 
@@ -160,21 +179,37 @@ def iter_json_array(
 
     while not done:
         if not eof:
-            block = stream.read(BLOCK_SIZE)
+            block = stream.read(BLOCK_SIZE) if base or buf else _first_block(stream, offset)
             if not block:
                 eof = True
             else:
                 if base == 0 and not buf and block.startswith(BOM):
                     block = block[len(BOM) :]
                     base = len(BOM)
-                keep = start if start is not None else pos
+                # An element being kept stays in the buffer; everything before it (or, for
+                # an oversize element, everything scanned) goes.
+                keep = start if start is not None and head is None else pos
+                if start is not None and head is not None:
+                    gone = buf[start:pos]
+                    content = len(gone.rstrip())
+                    dropped_space = len(gone) - content + (dropped_space if not content else 0)
+                    dropped += len(gone)
+                    start = pos
                 base += keep
                 buf = buf[keep:] + block
                 pos -= keep
                 if start is not None:
-                    start = 0
+                    start -= keep
         progressed = False
         while True:
+            if in_string:
+                end = _STRING_BODY.match(buf, pos).end()
+                if end < len(buf) and buf[end] == QUOTE:
+                    in_string = False
+                    advance(end + 1)
+                    continue
+                advance(end)  # the buffer ends inside the string (maybe inside an escape)
+                break
             if depth == 0:
                 m = _NOT_SPACE.search(buf, pos)
                 if not m:
@@ -207,44 +242,34 @@ def iter_json_array(
                     advance(pos + 1)
                     continue
                 start, start_line = pos, lines_to_pos
-            m = _STRUCTURAL.search(buf, pos)
-            if not m:
-                advance(len(buf))
+            advance((_SKIP_NESTED if depth > 1 else _SKIP_TOP).match(buf, pos).end())
+            if pos == len(buf):
                 break
-            char = m.group()
-            if char == b'"':
-                tail = _STRING_TAIL.match(buf, m.end())
-                if not tail:
-                    advance(m.start())
-                    break
-                advance(tail.end())
+            char = buf[pos]
+            if char == QUOTE:  # a string that goes on in the next block
+                in_string = True
+                advance(pos + 1)
                 continue
-            if char in b"[{":
+            if char in OPENING:
                 depth += 1
-                advance(m.end())
+                advance(pos + 1)
                 continue
-            if depth > 1 and char in b"]}":
+            if char != COMMA and depth > 1:
                 depth -= 1
-                advance(m.end())
+                advance(pos + 1)
                 continue
-            if depth > 1:  # a comma inside an element
-                advance(m.end())
+            if char == CLOSING_BRACE:  # a stray brace at the element's top level: part of it
+                advance(pos + 1)
                 continue
             # A comma or the closing bracket at depth 1 ends the element.
-            advance(m.start())
-            element = buf[start:pos].rstrip()
-            # The offset right after the element: its line is start_line + the element's newlines.
-            yield start_line, element, base + start + len(element)
-            start = None
+            yield _element(buf, start, pos, base, start_line, max_record, head, dropped, dropped_space)
+            start, head, dropped, dropped_space = None, None, 0, 0
             progressed = True
-        if start is not None and pos - start > max_record:
-            size, end = pos - start, base + len(buf) + _rest_length(stream)
-            yield start_line, oversize(size, max_record, buf[start:]), end
-            yield start_line, Broken("the JSON array cannot be read past an oversize record", b""), end
-            return
+        if start is not None and head is None and pos - start > max_record:
+            head = buf[start : start + max_record]  # from now on only counted, not kept
         if eof and not progressed:
             if start is not None:
-                yield start_line, buf[start:].rstrip(), base + len(buf)
+                yield _element(buf, start, len(buf), base, start_line, max_record, head, dropped, dropped_space)
             if depth > 0 and not done:
                 yield lines_to_pos, Broken("the JSON array is not closed", b""), base + len(buf)
             return
@@ -256,6 +281,40 @@ def iter_json_array(
             yield lines_to_pos, trailing, offset + len(block) + _rest_length(stream)
             return
         offset += len(block)
+
+
+def _element(
+    buf: bytes,
+    start: int,
+    end: int,
+    base: int,
+    line: int,
+    max_record: int,
+    head: bytes | None,
+    dropped: int,
+    dropped_space: int,
+) -> RawRecord:
+    """The element in buf[start:end] less trailing space, or an oversize one's `Broken` record
+    (`dropped` bytes of it, ending in `dropped_space` whitespace, were already let go)."""
+    tail = buf[start:end].rstrip()
+    after = base + start + len(tail)  # the stream offset right after the element
+    if not tail:
+        after -= dropped_space
+    size = dropped + len(tail) - (dropped_space if not tail else 0)
+    if size > max_record:
+        return line, oversize(size, max_record, head if head is not None else tail), after
+    return line, tail, after
+
+
+def _first_block(stream: BinaryIO, offset: int) -> bytes:
+    """The first read; at the start of a stream, enough bytes to see a whole BOM."""
+    block = stream.read(BLOCK_SIZE)
+    while offset == 0 and block and len(block) < len(BOM) and BOM.startswith(block):
+        more = stream.read(BLOCK_SIZE)
+        if not more:
+            break
+        block += more
+    return block
 
 
 def iter_records(stream: BinaryIO, framing: str, **kwargs: object) -> Iterator[RawRecord]:

@@ -66,11 +66,9 @@ def app_key(db: None) -> str:
 
 @pytest.fixture
 def analyst_token(db: None) -> str:
-    from django.contrib.auth.models import User
-    from rest_framework.authtoken.models import Token
+    from ingest.analysts import create_analyst
 
-    user = User.objects.create_user("analyst", password="analyst-password")
-    return Token.objects.create(user=user).key
+    return create_analyst("analyst")[1]  # no password: tokens only (and no slow hashing)
 
 
 @pytest.fixture

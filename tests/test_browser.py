@@ -19,10 +19,10 @@ from pathlib import Path
 
 import orjson
 import pytest
-from django.contrib.auth.models import Permission, User
 from django.core.management import call_command
 
 from events.models import Event
+from ingest.analysts import create_analyst
 from ingest.models import Rejection
 from tests.conftest import REPO
 
@@ -72,9 +72,7 @@ def site(live_stack, shared_data: Path, tmp_path: Path, monkeypatch):
     path = tmp_path / "deep.jsonl"
     path.write_bytes(b"\n".join(map(orjson.dumps, deep)))
     call_command("import_jsonl", str(path))
-    user = User.objects.create_user("analyst", password=PASSWORD, is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
-    user.user_permissions.add(Permission.objects.get(codename="replay_rejection"))
+    create_analyst("analyst", password=PASSWORD)
     live_stack.env["MAX_NESTING"] = "200"
     live_stack.start_web()
     # Playwright's sync API runs an event loop; the checks below read the database between pages.

@@ -20,6 +20,7 @@ from django.utils import timezone
 from lxml import html
 
 from events.models import Event
+from ingest.analysts import create_analyst
 from ingest.batches import process_batch, receive_batch
 from ingest.keys import create_application
 from ingest.models import RawBatch, Rejection
@@ -60,11 +61,8 @@ def data(db: None, shared_data: Path) -> Path:
 
 
 @pytest.fixture
-def analyst(client, django_user_model):
-    """A view-only staff user (what the analyst group grants)."""
-    user = django_user_model.objects.create_user("analyst", password="pw", is_staff=True)
-    user.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
-    client.force_login(user)
+def analyst(client):
+    client.force_login(create_analyst("analyst")[0])
     return client
 
 

@@ -1,6 +1,6 @@
 """The analysts' read API: site and room summaries, the event list, who may read.
 
-Data goes in through the real import path (ingest.services.import_file) and is
+Data goes in through the real import path (ingest.imports.sequential.import_file) and is
 compared with the shared expected files or with expectations computed here from
 the input files.
 """
@@ -18,12 +18,12 @@ from django.contrib.auth.models import User
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 from django.utils.http import parse_http_date
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from events.models import Event
+from ingest.analysts import create_analyst
+from ingest.imports.sequential import import_file
 from ingest.keys import create_application
-from ingest.services import import_file
 from reports import site_summary
 from reports.models import SiteSummary
 
@@ -46,9 +46,8 @@ def iso(ts: float) -> str:
 
 @pytest.fixture
 def analyst() -> APIClient:
-    user = User.objects.create_user("analyst")  # no password: tokens only (and no slow hashing)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {create_analyst('analyst')[1]}")  # no password: no slow hashing
     return client
 
 

@@ -1,0 +1,49 @@
+"""manage.py create_analyst USER: a view-only analyst and its API token, shown once."""
+
+import os
+from datetime import timedelta
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+
+from ingest.analysts import ANALYST_GROUP, create_analyst, issue_token
+
+PASSWORD_VARIABLE = "ANALYST_PASSWORD"
+
+
+class Command(BaseCommand):
+    help = (
+        "Create a staff user in the view-only 'analyst' group and print its API token (shown once, "
+        f"stored as a digest) on stdout. The admin password comes from ${PASSWORD_VARIABLE}; without it the "
+        "user has the token only (`manage.py changepassword USER` adds a password later)."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("username")
+        parser.add_argument("--email", default="")
+        parser.add_argument(
+            "--expires-in-days", type=int, metavar="DAYS", help="the token stops working after DAYS days"
+        )
+        parser.add_argument(
+            "--new-token", action="store_true", help="the analyst exists: issue another token (old ones stay valid)"
+        )
+
+    def handle(self, *args: object, username: str, **options: object) -> None:
+        days = options["expires_in_days"]
+        if days is not None and days <= 0:
+            raise CommandError("--expires-in-days must be a positive number of days")
+        expires_in = timedelta(days=days) if days else None
+        user = get_user_model().objects.filter(username=username).first()
+        if options["new_token"]:
+            if user is None or not user.groups.filter(name=ANALYST_GROUP).exists():
+                raise CommandError(f"there is no analyst named {username!r}")
+            token = issue_token(user, expires_in)
+            self.stderr.write(f"New token for {username!r}; shown once, store it now:")
+        else:
+            if user is not None:
+                raise CommandError(f"a user named {username!r} exists already (--new-token gives it another token)")
+            password = os.environ.get(PASSWORD_VARIABLE) or None
+            user, token = create_analyst(username, email=options["email"], password=password, expires_in=expires_in)
+            login = "admin password from $" + PASSWORD_VARIABLE if password else "no admin password yet"
+            self.stderr.write(f"Created analyst {username!r} ({login}). Its API token is shown once; store it now:")
+        self.stdout.write(token)
