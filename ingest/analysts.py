@@ -31,7 +31,12 @@ def analyst_permissions() -> list[Permission]:
         ).select_related("content_type")
         if (permission.content_type.app_label, permission.content_type.model) not in NOT_FOR_ANALYSTS
     ]
-    actions = [Permission.objects.get(content_type__app_label=app, codename=code) for app, code in ANALYST_ACTIONS]
+    # filter, not get: the first migrate calls this before every app's permissions exist.
+    actions = [
+        p
+        for app, code in ANALYST_ACTIONS
+        for p in Permission.objects.filter(content_type__app_label=app, codename=code)
+    ]
     return views + actions
 
 

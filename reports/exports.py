@@ -28,9 +28,10 @@ FETCH_ROWS = 2000
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
-def keyset(queryset: QuerySet, fields: Sequence[str] = ("ts", "id"), size: int = FETCH_ROWS) -> Iterator[Model]:
+def keyset(queryset: QuerySet, fields: Sequence[str] = ("ts", "id"), size: int | None = None) -> Iterator[Model]:
     """Every row of `queryset` in ascending `fields` order (unique together, the last one the
-    primary key), one indexed range query per `size` rows."""
+    primary key), one indexed range query per `size` rows (default FETCH_ROWS)."""
+    size = size or FETCH_ROWS
     *leading, last = fields
     ordered = queryset.order_by(*fields)
     key: tuple | None = None
