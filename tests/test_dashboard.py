@@ -103,7 +103,7 @@ def test_the_worker_path_counts_once_across_batches_retries_and_rollbacks(db, sh
 
 def figures(response) -> html.HtmlElement:
     assert response.status_code == 200
-    return html.fromstring(response.content)
+    return html.fromstring(response.content.decode())
 
 
 def columns(page: html.HtmlElement, chart: str) -> dict[int, dict[str, int]]:
