@@ -3,8 +3,10 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import json_not_found, json_server_error
+from reports.admin_dashboard import dashboard_view
 
 urlpatterns = [
+    path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="switchboard-dashboard"),
     path("admin/", admin.site.urls),
     path("api/", include("ingest.urls")),
     path("api/", include("reports.urls")),

@@ -8,6 +8,7 @@ that lists DISTINCT values; filters are exact matches the indexes serve.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from functools import cached_property
 
@@ -16,7 +17,7 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.paginator import Paginator
 from django.db import connection
 from django.db.models import Q, QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, StreamingHttpResponse
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
@@ -25,6 +26,9 @@ from django.utils.http import urlencode
 
 from events.models import Event, Site, Stanza
 from events.selectors import through_site_indexes
+from reports.exports import EVENT_COLUMNS, Columns, csv_response, keyset
+
+SUMMARY_FIELDS = ("messages", "emails", "operators", "visitors")
 
 
 class EstimatedCountPaginator(Paginator):
@@ -157,11 +161,17 @@ def parse_moment(text: str) -> float:
 
 
 class TimeRangeFilter(admin.SimpleListFilter):
-    """Last hour/day/week/30 days (from now), or `since`/`until` (UTC, inclusive/exclusive)."""
+    """Last hour/day/week/30 days (from now), or `since`/`until` (UTC, inclusive/exclusive).
+
+    On `field`: the events' epoch seconds by default; subclasses name a date-time column
+    (`epoch = False`), e.g. when a rejection was stored.
+    """
 
     title = "time range"
     parameter_name = "period"
     template = "admin/events/time_range_filter.html"
+    field = "ts"
+    epoch = True
     PERIODS = {"hour": timedelta(hours=1), "day": timedelta(days=1), "week": timedelta(weeks=1)}
     PERIODS["30days"] = timedelta(days=30)
     BOUNDS = ("since", "until")
@@ -178,16 +188,26 @@ class TimeRangeFilter(admin.SimpleListFilter):
     def lookups(self, request: HttpRequest, model_admin: admin.ModelAdmin) -> list[tuple[str, str]]:
         return [("hour", "Last hour"), ("day", "Last 24 hours"), ("week", "Last 7 days"), ("30days", "Last 30 days")]
 
+    def bound(self, seconds: float) -> float | datetime:
+        if self.epoch:
+            return seconds
+        try:
+            return datetime.fromtimestamp(seconds, UTC)
+        except (OverflowError, OSError, ValueError):
+            raise IncorrectLookupParameters(f"out of range: {seconds}") from None
+
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         period = self.value()
         if period in self.PERIODS:
-            queryset = queryset.filter(ts__gte=(timezone.now() - self.PERIODS[period]).timestamp())
+            queryset = queryset.filter(
+                **{f"{self.field}__gte": self.bound((timezone.now() - self.PERIODS[period]).timestamp())}
+            )
         elif period:
             raise IncorrectLookupParameters(f"unknown period {period!r}")
         if since := self.used_parameters.get("since", "").strip():
-            queryset = queryset.filter(ts__gte=parse_moment(since))
+            queryset = queryset.filter(**{f"{self.field}__gte": self.bound(parse_moment(since))})
         if until := self.used_parameters.get("until", "").strip():
-            queryset = queryset.filter(ts__lt=parse_moment(until))
+            queryset = queryset.filter(**{f"{self.field}__lt": self.bound(parse_moment(until))})
         return queryset
 
     def choices(self, changelist: object) -> list[dict]:
@@ -204,6 +224,17 @@ class TimeRangeFilter(admin.SimpleListFilter):
         others = [(k, v) for k, v in cl.params.items() if k not in remove]  # type: ignore[attr-defined]
         since, until = (self.used_parameters.get(name, "") for name in self.BOUNDS)
         return [{"links": links, "others": others, "since": since, "until": until}]
+
+
+def csv_action(columns: Columns, filename: str, key: Sequence[str] = ("id",)) -> Callable:
+    """An admin action streaming the selected rows (or all that match the filters, with "select
+    all") as CSV, in ascending `key` order; for anyone who may view them."""
+
+    @admin.action(description="Export selected %(verbose_name_plural)s as CSV", permissions=["view"])
+    def export_csv(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> StreamingHttpResponse:
+        return csv_response(filename, columns.header, columns.rows(keyset(queryset, key)))
+
+    return export_csv
 
 
 class ReadOnlyMixin:
@@ -239,7 +270,7 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     paginator = EstimatedCountPaginator
     # The site's code is its primary key, so showing it needs no join.
     list_select_related = ()
-    actions = None
+    actions = [csv_action(EVENT_COLUMNS, "events.csv", ("ts", "id"))]
     fields = (
         "uid", "family", "kind", "category", "site", "session", "actor", "when", "ts", "online", "batch", "line",
         "pretty_payload",
@@ -288,7 +319,16 @@ class SiteAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ("sitesummary",)
     ordering = ("code",)
     show_facets = admin.ShowFacets.NEVER
-    actions = None
+    actions = [
+        csv_action(
+            Columns(
+                ("site", "first_seen", "messages", "emails", "operators", "visitors"),
+                lambda s: (s.code, s.first_seen, *(SiteAdmin._summary_value(s, n) for n in SUMMARY_FIELDS)),
+            ),
+            "sites.csv",
+            ("code",),
+        )
+    ]
     fields = ("code", "first_seen", "messages", "emails", "operators", "visitors", "events")
     readonly_fields = fields
 

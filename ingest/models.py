@@ -2,11 +2,13 @@
 provenance of stored chunks), rejections, import checkpoints and the ranges of
 parallel imports."""
 
+from django.conf import settings
 from django.db import models
 from django.utils import timezone
 from knox.models import AuthToken
 
 from ingest.imports.identity import EMPTY_WINDOW
+from ingest.records import RejectedRecord, reason_rule
 
 
 class Application(models.Model):
@@ -134,7 +136,9 @@ class RawBatch(models.Model):
                 fields=["created_at"],
                 name="rawbatch_pending",
                 condition=models.Q(status__in=["pending", "processing"]),
-            )
+            ),
+            # The dashboard counts failed batches; few, and found without a scan.
+            models.Index(fields=["created_at"], name="rawbatch_failed", condition=models.Q(status="failed")),
         ]
 
     def __str__(self) -> str:
@@ -187,16 +191,62 @@ class ImportRange(models.Model):
 
 
 class Rejection(models.Model):
-    """A record that was not accepted, with where it came from and why."""
+    """A record that was not accepted, with where it came from and why.
+
+    `raw` is the whole record as received (`complete`) while it is within MAX_RECORD_BYTES and
+    storable text, so that `replay_rejections` can restore it once the cause is fixed; otherwise
+    its first MAX_REJECTED_RAW_CHARS characters with bad bytes escaped, which cannot be replayed.
+    """
+
+    class Outcome(models.TextChoices):
+        ACCEPTED = "accepted", "accepted"  # stored as a new event by the replay
+        DUPLICATE = "duplicate", "duplicate"  # valid now, but an event with its identity was stored already
 
     batch = models.ForeignKey(RawBatch, on_delete=models.CASCADE, related_name="rejections")
     line = models.BigIntegerField()
     reason = models.CharField(max_length=500)
-    raw = models.TextField()  # truncated to SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
+    # The reason without its particulars (ingest.records.reason_rule): what filters and charts group by.
+    rule = models.CharField(max_length=500, blank=True, default="")
+    raw = models.TextField()
+    complete = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
+    # Set once, by the replay that stored the record (a replay never takes a replayed rejection).
+    replayed_at = models.DateTimeField(null=True, blank=True)
+    replay_batch = models.ForeignKey(
+        RawBatch, null=True, blank=True, on_delete=models.PROTECT, related_name="replayed_rejections"
+    )
+    replay_line = models.BigIntegerField(null=True, blank=True)  # the record's position in the replay batch
+    replay_outcome = models.CharField(max_length=16, choices=Outcome.choices, blank=True, default="")
+    event_uid = models.CharField(max_length=255, blank=True, default="")  # the identity it was stored under
 
     class Meta:
         ordering = ["batch_id", "line"]
+        indexes = [
+            models.Index(fields=["created_at"], name="rejection_created"),
+            models.Index(fields=["rule", "created_at"], name="rejection_rule_created"),
+        ]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(replayed_at__isnull=True) | models.Q(replay_batch__isnull=False, complete=True),
+                name="rejection_replayed_whole",
+            )
+        ]
+        # Analysts may replay (it only adds what today's rules accept); changing rejections is for no one.
+        permissions = [("replay_rejection", "Can replay rejected records")]
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"
+
+    @classmethod
+    def from_record(cls, batch: RawBatch, record: RejectedRecord) -> "Rejection":
+        reason = record.reason[: cls._meta.get_field("reason").max_length]
+        return cls(
+            batch=batch, line=record.line, reason=reason, rule=reason_rule(reason), raw=record.raw,
+            complete=record.complete,
+        )  # fmt: skip
+
+    @property
+    def preview(self) -> str:
+        """The start of the record, as shown in lists and the batch API."""
+        limit = settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
+        return self.raw if len(self.raw) <= limit else self.raw[:limit] + "…"

@@ -16,6 +16,8 @@ from ingest.framing import Broken, RawRecord
 NUL_ESCAPE = b"\\u0000"
 _REAL_NUL_ESCAPE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")  # not an escaped backslash + "u0000"
 NUL_REASON = "contains a NUL character (\\u0000), which cannot be stored"
+# A record that passed every rule but the database would not store (one statement isolates it).
+REFUSED = "the database refused to store this record: "
 
 
 @dataclass(slots=True)
@@ -23,6 +25,8 @@ class RejectedRecord:
     line: int
     reason: str
     raw: str
+    # `raw` is the whole record exactly as received, so a replay can restore it.
+    complete: bool = False
 
 
 @dataclass(slots=True)
@@ -50,18 +54,47 @@ class Chunk:
     def record_count(self) -> int:
         return len(self.events) + self.rejected
 
-    def reject(self, line: int, reason: str, raw: bytes) -> None:
+    def reject(self, line: int, reason: str, raw: bytes, *, whole: bool = True) -> None:
         if self.max_rejections is not None and len(self.rejections) >= self.max_rejections:
             self.omitted_rejections += 1
         else:
-            self.rejections.append(RejectedRecord(line, reason, raw_text(raw)))
+            self.rejections.append(rejected(line, reason, raw, whole=whole))
 
 
 def raw_text(raw: bytes) -> str:
-    """A rejected record's text as kept: bounded, undecodable bytes and NUL escaped (PostgreSQL text)."""
+    """A record's head as kept when it cannot be kept whole: bounded, undecodable bytes and NUL
+    escaped (PostgreSQL text holds neither)."""
     limit = settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
     text = raw[: limit * 4].decode("utf-8", errors="backslashreplace")
     return text.replace("\x00", "\\x00")[:limit]
+
+
+def rejected(line: int, reason: str, raw: bytes, *, whole: bool = True) -> RejectedRecord:
+    """A rejection keeping the whole record while it is within MAX_RECORD_BYTES and storable
+    text (valid UTF-8 without NUL), so that a replay under later rules can restore it;
+    otherwise only its head (`whole=False`: `raw` is already only a part, e.g. of an endless line)."""
+    if whole and len(raw) <= settings.SWITCHBOARD["MAX_RECORD_BYTES"] and b"\x00" not in raw:
+        try:
+            return RejectedRecord(line, reason, raw.decode("utf-8"), complete=True)
+        except UnicodeDecodeError:
+            pass
+    return RejectedRecord(line, reason, raw_text(raw))
+
+
+RULE_PATTERNS = (
+    # A quoted value after "got" or a colon, or right after the quoted field it belongs to.
+    (re.compile(r"""(got |: |^'[\w.]+' )('(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*"|<[^>]*>)"""), r"\1…"),
+    # Numbers, but not those of names such as UTF-8 or ISO 8601.
+    (re.compile(r"(?<![\w.-])(?<!ISO )\d+(?:\.\d+)?"), "N"),
+)
+
+
+def reason_rule(reason: str) -> str:
+    """A reason with its particulars (numbers, quoted values) left out, so that rejections
+    for the same rule group together: "record is N bytes, over the limit of N"."""
+    for pattern, replacement in RULE_PATTERNS:
+        reason = pattern.sub(replacement, reason)
+    return reason
 
 
 def json_error_reason(error: orjson.JSONDecodeError) -> str:
@@ -107,7 +140,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             chunk.first_line = line
         chunk.last_line, chunk.end_offset = line, end
         if type(raw) is Broken:
-            reject(line, raw.reason, raw.head)
+            reject(line, raw.reason, raw.head, whole=False)
             continue
         if not raw or raw.isspace():
             continue
@@ -139,14 +172,14 @@ def validate_values(values: list[object], now: float) -> Chunk:
     for line, value in enumerate(values, start=1):
         raw = orjson.dumps(value)
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
-            chunk.rejections.append(RejectedRecord(line, NUL_REASON, raw_text(raw)))
+            chunk.reject(line, NUL_REASON, raw)
             continue
         try:
             if reason := too_deep(raw, value):
                 raise Invalid(reason)
             event = normalize(value, now, tolerance)
         except Invalid as error:
-            chunk.rejections.append(RejectedRecord(line, str(error), raw_text(raw)))
+            chunk.reject(line, str(error), raw)
         else:
             event.payload_json = raw
             chunk.events.append((line, event))

@@ -6,6 +6,8 @@ from ingest.selectors import REJECTIONS_SHOWN, batch_rejections
 
 
 class RejectionSerializer(serializers.ModelSerializer):
+    raw = serializers.CharField(source="preview", help_text="The record as received (its start, if long).")
+
     class Meta:
         model = Rejection
         fields = ["line", "reason", "raw"]

@@ -19,7 +19,7 @@ from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
-from ingest.records import Chunk, RejectedRecord
+from ingest.records import REFUSED, Chunk, rejected
 from reports import maintenance
 
 logger = logging.getLogger(__name__)
@@ -28,9 +28,7 @@ EVENT_COLUMNS = (
     "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw",
     "batch_id", "line",
 )  # fmt: skip
-REASON_LENGTH = Rejection._meta.get_field("reason").max_length
 COPY_THRESHOLD = 2000  # rows; below it multi-row INSERTs are as fast as COPY
-REFUSED = "the database refused to store this record: "
 
 
 @dataclass(slots=True)
@@ -131,12 +129,12 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     rejections = []
     for index, (batch, chunk) in enumerate(items):
         refused_here = [
-            RejectedRecord(line, (REFUSED + refused_uids[event.uid])[:REASON_LENGTH], event_text(event))
+            rejected(line, REFUSED + refused_uids[event.uid], event_bytes(event))
             for line, event in chunk.events
             if event.uid in refused_uids and unique[event.uid][0] == index
         ]
         kept = chunk.rejections + refused_here
-        rejections += [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in kept]
+        rejections += [Rejection.from_record(batch, r) for r in kept]
         results.append(
             StoreResult(
                 accepted=accepted[index],
@@ -150,8 +148,8 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     return results
 
 
-def event_text(event: NormalizedEvent) -> str:
-    return (event.payload_json or orjson.dumps(event.payload)).decode()
+def event_bytes(event: NormalizedEvent) -> bytes:
+    return event.payload_json or orjson.dumps(event.payload)
 
 
 def store_records(batch: RawBatch, chunk: Chunk, *, defer_summaries: bool) -> StoreResult:

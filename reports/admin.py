@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
-
 from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.db.models import F, Max
@@ -12,104 +9,26 @@ from django.http import HttpRequest, HttpResponse
 from django.template.response import TemplateResponse
 from django.urls import URLPattern, path
 
-from events.admin import ReadOnlyMixin
+from events.admin import ReadOnlyMixin, csv_action
+from reports.charts import CHART, chart_bars
+from reports.exports import SITE_COLUMNS
 from reports.models import SiteSummary
 
 DEFAULT_TOP = 30
 MAX_TOP = 200
 
-
-@dataclass(frozen=True, slots=True)
-class Layout:
-    label_width: float = 170
-    plot_width: float = 640
-    value_width: float = 150
-    top: float = 44  # legend and axis labels
-    row_height: float = 24
-    bar_height: float = 16
-    bottom: float = 8
-    max_label_chars: int = 24
-
-    @property
-    def plot_x(self) -> float:
-        return self.label_width
-
-    @property
-    def width(self) -> float:
-        return self.label_width + self.plot_width + self.value_width
-
-    def height(self, rows: int) -> float:
-        return self.top + rows * self.row_height + self.bottom
+admin.site.site_header = "Switchboard"
+admin.site.site_title = "Switchboard"
+admin.site.index_title = "Events, summaries and ingestion"
+admin.site.index_template = "admin/switchboard_index.html"
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
-    """One site's row of the chart, in SVG user units."""
-
-    site_id: str
-    label: str
-    chats: int
-    emails: int
-    y: float
-    chat_width: float
-    email_width: float
-    layout: Layout
-
-    @property
-    def text_y(self) -> float:
-        return self.y + self.layout.bar_height - 4
-
-    @property
-    def label_x(self) -> float:
-        return self.layout.plot_x - 8
-
-    @property
-    def email_x(self) -> float:
-        return self.layout.plot_x + self.chat_width
-
-    @property
-    def value_x(self) -> float:
-        return self.layout.plot_x + self.chat_width + self.email_width + 6
-
-
-CHART = Layout()
-
-
-def nice_step(maximum: int, ticks: int = 5) -> int:
-    """A round axis step (1, 2 or 5 times a power of ten) giving about `ticks` ticks up to `maximum`."""
-    raw = max(maximum, 1) / ticks
-    power = 10 ** math.floor(math.log10(raw))
-    return max(1, int(next(m * power for m in (1, 2, 5, 10) if m * power >= raw)))
-
-
-def chart_bars(rows: list[tuple[str, int, int]], layout: Layout = CHART) -> tuple[list[Bar], list[tuple[int, float]]]:
-    """Bars (widths proportional to counts, on one scale) and axis ticks for (site, chats, e-mails) rows."""
-    top = max((chats + emails for _, chats, emails in rows), default=0)
-    step = nice_step(top)
-    axis_max = max(step, math.ceil(top / step) * step)
-    scale = layout.plot_width / axis_max
-    bars = [
-        Bar(
-            site_id=site,
-            label=site if len(site) <= layout.max_label_chars else site[: layout.max_label_chars - 1] + "…",
-            chats=chats,
-            emails=emails,
-            y=layout.top + i * layout.row_height + (layout.row_height - layout.bar_height) / 2,
-            chat_width=round(chats * scale, 2),
-            email_width=round(emails * scale, 2),
-            layout=layout,
-        )
-        for i, (site, chats, emails) in enumerate(rows)
-    ]
-    ticks = [(value, round(layout.plot_x + value * scale, 2)) for value in range(0, axis_max + 1, step)]
-    return bars, ticks
-
-
-def top_sites(limit: int) -> list[tuple[str, int, int]]:
-    """The `limit` sites with the most messages (chats + e-mails), most first."""
+def top_sites(limit: int, by: str = "messages") -> list[tuple[str, int, int]]:
+    """The `limit` sites with the most messages (chats + e-mails), or the most e-mails, most first."""
+    order = F("emails") if by == "emails" else F("messages") + F("emails")
     rows = (
-        SiteSummary.objects.annotate(total=F("messages") + F("emails"))
-        .order_by("-total", "site_id")
+        SiteSummary.objects.annotate(rank=order)
+        .order_by("-rank", "site_id")
         .values_list("site_id", "messages", "emails")[:limit]
     )
     return list(rows)
@@ -123,7 +42,7 @@ class SiteSummaryAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_filter = ("stale",)
     search_fields = ("site__code",)
     ordering = ("site",)
-    actions = None
+    actions = [csv_action(SITE_COLUMNS, "site-summaries.csv", ("site_id",))]
     change_list_template = "admin/reports/sitesummary/change_list.html"
 
     def get_urls(self) -> list[URLPattern]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from events.registry import NormalizedEvent
-from reports import room_summary, site_summary
+from reports import event_counts, room_summary, site_summary
 
 
 def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None:
@@ -13,6 +13,8 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
 
     Workers fold each batch in at once; bulk imports (`defer`) only mark the
     sites stale and rebuild each once at the end, which keeps them linear.
+    The dashboard's event counts are added at once on both paths (a few rows
+    per chunk), after the summaries so that every path takes locks in one order.
     """
     if defer:
         site_summary.mark_stale(e.site for e in new_events if e.family == "chat")
@@ -20,6 +22,7 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
     else:
         site_summary.apply_new_events(new_events)
         room_summary.apply_new_events(new_events)
+    event_counts.add_new_events(new_events)
 
 
 def rebuild_stale() -> int:

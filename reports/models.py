@@ -88,3 +88,23 @@ class RoomSummary(models.Model):
 
     def __str__(self) -> str:
         return self.room_id
+
+
+class EventCount(models.Model):
+    """Accepted events per (epoch hour, family, site): what the dashboard counts instead of the
+    event table, kept exact by every storing path (reports/event_counts.py)."""
+
+    hour = models.BigIntegerField()  # FLOOR(ts / 3600): hours since 1970-01-01 00:00 UTC
+    family = models.CharField(max_length=16)
+    site = models.CharField(max_length=255)  # Site.code, without a foreign key: no join, no lock on the site
+    events = models.BigIntegerField()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["hour", "family", "site"], name="event_count_key"),
+            models.CheckConstraint(condition=models.Q(events__gt=0), name="event_count_positive"),
+        ]
+        indexes = [models.Index(fields=["site", "family", "hour"], name="event_count_site")]
+
+    def __str__(self) -> str:
+        return f"{self.site} {self.family} hour {self.hour}: {self.events}"

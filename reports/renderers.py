@@ -1,4 +1,6 @@
-"""The classic text form of the summaries (`?format=txt` or `Accept: text/plain`)."""
+"""The read API's other formats: the classic text lines (`?format=txt` or `Accept: text/plain`)
+and CSV (`?format=csv` or `Accept: text/csv`). Views format the data themselves (CSV streams,
+see reports/exports.py); errors are always JSON."""
 
 from __future__ import annotations
 
@@ -16,3 +18,14 @@ class PlainTextRenderer(BaseRenderer):
         if not isinstance(data, str):
             raise TypeError("PlainTextRenderer renders text only; the view formats it")
         return data
+
+
+class CSVRenderer(BaseRenderer):
+    """Selects CSV in content negotiation; the view answers with a streaming response itself."""
+
+    media_type = "text/csv"
+    format = "csv"
+    charset = "utf-8"
+
+    def render(self, data: object, accepted_media_type: str | None = None, renderer_context: dict | None = None) -> str:
+        raise TypeError("CSV is streamed by the view (reports.exports), not rendered from data")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from django.db.models import QuerySet
+from django.http import StreamingHttpResponse
 from django.utils.http import http_date
 from django_filters.rest_framework import DjangoFilterBackend
 from drf_spectacular.types import OpenApiTypes
@@ -25,10 +26,10 @@ from rest_framework.views import APIView
 
 from events.models import Event
 from ingest.auth import IsAnalyst
-from reports import selectors
+from reports import exports, selectors
 from reports.filters import EventFilter
 from reports.pagination import EventCursorPagination
-from reports.renderers import PlainTextRenderer
+from reports.renderers import CSVRenderer, PlainTextRenderer
 from reports.serializers import EventSerializer, RoomSummarySerializer, SiteRowSerializer, SiteSummarySerializer
 
 ERROR = OpenApiResponse(description='JSON error: `{"detail": "why"}`')
@@ -39,8 +40,16 @@ AUTH_ERRORS = {
 FORMAT = OpenApiParameter(
     "format",
     OpenApiTypes.STR,
-    enum=["json", "txt"],
-    description="`txt` (or `Accept: text/plain`) gives the classic text lines.",
+    enum=["json", "txt", "csv"],
+    description="`txt` (or `Accept: text/plain`) gives the classic text lines, `csv` (or `Accept: text/csv`) "
+    "a CSV file with a header line.",
+)
+EVENTS_FORMAT = OpenApiParameter(
+    "format",
+    OpenApiTypes.STR,
+    enum=["json", "csv"],
+    description="`csv` (or `Accept: text/csv`): every matching event as one streamed CSV file, oldest first, "
+    "with the same columns as the JSON (payload: the record as received); no pagination.",
 )
 BAD_QUERY = OpenApiResponse(description='A bad parameter (JSON): `{"<parameter>": ["why"]}`.')
 TEXT = OpenApiTypes.STR
@@ -60,20 +69,35 @@ class AnalystMixin:
         return super().get_authenticate_header(request)
 
 
-class TextOrJsonMixin(AnalystMixin):
-    """JSON, or the classic lines with `?format=txt` / `Accept: text/plain`; errors are always JSON."""
+class ErrorsAsJsonMixin:
+    """Errors are JSON whatever format was asked for."""
 
-    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, PlainTextRenderer]
+    def finalize_response(self, request: Request, response: Response, *args: object, **kwargs: object) -> Response:
+        response = super().finalize_response(request, response, *args, **kwargs)  # type: ignore[misc]
+        if getattr(response, "exception", False) and isinstance(
+            getattr(response, "accepted_renderer", None), (PlainTextRenderer, CSVRenderer)
+        ):
+            response.accepted_renderer = JSONRenderer()
+            response.accepted_media_type = JSONRenderer.media_type
+        return response
+
+    def wants_csv(self, request: Request) -> bool:
+        return isinstance(request.accepted_renderer, CSVRenderer)
+
+
+class TextOrJsonMixin(ErrorsAsJsonMixin, AnalystMixin):
+    """JSON, the classic lines with `?format=txt` / `Accept: text/plain`, or CSV with `?format=csv`."""
+
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, PlainTextRenderer, CSVRenderer]
 
     def wants_text(self, request: Request) -> bool:
         return isinstance(request.accepted_renderer, PlainTextRenderer)
 
-    def finalize_response(self, request: Request, response: Response, *args: object, **kwargs: object) -> Response:
-        response = super().finalize_response(request, response, *args, **kwargs)
-        if getattr(response, "exception", False) and isinstance(response.accepted_renderer, PlainTextRenderer):
-            response.accepted_renderer = JSONRenderer()
-            response.accepted_media_type = JSONRenderer.media_type
-        return response
+
+def with_headers(response: StreamingHttpResponse, headers: dict[str, str]) -> StreamingHttpResponse:
+    for name, value in headers.items():
+        response[name] = value
+    return response
 
 
 def freshness_headers(refreshed_at: datetime | None, stale: int, what: str) -> dict[str, str]:
@@ -99,12 +123,19 @@ class SiteSummaryListView(TextOrJsonMixin, APIView):
         "The text form is one `site_id,messages=N,emails=N,operators=N,visitors=N` line per site."
         + FRESHNESS_DOC.format(what="Sites"),
         parameters=[FORMAT],
-        responses={(200, "application/json"): SiteSummarySerializer, (200, "text/plain"): TEXT, **AUTH_ERRORS},
+        responses={
+            (200, "application/json"): SiteSummarySerializer,
+            (200, "text/plain"): TEXT,
+            (200, "text/csv"): TEXT,
+            **AUTH_ERRORS,
+        },
         tags=["summaries"],
     )
     def get(self, request: Request) -> Response:
         summary = selectors.site_summaries()
         headers = freshness_headers(summary.refreshed_at, summary.stale_sites, "Sites")
+        if self.wants_csv(request):
+            return with_headers(exports.sites_csv(summary.sites), headers)
         if self.wants_text(request):
             return Response(summary.classic(), headers=headers)
         return Response(SiteSummarySerializer(summary).data, headers=headers)
@@ -117,7 +148,13 @@ class SiteSummaryDetailView(TextOrJsonMixin, APIView):
         description="`site_id` is URL-encoded (it may contain any character, `/` included). 404 for a site "
         "with no accepted chat event. The text form is the site's classic line." + FRESHNESS_DOC.format(what="Sites"),
         parameters=[FORMAT],
-        responses={(200, "application/json"): SiteRowSerializer, (200, "text/plain"): TEXT, 404: ERROR, **AUTH_ERRORS},
+        responses={
+            (200, "application/json"): SiteRowSerializer,
+            (200, "text/plain"): TEXT,
+            (200, "text/csv"): TEXT,
+            404: ERROR,
+            **AUTH_ERRORS,
+        },
         tags=["summaries"],
     )
     def get(self, request: Request, site_id: str) -> Response:
@@ -125,6 +162,8 @@ class SiteSummaryDetailView(TextOrJsonMixin, APIView):
         if not summary.sites:
             raise NotFound(f"No chat events for the site {site_id!r}.")
         headers = freshness_headers(summary.refreshed_at, summary.stale_sites, "Sites")
+        if self.wants_csv(request):
+            return with_headers(exports.sites_csv(summary.sites, "site.csv"), headers)
         if self.wants_text(request):
             return Response(summary.classic(), headers=headers)
         return Response(SiteRowSerializer(summary.sites[0]).data, headers=headers)
@@ -138,20 +177,28 @@ class RoomSummaryView(TextOrJsonMixin, APIView):
         "epoch seconds (SPEC §4); totals: rooms, events, average events per room. The text form is what "
         "`manage.py room_summary` prints." + FRESHNESS_DOC.format(what="Rooms"),
         parameters=[FORMAT],
-        responses={(200, "application/json"): RoomSummarySerializer, (200, "text/plain"): TEXT, **AUTH_ERRORS},
+        responses={
+            (200, "application/json"): RoomSummarySerializer,
+            (200, "text/plain"): TEXT,
+            (200, "text/csv"): TEXT,
+            **AUTH_ERRORS,
+        },
         tags=["summaries"],
     )
     def get(self, request: Request) -> Response:
         summary = selectors.room_summaries()
         headers = freshness_headers(summary.totals.refreshed_at, summary.totals.stale_rooms, "Rooms")
+        if self.wants_csv(request):
+            return with_headers(exports.rooms_csv(summary.rooms), headers)
         if self.wants_text(request):
             return Response(summary.classic(), headers=headers)
         return Response(RoomSummarySerializer(summary).data, headers=headers)
 
 
-class EventListView(AnalystMixin, ListAPIView):
+class EventListView(ErrorsAsJsonMixin, AnalystMixin, ListAPIView):
     """`GET /api/events/`; routed by ingest/views.py, whose subclass adds `POST` for apps."""
 
+    renderer_classes = [JSONRenderer, BrowsableAPIRenderer, CSVRenderer]
     serializer_class = EventSerializer
     filter_backends = [DjangoFilterBackend]
     filterset_class = EventFilter
@@ -169,13 +216,29 @@ class EventListView(AnalystMixin, ListAPIView):
             raise ValidationError({name: [message] for name in unknown})
         return super().filter_queryset(queryset)
 
+    def list(self, request: Request, *args: object, **kwargs: object) -> Response | StreamingHttpResponse:
+        if not self.wants_csv(request):
+            return super().list(request, *args, **kwargs)
+        paging = sorted({"cursor", "page_size"} & set(request.query_params))
+        if paging:
+            message = "CSV gives every matching event in one file: leave out cursor and page_size."
+            raise ValidationError({name: [message] for name in paging})
+        return exports.events_csv(self.filter_queryset(self.get_queryset()))
+
     @extend_schema(
         operation_id="events_list",
         summary="Query stored events",
         description="Accepted, de-duplicated events of every family, oldest first (by timestamp, then storage "
         "order), with cursor pagination: follow `next` (and `previous`) as given. Filters combine with AND; "
-        "an unknown parameter or a bad value is a 400. `since` is inclusive, `until` exclusive.",
-        responses={200: EventSerializer(many=True), 400: BAD_QUERY, **AUTH_ERRORS},
+        "an unknown parameter or a bad value is a 400. `since` is inclusive, `until` exclusive. "
+        "`?format=csv` streams every matching event as CSV instead.",
+        parameters=[EVENTS_FORMAT],
+        responses={
+            (200, "application/json"): EventSerializer(many=True),
+            (200, "text/csv"): TEXT,
+            400: BAD_QUERY,
+            **AUTH_ERRORS,
+        },
         tags=["events"],
     )
     def get(self, request: Request, *args: object, **kwargs: object) -> Response:

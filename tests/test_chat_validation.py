@@ -601,15 +601,22 @@ def test_the_size_limit_is_the_configured_one(settings):
     assert rejection_reason(padded(201)) == "record is 201 bytes, over the limit of 200"
 
 
-def test_a_rejection_keeps_the_raw_line_truncated_and_readable():
+def test_a_rejection_keeps_the_whole_record_within_the_size_limit_else_its_readable_head():
     limit = settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
+    max_record = settings.SWITCHBOARD["MAX_RECORD_BYTES"]
     bad_utf8 = b'{"id": "r", "from": "\xff\xfe"}'
     long_bad = b'{"id": "r", "type": "typing", "data": "' + "é".encode() * (limit * 3) + b'"}'
-    chunk = validate_into(Chunk(), [(1, bad_utf8, 0), (2, long_bad, 0)], NOW)
-    assert [(r.line, r.reason, r.raw) for r in chunk.rejections] == [
-        (1, NOT_UTF8, '{"id": "r", "from": "\\xff\\xfe"}'),
-        (2, NO_FAMILY, long_bad.decode()[:limit]),
+    oversize = b'{"id": "r", "type": "typing", "data": "' + b"x" * max_record + b'"}\r'
+    too_long = f"record is {len(oversize)} bytes, over the limit of {max_record}"
+    chunk = validate_into(Chunk(), [(1, bad_utf8, 0), (2, long_bad, 0), (3, oversize, 0)], NOW)
+    kept = [(r.line, r.reason, r.raw, r.complete) for r in chunk.rejections]
+    # Bytes no text can hold, and an oversize record, are kept in part; the rest whole, for replays.
+    expected = [
+        (1, NOT_UTF8, '{"id": "r", "from": "\\xff\\xfe"}', False),
+        (2, NO_FAMILY, long_bad.decode(), True),
+        (3, too_long, oversize.decode()[:limit], False),
     ]
+    assert kept == expected
 
 
 # -- the shared file with every rejection kind ---------------------------------

@@ -29,13 +29,13 @@ def test_the_schema_validates_without_warnings(tmp_path):
     assert yaml.safe_load(path.read_text())["openapi"].startswith("3.")
 
 
-def test_summaries_are_described_in_json_and_text(schema):
+def test_summaries_are_described_in_json_text_and_csv(schema):
     for path in ANALYST_PATHS:
         get = schema["paths"][path]["get"]
-        assert set(get["responses"]["200"]["content"]) == {"application/json", "text/plain"}, path
+        assert set(get["responses"]["200"]["content"]) == {"application/json", "text/plain", "text/csv"}, path
         assert {"401", "403"} <= set(get["responses"]), path
         fmt = next(p for p in get["parameters"] if p["name"] == "format")
-        assert fmt["schema"]["enum"] == ["json", "txt"]
+        assert fmt["schema"]["enum"] == ["csv", "json", "txt"]
     site_id = next(
         p for p in schema["paths"]["/api/sites/{site_id}/summary/"]["get"]["parameters"] if p["in"] == "path"
     )
@@ -48,7 +48,9 @@ def test_event_list_is_described_with_its_filters_and_cursor(schema):
     get = schema["paths"]["/api/events/"]["get"]
     parameters = {p["name"]: p for p in get["parameters"]}
 
-    assert set(parameters) == EVENT_FILTERS | {"cursor", "page_size"}
+    assert set(parameters) == EVENT_FILTERS | {"cursor", "page_size", "format"}
+    assert parameters["format"]["schema"]["enum"] == ["csv", "json"]
+    assert set(get["responses"]["200"]["content"]) == {"application/json", "text/csv"}
     assert parameters["family"]["schema"]["enum"] == ["chat", "interaction", "xmpp"]
     assert parameters["since"]["schema"]["type"] == "string" and "epoch" in parameters["since"]["description"]
     page = schema["components"]["schemas"][

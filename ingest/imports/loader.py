@@ -30,7 +30,7 @@ from events.models import Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.framing import RawRecord
 from ingest.models import RawBatch, Rejection
-from ingest.records import Chunk, RejectedRecord, raw_text, validate_into
+from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
 from reports import maintenance
 
 T = TypeVar("T")
@@ -40,8 +40,6 @@ PR_SET_PDEATHSIG = 1
 COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
 _NAMES = ", ".join(COLUMNS)
 _STORED = "id, uid, family, kind, category, site_id, session, actor, ts, online"
-REASON_LENGTH = Rejection._meta.get_field("reason").max_length
-REFUSED = "the database refused to store this record: "
 # COPY text escapes, as events.db.copy_text writes them.
 _COPY_ESCAPE = re.compile(r"\\(.)")
 _UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
@@ -206,7 +204,7 @@ def store(prepared: Prepared, *, source: str, job_id: int | None, byte_start: in
     maintenance.events_stored(new, defer=True)
     rejections = prepared.rejections + refused
     Rejection.objects.bulk_create(
-        [Rejection(batch=batch, line=r.line, reason=r.reason[:REASON_LENGTH], raw=r.raw) for r in rejections],
+        [Rejection.from_record(batch, r) for r in rejections],
         batch_size=1000,
     )
     result = Stored(len(new), prepared.events - len(new) - len(refused), len(rejections), batch)
@@ -278,7 +276,7 @@ def _insert_isolating(prepared: Prepared, batch_id: int) -> tuple[list[StoredEve
             raise  # the connection is gone: the import stops with a resumable error
         if len(prepared.uids) == 1:
             line, raw = _line_and_raw(prepared)
-            return [], [RejectedRecord(line, REFUSED + _first_line(error), raw_text(raw.encode()))]
+            return [], [rejected(line, REFUSED + _first_line(error), raw.encode())]
     middle = len(prepared.uids) // 2
     stored: list[StoredEvent] = []
     refused: list[RejectedRecord] = []

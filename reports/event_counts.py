@@ -1,0 +1,68 @@
+"""Accepted events per (hour, family, site): the rollup behind the dashboard's time series.
+
+Counting 10 M events by hour on every page view would scan the event table; this table has
+one row per hour, family and site instead, so a chart costs the rows of its window.
+
+Exact on every path: `add_new_events` runs inside the transaction that stores the events
+(through `reports.maintenance.events_stored`, on the worker path and the bulk paths alike)
+with the events that were new there, so a rolled-back attempt adds nothing, a retried one
+adds once, and a duplicate never. Rows are upserted in key order, so concurrent batches wait
+for each other instead of deadlocking. `rebuild` recomputes the table from the events.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+
+from django.db import connection, transaction
+
+from events.db import chunked, is_postgresql
+
+HOUR = 3600
+ROWS_PER_STATEMENT = 500
+
+
+def hour_of(ts: float) -> int:
+    """The epoch hour of a timestamp, computed as SQL does (FLOOR(ts / 3600)), so that an
+    increment and a rebuild put an event in the same hour."""
+    return math.floor(ts / HOUR)
+
+
+def _hour_sql() -> str:
+    # ts >= 0 (a constraint), so SQLite's truncating cast is the floor.
+    return f"FLOOR(ts / {HOUR})" if is_postgresql() else f"CAST(ts / {HOUR} AS INTEGER)"
+
+
+def add_new_events(events: Iterable[object]) -> None:
+    """Count newly stored events (NormalizedEvents); call inside their storing transaction."""
+    counts = Counter((hour_of(e.ts), e.family, e.site) for e in events)
+    rows: Sequence[tuple] = sorted((hour, family, site, n) for (hour, family, site), n in counts.items())
+    with connection.cursor() as cursor:
+        for part in chunked(rows, ROWS_PER_STATEMENT):
+            cursor.execute(
+                "INSERT INTO reports_eventcount (hour, family, site, events) VALUES "
+                + ", ".join(["(%s, %s, %s, %s)"] * len(part))
+                + " ON CONFLICT (hour, family, site)"
+                " DO UPDATE SET events = reports_eventcount.events + excluded.events",
+                [value for row in part for value in row],
+            )
+
+
+def rebuild() -> int:
+    """Recompute the table from the stored events (repair); returns its rows.
+
+    On PostgreSQL the table is locked first: a batch storing meanwhile either committed
+    before the recount (and is in it) or waits and adds its events after it.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        if is_postgresql():
+            cursor.execute("LOCK TABLE reports_eventcount IN EXCLUSIVE MODE")
+        cursor.execute("DELETE FROM reports_eventcount")
+        cursor.execute(
+            "INSERT INTO reports_eventcount (hour, family, site, events)"
+            f" SELECT {_hour_sql()}, family, site_id, COUNT(*) FROM events_event GROUP BY 1, 2, 3"
+        )
+        cursor.execute("SELECT COUNT(*) FROM reports_eventcount")
+        return cursor.fetchone()[0]

@@ -1,0 +1,254 @@
+"""Replaying rejections: records refused under yesterday's rules are stored once today's
+rules accept them, exactly once however often (and however concurrently) a replay runs."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from datetime import timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import orjson
+import pytest
+from django.contrib.auth.models import Permission
+from django.core.management import call_command
+from django.urls import reverse
+from django.utils import timezone
+
+from events import registry
+from events.models import Event
+from events.registry import FamilySpec, NormalizedEvent, require_text
+from ingest.analysts import create_analyst
+from ingest.batches import process_batch, receive_batch
+from ingest.imports import sequential
+from ingest.keys import create_application
+from ingest.models import RawBatch, Rejection
+from ingest.rejections import REPLAY_SOURCE, matching, replay
+from reports import event_counts
+from reports.models import EventCount, SiteSummary
+from reports.site_summary import rebuild_all_sites, summary_rows
+from tests.conftest import REPO
+
+NOW = time.time()
+
+
+def line(record: dict[str, Any]) -> bytes:
+    return orjson.dumps(record)
+
+
+def nested(depth: int) -> object:
+    value: object = "deep"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
+def message(uid: str, site: str = "s1", ts: float = 1_429_026_445.0, **extra: object) -> dict[str, Any]:
+    return {
+        "id": uid,
+        "type": "message",
+        "from": "v1",
+        "site_id": site,
+        "data": {"message": "hi", **extra},
+        "timestamp": ts,
+    }
+
+
+PING = {"id": "p-1", "ping": "s2", "at": 1_429_026_500.5}  # matches no family until `ping_family` is registered
+DEEP = message("deep-1", extra=nested(150))  # nests deeper than MAX_NESTING (100)
+DEEP_AGAIN = message("deep-1", extra=nested(150))  # the same id again: a duplicate once valid
+STILL_BAD = {"id": "bad-1", "type": "message", "from": "v1"}  # no site, no data: invalid under any rule
+OVERSIZE = b'{"id": "big-1", "pad": "' + b"x" * 70_000 + b'"}'  # over MAX_RECORD_BYTES: kept in part
+NOT_UTF8 = b'{"id": "u-1", "type": "message", "from": "\xff"}'  # bytes no text holds: kept in part
+
+
+def import_lines(tmp_path: Path, name: str, lines: list[bytes]) -> Path:
+    path = tmp_path / name
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    call_command("import_jsonl", str(path))
+    return path
+
+
+@pytest.fixture
+def ping_family():
+    """A family registered after the records were refused: records with a `ping` site."""
+
+    def normalize(record: dict[str, Any]) -> NormalizedEvent:
+        site, ts = require_text(record, "ping"), float(record["at"])
+        return NormalizedEvent(require_text(record, "id"), "chat", "message", site, ts, record, actor="p")
+
+    before = list(registry._FAMILIES)
+    registry.register_family(FamilySpec(name="ping", matches=lambda r: "ping" in r, normalize=normalize))
+    yield
+    registry._FAMILIES[:] = before
+
+
+@pytest.fixture
+def deeper_nesting(settings):
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_NESTING": 200}
+
+
+@pytest.fixture
+def refused(db: None, tmp_path: Path) -> Path:
+    lines = [line(PING), line(DEEP), line(STILL_BAD), OVERSIZE, NOT_UTF8, line(DEEP_AGAIN), line(message("ok-1"))]
+    path = import_lines(tmp_path, "refused.jsonl", lines)
+    assert Rejection.objects.count() == 6 and Event.objects.count() == 1
+    return path
+
+
+def test_rejections_keep_whole_records_except_what_no_replay_can_restore(refused):
+    kept = {r.line: (r.raw, r.complete) for r in Rejection.objects.all()}
+    assert kept[1] == (line(PING).decode(), True)
+    assert kept[2] == (line(DEEP).decode(), True)
+    assert kept[3] == (line(STILL_BAD).decode(), True)
+    assert kept[4][1] is False and len(kept[4][0]) == 2000  # the head of an oversize record
+    assert kept[5] == ('{"id": "u-1", "type": "message", "from": "\\xff"}', False)
+    assert Rejection.objects.get(line=2).rule == "arrays and objects nest deeper than N levels"
+
+
+def test_replay_stores_what_todays_rules_accept_once(refused, ping_family, deeper_nesting):
+    before = Event.objects.count()
+
+    result = replay(matching())
+
+    assert (result.examined, result.accepted, result.duplicates) == (4, 2, 1)
+    assert dict(result.still_rejected) == {"'site_id' must be a string or an integer, got null": 1}
+    # The records stored are the rejected records exactly as they were received.
+    assert dict(Event.objects.filter(uid__in=["p-1", "deep-1"]).values_list("uid", "raw")) == {
+        "p-1": line(PING).decode(),
+        "deep-1": line(DEEP).decode(),
+    }
+    assert Event.objects.count() == before + 2
+    (batch,) = RawBatch.objects.filter(source=REPLAY_SOURCE)
+    assert (batch.status, batch.record_count, batch.accepted, batch.duplicates, batch.rejected) == ("done", 3, 2, 1, 0)
+    marked = {
+        r.line: (r.replay_outcome, r.event_uid, r.replay_batch_id) for r in Rejection.objects.exclude(replayed_at=None)
+    }
+    assert marked == {
+        1: ("accepted", "p-1", batch.pk),
+        2: ("accepted", "deep-1", batch.pk),
+        6: ("duplicate", "deep-1", batch.pk),
+    }
+    # Summaries and the dashboard's counts took the new events in, exactly.
+    rows = {r.site_id: r for r in summary_rows()}
+    assert (rows["s1"].messages + rows["s1"].emails, rows["s2"].emails) == (2, 1)
+    counted = sorted(EventCount.objects.values_list("hour", "family", "site", "events"))
+    rebuild_all_sites()
+    event_counts.rebuild()
+    assert {r.site_id: r for r in summary_rows()} == rows
+    assert sorted(EventCount.objects.values_list("hour", "family", "site", "events")) == counted
+
+    # However often it runs again, nothing more is stored or marked.
+    again = replay(matching())
+    assert (again.examined, again.replayed, again.batches) == (1, 0, [])
+    assert Event.objects.count() == before + 2 and RawBatch.objects.filter(source=REPLAY_SOURCE).count() == 1
+
+
+def test_a_replay_without_a_change_of_rules_changes_nothing(refused):
+    result = replay(matching())
+    assert (result.examined, result.replayed, sum(result.still_rejected.values())) == (4, 0, 4)
+    assert not Rejection.objects.exclude(replayed_at=None).exists()
+    assert not RawBatch.objects.filter(source=REPLAY_SOURCE).exists() and Event.objects.count() == 1
+
+
+def test_the_future_is_judged_against_when_the_record_was_received(db, tmp_path, monkeypatch):
+    received = timezone.now() - timedelta(hours=2)
+    ahead = message("f-1", ts=received.timestamp() + 600)  # 10 minutes ahead of its receipt, past by now
+    monkeypatch.setattr(sequential, "time", SimpleNamespace(time=received.timestamp))  # imported two hours ago
+    path = import_lines(tmp_path, "future.jsonl", [line(ahead)])
+    RawBatch.objects.filter(source=str(path)).update(created_at=received)
+    assert "in the future" in Rejection.objects.get().reason
+
+    assert replay(matching()).replayed == 0  # a clock-skewed record does not become valid by waiting
+    assert not Event.objects.filter(uid="f-1").exists()
+
+
+def test_filters_choose_what_is_replayed(refused, request):
+    app, _ = create_application("shop")
+    posted = receive_batch(app, line(dict(PING, id="p-api")) + b"\n", "application/x-ndjson", "", 1)
+    process_batch(posted.pk)
+    assert Rejection.objects.filter(batch=posted).exists()
+    request.getfixturevalue("ping_family")  # the rule changes after the records were refused
+
+    assert matching(source="api").count() == 1
+    assert matching(app="shop").count() == 1 and matching(app="nobody").count() == 0
+    assert matching(source="file").count() == 6 and matching(source=str(refused)).count() == 6
+    assert matching(reason="NEST DEEPER").count() == 2  # any case
+    assert matching(rule="arrays and objects nest deeper than N levels").count() == 2
+    assert matching(batch=posted.pk).count() == 1
+    assert matching(since=timezone.now()).count() == 0 and matching(until=timezone.now()).count() == 7
+
+    assert replay(matching(app="shop")).accepted == 1
+    assert set(Event.objects.filter(uid__startswith="p-").values_list("uid", flat=True)) == {"p-api"}
+
+
+def test_the_command_reports_and_the_dry_run_changes_nothing(refused, ping_family, deeper_nesting):
+    dry = run_command("replay_rejections", "--dry-run")
+    assert dry.startswith("4 replayable rejections: 3 valid now, 1 still rejected")
+    assert not Rejection.objects.exclude(replayed_at=None).exists()
+
+    out = run_command("replay_rejections", "--reason", "family")
+    assert out.startswith("1 replayable rejections: 1 replayed (1 stored, 0 already stored)")
+    assert "replay batches: " in out
+    assert Event.objects.filter(uid="p-1").exists() and not Event.objects.filter(uid="deep-1").exists()
+
+
+def run_command(*args: str) -> str:
+    from io import StringIO
+
+    out, err = StringIO(), StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    return out.getvalue()
+
+
+def test_two_replays_at_once_store_each_record_once(database_url, tmp_path):
+    """Two processes replaying the same 1,200 rejections: every record is stored and marked once."""
+    records = [line(message(f"deep-{i}", site=f"s{i % 7}", extra=nested(120))) for i in range(1200)]
+    import_lines(tmp_path, "deep.jsonl", records)
+    assert Rejection.objects.filter(complete=True).count() == 1200
+
+    env = {**os.environ, "DATABASE_URL": database_url, "MAX_NESTING": "200"}
+    command = [sys.executable, str(REPO / "manage.py"), "replay_rejections"]
+    runs = [
+        subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for _ in range(2)
+    ]
+    outputs = [run.communicate(timeout=120) for run in runs]
+    assert [run.returncode for run in runs] == [0, 0], outputs
+
+    assert Event.objects.filter(uid__startswith="deep-").count() == 1200
+    replayed = Rejection.objects.exclude(replayed_at=None)
+    assert replayed.count() == 1200 and set(replayed.values_list("replay_outcome", flat=True)) == {"accepted"}
+    batches = RawBatch.objects.filter(source=REPLAY_SOURCE)
+    assert sum(b.accepted for b in batches) == 1200 and sum(b.duplicates for b in batches) == 0
+    assert sum(int(out.split(" replayed")[0].split(": ")[1]) for out, _ in outputs) == 1200
+    assert sum(s.messages + s.emails for s in SiteSummary.objects.all()) == 1200
+
+
+def test_the_admin_action_replays_and_shows_it(client, django_user_model, refused, ping_family, deeper_nesting):
+    url = reverse("admin:ingest_rejection_changelist")
+    viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
+    viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
+    client.force_login(viewer)
+    assert 'value="replay"' not in client.get(url).content.decode()  # viewing is not replaying
+    refused_post = {"action": "replay", "select_across": "1", "index": "0", "_selected_action": ["1"]}
+    assert client.post(url, refused_post).status_code == 302
+    assert not Rejection.objects.exclude(replayed_at=None).exists()
+
+    client.force_login(create_analyst("analyst")[0])  # analysts may replay
+    ids = list(Rejection.objects.values_list("pk", flat=True))
+    response = client.post(url, {"action": "replay", "index": "0", "_selected_action": ids}, follow=True)
+    text = response.content.decode()
+    assert "4 replayable rejections: 3 replayed (2 stored, 1 already stored)" in text
+    assert "2 selected rejections kept only part of their record and cannot be replayed" in text
+
+    replayed = client.get(url, {"replay": "replayed"})
+    assert replayed.context["cl"].result_count == 3
+    assert "accepted in" in replayed.content.decode() and "duplicate in" in replayed.content.decode()
+    assert client.get(url, {"replay": "partial"}).context["cl"].result_count == 2
+    detail = client.get(reverse("admin:ingest_rejection_change", args=[Rejection.objects.get(line=1).pk]))
+    assert reverse("admin:events_event_changelist") + "?q=p-1" in detail.content.decode()
