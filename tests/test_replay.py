@@ -24,7 +24,7 @@ from events.models import Event
 from events.registry import FamilySpec, NormalizedEvent, require_text
 from ingest.analysts import create_analyst
 from ingest.batches import process_batch, receive_batch
-from ingest.imports import sequential
+from ingest.imports import loader
 from ingest.keys import create_application
 from ingest.models import RawBatch, Rejection
 from ingest.rejections import REPLAY_SOURCE, matching, replay
@@ -158,7 +158,7 @@ def test_a_replay_without_a_change_of_rules_changes_nothing(refused):
 def test_the_future_is_judged_against_when_the_record_was_received(db, tmp_path, monkeypatch):
     received = timezone.now() - timedelta(hours=2)
     ahead = message("f-1", ts=received.timestamp() + 600)  # 10 minutes ahead of its receipt, past by now
-    monkeypatch.setattr(sequential, "time", SimpleNamespace(time=received.timestamp))  # imported two hours ago
+    monkeypatch.setattr(loader, "time", SimpleNamespace(time=received.timestamp))  # imported two hours ago
     path = import_lines(tmp_path, "future.jsonl", [line(ahead)])
     RawBatch.objects.filter(source=str(path)).update(created_at=received)
     assert "in the future" in Rejection.objects.get().reason

@@ -13,9 +13,11 @@ import random
 import signal
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
 from ingest.models import RawBatch
 from tests.live import REPO, LiveStack, free_port, wait_for
@@ -142,6 +144,14 @@ def test_a_worker_killed_mid_batch_loses_nothing(live_stack, shared_data, app_ke
     # PROCESSING_TIMEOUT_SECONDS (shortened here); then a woken worker claims it again.
     live_stack.env["PROCESSING_TIMEOUT_SECONDS"] = "2"
     live_stack.start_worker()
+
+    # Wake the workers only once the claims have expired for them too: a drain woken
+    # earlier finds nothing claimable and stops (beat's sweeper would wake it later).
+    def expired() -> bool:
+        recent = timezone.now() - timedelta(seconds=2.5)
+        return not RawBatch.objects.filter(status="processing", claimed_at__gt=recent).exists()
+
+    wait_for(expired, 30, "the killed worker's claims to expire")
     no_wait = {"PENDING_GRACE_SECONDS": "0", "PROCESSING_TIMEOUT_SECONDS": "0"}
     sweep = manage(live_stack, "process_pending", "--enqueue", **no_wait)
     assert sweep.returncode == 0, sweep.stderr
