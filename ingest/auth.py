@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, permissions, throttling
@@ -15,6 +17,8 @@ from ingest.keys import application_for_key
 from ingest.models import Application
 
 KEYWORD = "Api-Key"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -80,18 +84,65 @@ class IsAppOrAnalyst(permissions.BasePermission):
         return IsApp().has_permission(request, view) or IsAnalyst().has_permission(request, view)
 
 
-class AppRateThrottle(throttling.SimpleRateThrottle):
-    """Per-app request rate (`APP_THROTTLE_RATE`); analysts are not throttled here."""
+def client_ip(request: HttpRequest | Request) -> str:
+    """The caller's address, for throttles and admin login lockouts: the address the last
+    NUM_PROXIES trusted proxies saw (X-Forwarded-For is a client's to forge beyond them)."""
+    proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies and forwarded:
+        hops = forwarded.split(",")
+        return hops[-min(proxies, len(hops))].strip()
+    return request.META.get("REMOTE_ADDR", "")
 
-    scope = "app"
+
+class FailOpenThrottle(throttling.SimpleRateThrottle):
+    """A rate per caller, counted in the cache (Redis in production). If the cache is
+    unreachable the request is let through: a throttle must not turn a Redis outage
+    into refused posts (SPEC §7: posts are still answered 202 while the broker is down)."""
 
     def get_rate(self) -> str | None:
         # Read at call time (DRF binds rates at import), so settings changes apply.
         return settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"].get(self.scope)
 
+    def allow_request(self, request: Request, view: object) -> bool:
+        try:
+            return super().allow_request(request, view)
+        except Exception as error:  # redis-py, pylibmc... each raise their own
+            logger.warning("throttle %s not applied: the cache is unavailable (%s)", self.scope, error)
+            return True
+
+
+class AppRateThrottle(FailOpenThrottle):
+    """Per-app request rate (`APP_THROTTLE_RATE`)."""
+
+    scope = "app"
+
     def get_cache_key(self, request: Request, view: object) -> str | None:
         app = request_app(request)
         return None if app is None else self.cache_format % {"scope": self.scope, "ident": app.pk}
+
+
+class AnalystRateThrottle(FailOpenThrottle):
+    """Per-user request rate of analysts (`ANALYST_THROTTLE_RATE`), by token or session."""
+
+    scope = "analyst"
+
+    def get_cache_key(self, request: Request, view: object) -> str | None:
+        user = request.user
+        if not isinstance(user, AbstractBaseUser):
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": user.pk}
+
+
+class AnonymousRateThrottle(FailOpenThrottle):
+    """Per-address rate of callers without credentials (`ANON_THROTTLE_RATE`): health, schema, docs."""
+
+    scope = "anon"
+
+    def get_cache_key(self, request: Request, view: object) -> str | None:
+        if request.user and request.user.is_authenticated:
+            return None
+        return self.cache_format % {"scope": self.scope, "ident": client_ip(request)}
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):
