@@ -20,6 +20,7 @@ from ingest import parallel_import
 from ingest.body import decode_body, frame_body
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into
+from ingest.site_access import reject_sites_not_allowed
 from ingest.store import store_chunk
 
 logger = logging.getLogger(__name__)
@@ -59,7 +60,8 @@ def batch_records(batch: RawBatch) -> Chunk:
     body = decode_body(bytes(batch.body), batch.content_encoding, settings.SWITCHBOARD["MAX_BODY_BYTES"])
     # "Future" is judged against the time the batch was received, so a batch
     # processed late (or twice) is judged the same way every time.
-    return validate_into(Chunk(), frame_body(body, batch.content_type), batch.created_at.timestamp())
+    chunk = validate_into(Chunk(), frame_body(body, batch.content_type), batch.created_at.timestamp())
+    return reject_sites_not_allowed(chunk, batch.app)
 
 
 def process_batch(batch_id: int) -> RawBatch | None:
