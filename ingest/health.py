@@ -49,7 +49,7 @@ def broker_check() -> dict[str, Any]:
             except ChannelError:  # the queue does not exist until a message is sent
                 depth = 0
     except Exception as error:  # kombu wraps connection errors differently per transport
-        url = maybe_sanitize_url(celery_app.conf.broker_url)  # no password
+        url = maybe_sanitize_url(celery_app.conf.broker_read_url)  # no password
         return {"ok": False, "transport": url.split(":", 1)[0], "url": url, "error": str(error)}
     return {"ok": True, "transport": conn.transport_cls, "queue": queue, "queue_depth": depth}
 

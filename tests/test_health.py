@@ -61,10 +61,11 @@ class SilentBroker:
 @pytest.fixture
 def hung_broker():
     broker = SilentBroker()
-    previous = celery_app.conf.broker_url
-    celery_app.conf.broker_url = f"redis://127.0.0.1:{broker.port}/0"
+    # The read URL: CELERY_BROKER_URL in the environment takes precedence over broker_url.
+    previous = celery_app.conf.broker_read_url
+    celery_app.conf.broker_read_url = f"redis://127.0.0.1:{broker.port}/0"
     yield broker
-    celery_app.conf.broker_url = previous
+    celery_app.conf.broker_read_url = previous
     broker.close()
 
 
