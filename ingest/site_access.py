@@ -1,6 +1,6 @@
 """Which sites a client app may write to (an optional allow-list per app).
 
-The identity model (docs/architecture.md, "Who may write what"): an app key
+The identity model (docs/operations.md, "Who may write what"): an app key
 authenticates one trusted client app; an app with an allow-list can store
 events only for those sites; event ids are global, so the first valid event
 with an id claims it, whichever app sent it.
