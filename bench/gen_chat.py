@@ -1,9 +1,10 @@
 """Generate a chat NDJSON file shaped like the shared samples, deterministically.
 
-    python bench/gen_chat.py LINES OUT.jsonl [--seed N]
+    python bench/gen_chat.py LINES OUT.jsonl [--seed N] [--sites N] [--duplicates FRACTION]
 
-About 12% statuses, 3% exact duplicate lines, 0.5% malformed lines, float
-timestamps, shuffled within a sliding window (arrivals out of order).
+About 12% statuses, 3% exact duplicate lines (`--duplicates`), 0.5% malformed
+lines, float timestamps, shuffled within a sliding window (arrivals out of
+order), over 250 sites (`--sites`; a fifth of them named, the rest numeric).
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ WORDS = [
 MALFORMED = [b"not json at all", b"[1, 2, 3]", b'{"id": "x", "type": "message"', b'"just a string"']
 
 
-def generate(lines: int, out: str, seed: int) -> None:
+def generate(lines: int, out: str, seed: int, sites: int = 250, duplicates: float = 0.03) -> None:
     rng = random.Random(seed)
-    sites = [str(rng.randint(1, 999_999)) for _ in range(200)] + [f"site-{i}" for i in range(50)]
+    named = sites // 5
+    sites = [str(rng.randint(1, 999_999)) for _ in range(sites - named)] + [f"site-{i}" for i in range(named)]
     weights = [rng.paretovariate(1.2) for _ in sites]
     start = 1_429_000_000.0
     window: list[bytes] = []
@@ -45,7 +47,7 @@ def generate(lines: int, out: str, seed: int) -> None:
             roll = rng.random()
             if roll < 0.005:
                 line = rng.choice(MALFORMED)
-            elif roll < 0.035 and recent:
+            elif roll < 0.005 + duplicates and recent:
                 line = rng.choice(recent)
             else:
                 site = rng.choices(sites, weights)[0]
@@ -85,8 +87,10 @@ def main() -> None:
     parser.add_argument("lines", type=int)
     parser.add_argument("out")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--sites", type=int, default=250)
+    parser.add_argument("--duplicates", type=float, default=0.03, help="fraction of lines that resend a recent one")
     args = parser.parse_args()
-    generate(args.lines, args.out, args.seed)
+    generate(args.lines, args.out, args.seed, args.sites, args.duplicates)
 
 
 if __name__ == "__main__":

@@ -36,9 +36,25 @@ def run_measured(cmd: list[str], env: dict[str, str], stdout_path: Path) -> tupl
     return wall, usage.ru_maxrss / 1024
 
 
+def durability(env: dict[str, str]) -> str:
+    """The server's fsync / synchronous_commit / full_page_writes, so a table says how durable it ran."""
+    if not env.get("DATABASE_URL", "").startswith("postgres"):
+        return ""
+    code = (
+        "from django.db import connection; c = connection.cursor(); print(', '.join(f'{s}='"
+        " + (c.execute(f'SHOW {s}') or c.fetchone()[0]) for s in ('fsync', 'synchronous_commit', 'full_page_writes')))"
+    )
+    shown = subprocess.run(
+        [PYTHON, "manage.py", "shell", "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
+    )
+    return f"({shown.stdout.strip().splitlines()[-1]})"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--lines", type=int, default=1_000_000)
+    parser.add_argument("--sites", type=int, default=250, help="sites of the generated file")
+    parser.add_argument("--duplicates", type=float, default=0.03, help="fraction of resent lines")
     parser.add_argument("--dir", default="/tmp/switchboard-bench")
     parser.add_argument("--chunk-lines", type=int, default=None)
     parser.add_argument("--parallel", type=int, default=0, metavar="N", help="import with N worker processes")
@@ -47,9 +63,10 @@ def main() -> None:
 
     workdir = Path(args.dir)
     workdir.mkdir(parents=True, exist_ok=True)
-    data = workdir / f"chat-{args.lines}.jsonl"
+    data = workdir / f"chat-{args.lines}-{args.sites}s-{args.duplicates:g}d.jsonl"
     if not data.exists():
-        subprocess.run([PYTHON, "bench/gen_chat.py", str(args.lines), str(data)], cwd=REPO, check=True)
+        generate = [PYTHON, "bench/gen_chat.py", str(args.lines), str(data), f"--sites={args.sites}"]
+        subprocess.run([*generate, f"--duplicates={args.duplicates}"], cwd=REPO, check=True)
     env = dict(os.environ)
     database = env.get("DATABASE_URL", "sqlite (default)")
 
@@ -79,7 +96,7 @@ def main() -> None:
     same = (workdir / "ours.txt").read_bytes() == (workdir / "duckdb.txt").read_bytes()
     size_mb = data.stat().st_size / 1e6
     print(f"machine: {platform.node()} {platform.machine()} {os.cpu_count()} cores, Python {platform.python_version()}")
-    print(f"database: {database.split('@')[-1]}")
+    print(f"database: {database.split('@')[-1]} {durability(env)}")
     if args.parallel:
         print(f"import_jsonl --parallel with a Celery worker of concurrency {args.parallel}")
     print("| lines | file MB | import_jsonl s | lines/s | peak RSS MiB | DuckDB s | DuckDB RSS MiB | ratio | same |")

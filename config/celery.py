@@ -7,10 +7,12 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+app.autodiscover_tasks(["ingest.imports"])  # not an app of its own: its tasks module is found here
 
-# The sweeper: batches left pending (broker down, worker killed) are enqueued
-# again; summaries left stale by an abandoned import are rebuilt.
+# The sweepers: batches and import ranges left pending (broker down, worker
+# killed) are enqueued again; summaries left stale by an abandoned import are rebuilt.
 app.conf.beat_schedule = {
     "sweep-pending-batches": {"task": "ingest.tasks.sweep_pending_task", "schedule": 60.0},
-    "rebuild-stale-summaries": {"task": "ingest.tasks.rebuild_stale_summaries_task", "schedule": 300.0},
+    "sweep-import-ranges": {"task": "ingest.imports.tasks.sweep_ranges_task", "schedule": 60.0},
+    "rebuild-stale-summaries": {"task": "ingest.imports.tasks.rebuild_stale_summaries_task", "schedule": 300.0},
 }

@@ -14,7 +14,7 @@ from django.utils.http import urlencode
 
 from events.admin import EstimatedCountPaginator, ReadOnlyMixin
 from ingest import admin_access  # noqa: F401 - registers the apps' and tokens' admin
-from ingest.models import ImportJob, RawBatch, Rejection
+from ingest.models import ImportJob, ImportRange, RawBatch, Rejection
 
 PREVIEW_BYTES = 4000
 RAW_PREVIEW_CHARS = 120
@@ -147,4 +147,18 @@ class ImportJobAdmin(ReadOnlyMixin, admin.ModelAdmin):
         "finished_at",
     )
     ordering = ("-started_at",)
+    actions = None
+
+
+@admin.register(ImportRange)
+class ImportRangeAdmin(ReadOnlyMixin, admin.ModelAdmin):
+    """The byte ranges of parallel imports, to watch their workers."""
+
+    list_display = (
+        "id", "job", "status", "byte_start", "byte_end", "next_offset", "accepted", "duplicates", "rejected",
+        "attempts", "claimed_at", "processed_at",
+    )  # fmt: skip
+    list_filter = ("status",)
+    list_select_related = ("job",)
+    ordering = ("job", "byte_start")
     actions = None

@@ -16,7 +16,6 @@ from django.db import transaction
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from ingest import parallel_import
 from ingest.body import decode_body, frame_body
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into
@@ -66,10 +65,7 @@ def batch_records(batch: RawBatch) -> Chunk:
 
 def process_batch(batch_id: int) -> RawBatch | None:
     """Process a batch once; a second delivery, even a concurrent one, changes nothing."""
-    if not RawBatch.objects.claim(batch_id, file_range=False):
-        # The sweeper and process_pending also hand over the file ranges of parallel imports.
-        if RawBatch.objects.filter(pk=batch_id, next_offset__isnull=False).exists():
-            return parallel_import.process_range(batch_id)
+    if not RawBatch.objects.claim(batch_id):
         return None
     with transaction.atomic():
         batch = RawBatch.objects.select_for_update().get(pk=batch_id)

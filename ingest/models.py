@@ -1,5 +1,6 @@
-"""The write path's records: client apps, raw batches (the outbox), rejections
-and import checkpoints."""
+"""The write path's records: client apps, raw batches (the outbox and the
+provenance of stored chunks), rejections, import checkpoints and the ranges of
+parallel imports."""
 
 from django.db import models
 from django.utils import timezone
@@ -63,32 +64,37 @@ class ImportJob(models.Model):
         return self.path
 
 
-class RawBatchQuerySet(models.QuerySet):
-    def unfinished(self) -> "RawBatchQuerySet":
-        return self.filter(status__in=(RawBatch.Status.PENDING, RawBatch.Status.PROCESSING))
+class Status(models.TextChoices):
+    PENDING = "pending"
+    PROCESSING = "processing"
+    DONE = "done"
+    # Terminal until retried by hand: processing failed repeatedly (`last_error` says why).
+    FAILED = "failed"
 
-    def claim(self, batch_id: int, *, file_range: bool) -> bool:
-        """Take an unfinished batch (an API body) or file range for processing; False if
-        it is done or of the other kind. Each claim counts an attempt."""
+
+class ClaimableQuerySet(models.QuerySet):
+    """Rows that workers take one at a time: API batches and import ranges."""
+
+    def unfinished(self) -> "ClaimableQuerySet":
+        return self.filter(status__in=(Status.PENDING, Status.PROCESSING))
+
+    def claim(self, pk: int) -> bool:
+        """Take an unfinished row for processing; False if it is done. Each claim counts an attempt."""
         return bool(
             self.unfinished()
-            .filter(pk=batch_id, next_offset__isnull=not file_range)
-            .update(status=RawBatch.Status.PROCESSING, attempts=models.F("attempts") + 1, claimed_at=timezone.now())
+            .filter(pk=pk)
+            .update(status=Status.PROCESSING, attempts=models.F("attempts") + 1, claimed_at=timezone.now())
         )
 
 
 class RawBatch(models.Model):
-    """Records as received: an API request body or a chunk of an imported file.
+    """Records as received: an API request body (the outbox), or the provenance row of
+    a chunk of an imported file (stored done, with its byte range).
 
     A pending batch is the source of truth until a worker has processed it.
     """
 
-    class Status(models.TextChoices):
-        PENDING = "pending"
-        PROCESSING = "processing"
-        DONE = "done"
-        # Terminal until retried by hand: processing failed repeatedly (`last_error` says why).
-        FAILED = "failed"
+    Status = Status
 
     app = models.ForeignKey(Application, null=True, blank=True, on_delete=models.PROTECT)
     import_job = models.ForeignKey(ImportJob, null=True, blank=True, on_delete=models.CASCADE)
@@ -97,9 +103,6 @@ class RawBatch(models.Model):
     last_line = models.BigIntegerField(default=0)
     byte_start = models.BigIntegerField(null=True, blank=True)
     byte_end = models.BigIntegerField(null=True, blank=True)
-    # Ranges of a parallel file import only (null otherwise): where a worker
-    # resumes; it advances with each committed sub-chunk.
-    next_offset = models.BigIntegerField(null=True, blank=True)
     # API bodies only; file chunks are read from the file.
     body = models.BinaryField(blank=True, default=b"")
     content_type = models.CharField(max_length=100, blank=True, default="")
@@ -119,7 +122,7 @@ class RawBatch(models.Model):
     # Why the last attempt failed (empty when none did).
     last_error = models.TextField(blank=True, default="")
 
-    objects = RawBatchQuerySet.as_manager()
+    objects = ClaimableQuerySet.as_manager()
 
     class Meta:
         verbose_name_plural = "raw batches"
@@ -133,6 +136,51 @@ class RawBatch(models.Model):
 
     def __str__(self) -> str:
         return f"batch {self.pk} ({self.source})"
+
+
+class ImportRange(models.Model):
+    """A byte range of a file imported in parallel (`import_jsonl --parallel`).
+
+    Workers claim a range and import it in chunks; each chunk commits its events,
+    its provenance `RawBatch`, and the range's advanced `next_offset` together, so
+    a worker killed mid-range is resumed by the next delivery, counting nothing twice.
+    """
+
+    Status = Status
+
+    job = models.ForeignKey(ImportJob, on_delete=models.CASCADE, related_name="ranges")
+    byte_start = models.BigIntegerField()
+    byte_end = models.BigIntegerField()
+    first_line = models.BigIntegerField()
+    # Where the next chunk starts: it advances with each committed chunk.
+    next_offset = models.BigIntegerField()
+    next_line = models.BigIntegerField()
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING)
+    record_count = models.BigIntegerField(default=0)
+    accepted = models.BigIntegerField(default=0)
+    duplicates = models.BigIntegerField(default=0)
+    rejected = models.BigIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # When a worker took it or last committed a chunk of it (a heartbeat for the sweeper).
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True, default="")
+
+    objects = ClaimableQuerySet.as_manager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["job", "byte_start"], name="import_range_start_unique"),
+            models.CheckConstraint(
+                condition=models.Q(byte_start__lte=models.F("next_offset"), next_offset__lte=models.F("byte_end")),
+                name="import_range_offset_inside",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"range {self.pk} of {self.job.path} [{self.byte_start}, {self.byte_end})"
 
 
 class Rejection(models.Model):

@@ -1,8 +1,11 @@
-"""Celery tasks: thin wrappers; the work is in ingest.batches, ingest.parallel_import and ingest.services."""
+"""Celery tasks of the API outbox: thin wrappers; the work is in ingest.batches.
+
+The tasks of file imports are in ingest.imports.tasks.
+"""
 
 from celery import shared_task
 
-from ingest import batches, parallel_import, services
+from ingest import batches
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
@@ -10,16 +13,6 @@ def process_batch_task(batch_id: int) -> None:
     batches.process_batch(batch_id)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, ignore_result=True)
-def import_range_task(batch_id: int, chunk_lines: int | None = None) -> None:
-    parallel_import.process_range(batch_id, chunk_lines)
-
-
 @shared_task(ignore_result=True)
 def sweep_pending_task() -> int:
     return batches.requeue_stale()
-
-
-@shared_task(ignore_result=True)
-def rebuild_stale_summaries_task() -> int:
-    return services.rebuild_abandoned_stale_summaries()

@@ -304,8 +304,8 @@ def test_process_pending_processes_what_the_broker_never_delivered(client, app_k
 
 
 def test_stale_summaries_of_an_abandoned_import_are_rebuilt_once_it_is_quiet(tmp_path):
+    from ingest.imports.sequential import import_file, rebuild_abandoned_stale_summaries
     from ingest.models import ImportJob
-    from ingest.services import import_file, rebuild_abandoned_stale_summaries
     from reports.models import SiteSummary
 
     path = tmp_path / "events.jsonl"

@@ -20,9 +20,9 @@ from events.chat import epoch_seconds
 from events.models import Event, Site
 from events.registry import Invalid, NormalizedEvent
 from ingest.framing import BOM, detect_framing, iter_records
+from ingest.imports.sequential import import_file
 from ingest.models import ImportJob, RawBatch, Rejection
 from ingest.records import NUL_REASON, Chunk, RejectedRecord, validate_into, validate_values
-from ingest.services import import_file
 from ingest.store import StoreResult, store_chunk
 from reports.site_summary import summary_rows
 

@@ -18,17 +18,23 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import timedelta
 from pathlib import Path
 
 import orjson
 import pytest
 from django.conf import settings
+from django.core.management import call_command
 from django.db.models import F
+from django.utils import timezone
 
 from events.models import Event
 from ingest.framing import BOM, iter_ndjson
-from ingest.models import ImportJob, RawBatch, Rejection
+from ingest.imports.parallel import finish_import
+from ingest.imports.ranges import plan_import, stale_ranges
+from ingest.models import ImportJob, ImportRange, RawBatch, Rejection
 from ingest.records import Chunk, validate_into
+from reports.site_summary import summary_rows
 from tests.live import REPO, LiveStack, wait_for
 
 pytestmark = pytest.mark.slow
@@ -89,8 +95,8 @@ def assert_true_lines(path: Path) -> None:
         assert orjson.loads(lines[line - 1])["id"] == uid, (uid, line)
 
 
-def ranges() -> list[RawBatch]:
-    return list(RawBatch.objects.filter(next_offset__isnull=False).order_by("byte_start"))
+def ranges() -> list[ImportRange]:
+    return list(ImportRange.objects.order_by("byte_start"))
 
 
 @pytest.mark.parametrize("name", CHAT_FILES)
@@ -107,13 +113,18 @@ def test_parallel_import_gives_the_expected_summary_and_a_rerun_adds_nothing(nam
     got = counts_line(path, err)
     assert {k: got[k] for k in counts} == counts, err
     planned = ranges()
-    assert len(planned) >= 5 and all(r.status == RawBatch.Status.DONE for r in planned)
+    assert len(planned) >= 5 and all(r.status == ImportRange.Status.DONE for r in planned)
     assert [r.byte_start for r in planned[1:]] == [r.byte_end for r in planned[:-1]]
     assert planned[-1].byte_end == path.stat().st_size
     assert Event.objects.count() == got["accepted"] == sum(r.accepted for r in planned)
     assert_true_lines(path)
     job = ImportJob.objects.get()
     assert (job.accepted, job.rejected, job.next_offset) == (got["accepted"], counts["rejected"], path.stat().st_size)
+    # Each chunk a worker stored has its provenance batch, done; together they tile the file.
+    chunks = list(RawBatch.objects.order_by("byte_start").values_list("byte_start", "byte_end", "status"))
+    assert len(chunks) >= len(planned) and {status for _, _, status in chunks} == {RawBatch.Status.DONE}
+    assert [start for start, _, _ in chunks[1:]] == [end for _, end, _ in chunks[:-1]]
+    assert (chunks[0][0], chunks[-1][1]) == (0, path.stat().st_size)
 
     code, out, err = run_import(live_stack, str(path), "--parallel", "--summary")
     assert code == 0, err
@@ -122,6 +133,29 @@ def test_parallel_import_gives_the_expected_summary_and_a_rerun_adds_nothing(nam
     assert Event.objects.count() == got["accepted"]
     assert Rejection.objects.count() == counts["rejected"]
     assert len(ranges()) == len(planned)
+
+
+@pytest.mark.django_db
+def test_process_pending_imports_the_ranges_no_worker_took(shared_data, capsys):
+    """With the broker down the ranges stay pending: the sweeper sees them stale, and
+    `process_pending` imports them in its own process (nothing else has to be running)."""
+    path = shared_data / "chat" / "small.jsonl"
+    summary, counts = expected("small", shared_data)
+    plan = plan_import(str(path), chunk_bytes=path.stat().st_size // 4)
+    assert plan.planned >= 4 and len(plan.unfinished) == plan.planned
+    assert not stale_ranges().exists()  # just planned: still within the grace period
+    ImportRange.objects.update(created_at=timezone.now() - timedelta(hours=1))
+    assert sorted(stale_ranges().values_list("pk", flat=True)) == plan.unfinished
+    assert not RawBatch.objects.exists()  # ranges are no batches: the outbox holds none of them
+
+    call_command("process_pending")
+
+    assert f"{plan.planned} of {plan.planned} unfinished import ranges imported" in capsys.readouterr().err
+    job = finish_import(plan.job)
+    assert (job.duplicates, job.rejected) == (counts["duplicates"], counts["rejected"])
+    assert job.accepted == Event.objects.count() > 0
+    assert "".join(row.classic() + "\n" for row in summary_rows()) == summary
+    assert not stale_ranges().exists()
 
 
 def test_waits_for_workers_and_says_so(live_stack, shared_data):
@@ -151,13 +185,13 @@ def test_a_worker_killed_mid_range_counts_nothing_twice(live_stack, shared_data)
 
     def mid_range() -> bool:  # begun, and far from done: it cannot finish before the kill lands
         halfway = (F("byte_start") + F("byte_end")) / 2
-        return RawBatch.objects.filter(
-            status=RawBatch.Status.PROCESSING, next_offset__gt=F("byte_start"), next_offset__lt=halfway
+        return ImportRange.objects.filter(
+            status=ImportRange.Status.PROCESSING, next_offset__gt=F("byte_start"), next_offset__lt=halfway
         ).exists()
 
     wait_for(mid_range, 60, "a range imported part way", 0.02)
     live_stack.stop_worker(signal.SIGKILL)
-    interrupted = [r for r in ranges() if r.status == RawBatch.Status.PROCESSING and r.next_offset > r.byte_start]
+    interrupted = [r for r in ranges() if r.status == ImportRange.Status.PROCESSING and r.next_offset > r.byte_start]
     assert interrupted and all(r.next_offset < r.byte_end for r in interrupted)
 
     live_stack.start_worker()
@@ -168,12 +202,12 @@ def test_a_worker_killed_mid_range_counts_nothing_twice(live_stack, shared_data)
     assert {k: got[k] for k in counts} == counts, err
     assert Event.objects.count() == got["accepted"] == sum(r.accepted for r in ranges())
     assert_true_lines(path)  # each rejection once, on its true line
-    resumed = RawBatch.objects.get(pk=interrupted[0].pk)
-    assert resumed.status == RawBatch.Status.DONE and resumed.attempts >= 2
+    resumed = ImportRange.objects.get(pk=interrupted[0].pk)
+    assert resumed.status == ImportRange.Status.DONE and resumed.attempts >= 2
     assert resumed.record_count == records_in(path, resumed)
 
 
-def records_in(path: Path, batch: RawBatch) -> int:
+def records_in(path: Path, batch: ImportRange) -> int:
     """Non-blank records of a range, read on their own."""
     with open(path, "rb") as f:
         f.seek(batch.byte_start)

@@ -1,6 +1,6 @@
 """The analysts' read API: site and room summaries, the event list, who may read.
 
-Data goes in through the real import path (ingest.services.import_file) and is
+Data goes in through the real import path (ingest.imports.sequential.import_file) and is
 compared with the shared expected files or with expectations computed here from
 the input files.
 """
@@ -22,8 +22,8 @@ from rest_framework.test import APIClient
 
 from events.models import Event
 from ingest.analysts import create_analyst
+from ingest.imports.sequential import import_file
 from ingest.keys import create_application
-from ingest.services import import_file
 from reports import site_summary
 from reports.models import SiteSummary
 

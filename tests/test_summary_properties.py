@@ -22,9 +22,9 @@ from hypothesis import strategies as st
 
 from events.models import Event
 from ingest.framing import iter_ndjson
+from ingest.imports.sequential import import_file
 from ingest.models import RawBatch, Rejection
 from ingest.records import Chunk, validate_into, validate_values
-from ingest.services import import_file
 from ingest.store import store_chunk
 from reports import maintenance, site_summary
 from reports.models import OnlineSpan

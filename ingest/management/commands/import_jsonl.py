@@ -9,9 +9,11 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import Error as DatabaseError  # InterfaceError (connection gone) included
 from tqdm import tqdm
 
-from ingest import parallel_import
+from ingest.imports import parallel, ranges
+from ingest.imports.identity import ConcurrentImport
+from ingest.imports.sequential import import_file
+from ingest.imports.tasks import enqueue_ranges
 from ingest.models import ImportJob
-from ingest.services import ConcurrentImport, import_file
 from reports.site_summary import summary_rows
 
 
@@ -34,7 +36,7 @@ class Command(BaseCommand):
         parser.add_argument(
             "--chunk-bytes",
             type=int,
-            default=parallel_import.DEFAULT_CHUNK_BYTES,
+            default=ranges.DEFAULT_CHUNK_BYTES,
             help="bytes per range with --parallel (default 64 MiB)",
         )
         parser.add_argument(
@@ -56,7 +58,7 @@ class Command(BaseCommand):
             if path in plans:
                 job = self.wait_parallel(path, plans[path], options)
             else:
-                if not options["parallel"] and (left := parallel_import.unfinished_ranges(path)):
+                if not options["parallel"] and (left := parallel.unfinished_ranges(path)):
                     raise CommandError(f"{path}: a parallel import has {left} ranges left; rerun it with --parallel")
                 job = self.import_one(path, options["chunk_lines"])  # type: ignore[arg-type]
             self.stderr.write(f"{path}: accepted={job.accepted} duplicates={job.duplicates} rejected={job.rejected}")
@@ -90,18 +92,18 @@ class Command(BaseCommand):
         finally:
             bar.close()
 
-    def plan_parallel(self, files: list[str], options: dict) -> dict[str, parallel_import.Plan]:
+    def plan_parallel(self, files: list[str], options: dict) -> dict[str, ranges.Plan]:
         """Plan and enqueue every splittable file first, so the workers start at once."""
         plans = {}
         for path in files:
-            if reason := parallel_import.cannot_split(path):
+            if reason := ranges.cannot_split(path):
                 self.stderr.write(f"{path}: importing sequentially: {reason}")
                 continue
             try:
-                plan = parallel_import.plan_import(path, options["chunk_bytes"])
+                plan = ranges.plan_import(path, options["chunk_bytes"])
             except ConcurrentImport as error:
                 raise CommandError(str(error)) from error
-            sent = parallel_import.enqueue_ranges(plan.unfinished, options["chunk_lines"])
+            sent = enqueue_ranges(plan.unfinished, options["chunk_lines"])
             self.stderr.write(
                 f"{path}: {plan.ranges} ranges ({plan.planned} new), {len(plan.unfinished)} to import,"
                 f" {sent} enqueued; waiting for workers"
@@ -109,7 +111,7 @@ class Command(BaseCommand):
             plans[path] = plan
         return plans
 
-    def wait_parallel(self, path: str, plan: parallel_import.Plan, options: dict) -> ImportJob:
+    def wait_parallel(self, path: str, plan: ranges.Plan, options: dict) -> ImportJob:
         name = os.path.basename(path)
         bar = tqdm(unit="B", unit_scale=True, desc=name, file=sys.stderr, disable=not sys.stderr.isatty())
 
@@ -119,14 +121,14 @@ class Command(BaseCommand):
             else:
                 tqdm.write(message, file=sys.stderr)  # above the bar
 
-        def progress(p: parallel_import.Progress) -> None:
+        def progress(p: parallel.Progress) -> None:
             bar.total, bar.n = p.total_bytes, p.done_bytes
             bar.set_description(name if p.started or p.done == p.ranges else f"{name} (waiting for workers)")
             bar.set_postfix(
                 ranges=f"{p.done}/{p.ranges}", accepted=p.accepted, duplicates=p.duplicates, rejected=p.rejected
             )
 
-        def stall(s: parallel_import.Stall) -> None:
+        def stall(s: parallel.Stall) -> None:
             queued = f", {s.queue_depth} messages queued" if s.queue_depth else ""
             again = f"; {s.requeued} ranges enqueued again" if s.requeued else ""
             if s.workers_seen:
@@ -138,7 +140,7 @@ class Command(BaseCommand):
                 )
 
         try:
-            parallel_import.wait_for_ranges(
+            parallel.wait_for_ranges(
                 plan.job,
                 stall_seconds=options["stall_seconds"],
                 chunk_lines=options["chunk_lines"],
@@ -147,4 +149,4 @@ class Command(BaseCommand):
             )
         finally:
             bar.close()
-        return parallel_import.finish_import(plan.job)
+        return parallel.finish_import(plan.job)

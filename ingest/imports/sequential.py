@@ -1,8 +1,7 @@
-"""The write path's use cases: importing files and processing raw batches."""
+"""Importing a file in this process, chunk after chunk, each committed with its checkpoint."""
 
 from __future__ import annotations
 
-import hashlib
 import time
 from collections.abc import Callable
 from itertools import islice
@@ -12,24 +11,13 @@ from django.db import transaction
 from django.utils import timezone
 
 from ingest.framing import ARRAY, RawRecord, detect_framing, iter_records, open_stream
+from ingest.imports.identity import ConcurrentImport, fingerprint
 from ingest.models import ImportJob, RawBatch
 from ingest.records import Chunk, validate_into
 from ingest.store import store_chunk
 from reports import maintenance
 
-FINGERPRINT_BYTES = 1 << 20
-
 ProgressCallback = Callable[[ImportJob], None]
-
-
-class ConcurrentImport(RuntimeError):
-    """Another process is importing the same file."""
-
-
-def fingerprint(path: str) -> str:
-    """A file's identity for resuming: the hash of its first MiB (as stored on disk)."""
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read(FINGERPRINT_BYTES)).hexdigest()
 
 
 def import_file(path: str, *, chunk_lines: int | None = None, on_progress: ProgressCallback | None = None) -> ImportJob:
