@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('ingest', '0005_analyst_tokens'),
+        ('ingest', '0007_merge_import_ranges_analyst_tokens'),
     ]
 
     operations = [
