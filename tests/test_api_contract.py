@@ -4,6 +4,8 @@ valid credentials and generated input, never answers 5xx, and its responses matc
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import schemathesis
 from django.conf import settings
@@ -25,6 +27,12 @@ from config.wsgi import application
 
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance]
 UNTHROTTLED = {scope: "100000/min" for scope in ("app", "analyst", "anon")}
+
+
+@schemathesis.serializer("application/x-ndjson")
+def ndjson_body(ctx: object, value: object) -> bytes:
+    """The schema describes an NDJSON body as a string: sent as its UTF-8 bytes."""
+    return value.encode() if isinstance(value, str) else json.dumps(value).encode()
 
 
 # Loaded once, as it is served (the schema view needs no database). Valid input only:
