@@ -97,7 +97,7 @@ def test_the_most_members_allowed_inflate_quickly():
 
 @pytest.mark.django_db
 def test_the_import_path_reads_every_member_too(tmp_path):
-    from ingest.services import import_file
+    from ingest.imports.sequential import import_file
 
     path = tmp_path / "two-members.jsonl.gz"
     path.write_bytes(gzip.compress(ndjson("a", "b")) + gzip.compress(ndjson("c")))
