@@ -1,11 +1,15 @@
 """Settings come from the environment (12-factor); defaults give the embedded
-SQLite setup that `make run` uses."""
+SQLite setup that `make run` uses. `SWITCHBOARD_MODE=production` makes
+production explicit: its secrets and services must be configured (the process
+stops with a message naming what is missing) and HTTPS is enforced."""
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -27,11 +31,70 @@ def embedded_secret_key() -> str:
     return path.read_text().strip()
 
 
+MODE = os.environ.get("SWITCHBOARD_MODE", "embedded").strip().lower()
+if MODE not in ("embedded", "production"):
+    raise ImproperlyConfigured(f"SWITCHBOARD_MODE must be 'embedded' (the default) or 'production', not {MODE!r}")
+PRODUCTION = MODE == "production"
+# What production cannot run without: none of these has a safe default there.
+PRODUCTION_REQUIRES = {
+    "SECRET_KEY": "50+ random characters: python -c 'import secrets; print(secrets.token_urlsafe(50))'",
+    "ALLOWED_HOSTS": "the host names clients use, comma-separated (e.g. switchboard.example.com)",
+    "DATABASE_URL": "PostgreSQL, e.g. postgres://switchboard:password@db.internal:5432/switchboard",
+    "CELERY_BROKER_URL": "Redis, e.g. redis://redis.internal:6379/0",
+    "REDIS_URL": "Redis for the throttles' shared counts, e.g. redis://redis.internal:6379/1",
+}
+
+
+def production_problems(environ: dict[str, str]) -> list[str]:
+    """What the environment lacks for production, one line each (empty: nothing)."""
+    problems = [f"{name} is not set: {what}" for name, what in PRODUCTION_REQUIRES.items() if not environ.get(name)]
+    key = environ.get("SECRET_KEY", "")
+    if key and (len(key) < 50 or len(set(key)) < 5 or "change-me" in key):
+        problems.append("SECRET_KEY is too short or a placeholder: " + PRODUCTION_REQUIRES["SECRET_KEY"])
+    if environ.get("DEBUG", "").lower() in {"1", "true", "yes", "on"}:
+        problems.append("DEBUG is on: never in production (it shows internals and keeps every query in memory)")
+    if environ.get("CELERY_BROKER_URL", "").startswith("filesystem://"):
+        problems.append("CELERY_BROKER_URL is the embedded filesystem queue: use Redis")
+    return problems
+
+
+if PRODUCTION and (_problems := production_problems(dict(os.environ))):
+    raise ImproperlyConfigured(
+        "SWITCHBOARD_MODE=production, but the environment is incomplete (see contrib/deploy/switchboard.env.example):\n"
+        + "\n".join(f"  - {problem}" for problem in _problems)
+    )
+
 # Off by default: with DEBUG on, Django keeps every SQL statement in memory,
 # which a long-running worker or a 10 GB import cannot afford.
 DEBUG = env_bool("DEBUG", False)
+# The embedded default keeps a random key in var/; production must set its own (above).
 SECRET_KEY = os.environ.get("SECRET_KEY") or embedded_secret_key()
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+
+if PRODUCTION:
+    # Behind the documented TLS proxy (docs/operations.md), which sets X-Forwarded-Proto
+    # and strips any that a client sent. Only then may Django trust the header.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Load balancers and local probes may ask over plain HTTP.
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+    SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    # Joining browsers' preload lists is the domain owner's decision, off unless asked for.
+    SECURE_HSTS_PRELOAD = env_bool("SECURE_HSTS_PRELOAD", False)
+    if not SECURE_HSTS_PRELOAD:
+        SILENCED_SYSTEM_CHECKS = ["security.W021"]
+    # The admin's forms post from the public origins (the proxy terminates TLS).
+    CSRF_TRUSTED_ORIGINS = [
+        origin
+        for origin in os.environ.get(
+            "CSRF_TRUSTED_ORIGINS",
+            ",".join(f"https://{'*' if host.startswith('.') else ''}{host}" for host in ALLOWED_HOSTS if host != "*"),
+        ).split(",")
+        if origin
+    ]
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -42,6 +105,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "knox",
+    "axes",
     "django_filters",
     "drf_spectacular",
     "drf_spectacular_sidecar",
@@ -59,7 +123,21 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "axes.middleware.AxesMiddleware",  # last: it answers locked-out admin logins
 ]
+
+# Admin login failures (django-axes): after AXES_FAILURE_LIMIT failures from one address,
+# logins from it are refused (429) for AXES_COOLOFF_MINUTES; a success resets the count.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10)
+AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
+AXES_LOCKOUT_PARAMETERS = ["ip_address"]
+AXES_RESET_ON_SUCCESS = True
+AXES_CLIENT_IP_CALLABLE = "ingest.auth.client_ip"  # the throttles' rule for proxies
+AXES_VERBOSE = False
 
 ROOT_URLCONF = "config.urls"
 WSGI_APPLICATION = "config.wsgi.application"
@@ -134,6 +212,10 @@ if CELERY_BROKER_URL == "filesystem://":
         "polling_interval": 0.1,
         "store_processed": False,
     }
+elif CELERY_BROKER_URL.startswith(("redis://", "rediss://")):
+    # A Redis that accepts connections but stops answering must fail calls, not hang
+    # them (a post enqueuing, the health check); workers' blocking reads are shorter.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 10}
 CELERY_TASK_ACKS_LATE = True
 # A post must not hang while the broker is down: the batch is already stored
 # as pending and the sweeper enqueues it later.
@@ -143,6 +225,13 @@ CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BEAT_SCHEDULE_FILENAME = str(BASE_DIR / "var" / "celerybeat-schedule")
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Limits per task and per worker child. A task over the time limit is killed (its batch
+# is enqueued again by the sweeper, and ends `failed` if it keeps failing); keep the limit
+# below PROCESSING_TIMEOUT_SECONDS so that a batch is never processed twice at once.
+CELERY_TASK_TIME_LIMIT = env_int("TASK_TIME_LIMIT_SECONDS", 100)
+CELERY_TASK_SOFT_TIME_LIMIT = max(1, CELERY_TASK_TIME_LIMIT - 30)  # time to roll back cleanly first
+# A child whose resident memory grew past this (KiB) is replaced after its current task.
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = env_int("WORKER_MAX_MEMORY_MB", 1024) * 1024
 CELERY_TASK_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 
@@ -160,8 +249,19 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["ingest.auth.IsAnalyst"],
-    "DEFAULT_THROTTLE_CLASSES": ["ingest.auth.AppRateThrottle"],
-    "DEFAULT_THROTTLE_RATES": {"app": os.environ.get("APP_THROTTLE_RATE", "6000/min")},
+    "DEFAULT_THROTTLE_CLASSES": [
+        "ingest.auth.AppRateThrottle",
+        "ingest.auth.AnalystRateThrottle",
+        "ingest.auth.AnonymousRateThrottle",
+    ],
+    "DEFAULT_THROTTLE_RATES": {
+        "app": os.environ.get("APP_THROTTLE_RATE", "6000/min"),
+        "analyst": os.environ.get("ANALYST_THROTTLE_RATE", "600/min"),
+        "anon": os.environ.get("ANON_THROTTLE_RATE", "60/min"),
+    },
+    # Proxies in front whose X-Forwarded-For entry is trusted: the documented TLS proxy in
+    # production, none in the embedded default (a client's own header is never believed).
+    "NUM_PROXIES": env_int("NUM_PROXIES", 1 if PRODUCTION else 0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }

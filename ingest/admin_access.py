@@ -55,7 +55,9 @@ class ApplicationAdmin(SecretShownOnceMixin, admin.ModelAdmin):
     readonly_fields = ("key_prefix", "created_at", "revoked_at")
 
     def get_fields(self, request: HttpRequest, obj: Application | None = None) -> tuple[str, ...]:
-        return ("name",) if obj is None else ("name", "key_prefix", "created_at", "revoked_at")
+        if obj is None:
+            return ("name", "allowed_sites")
+        return ("name", "allowed_sites", "key_prefix", "created_at", "revoked_at")
 
     def has_delete_permission(self, request: HttpRequest, obj: Application | None = None) -> bool:
         # Batches keep pointing at their app: revoke instead.

@@ -13,5 +13,7 @@ class IngestConfig(AppConfig):
     name = "ingest"
 
     def ready(self) -> None:
+        from ingest import checks  # noqa: F401 - registers them
+
         # After every migrate, once the permissions of new models exist.
         post_migrate.connect(_ensure_analyst_group, dispatch_uid="ingest.analyst_group")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.cache import DEFAULT_CACHE_ALIAS, cache, caches
 from django.core.cache.backends.redis import RedisCache
+from django.http import HttpRequest
 from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, permissions, throttling
@@ -20,6 +22,8 @@ from ingest.keys import cached_application_for_key
 from ingest.models import Application
 
 KEYWORD = "Api-Key"
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -85,6 +89,17 @@ class IsAppOrAnalyst(permissions.BasePermission):
         return IsApp().has_permission(request, view) or IsAnalyst().has_permission(request, view)
 
 
+def client_ip(request: HttpRequest | Request) -> str:
+    """The caller's address, for throttles and admin login lockouts: the address the last
+    NUM_PROXIES trusted proxies saw (X-Forwarded-For is a client's to forge beyond them)."""
+    proxies = settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0
+    forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+    if proxies and forwarded:
+        hops = forwarded.split(",")
+        return hops[-min(proxies, len(hops))].strip()
+    return request.META.get("REMOTE_ADDR", "")
+
+
 SYNC_SECONDS = 0.1  # longest a web process counts requests on its own before adding them to the cache
 
 
@@ -136,8 +151,19 @@ class CounterRateThrottle(throttling.BaseThrottle):
         return self.allow_ident(self.get_ident(request))
 
     def allow_ident(self, ident: str | None) -> bool:
-        """Count a request of `ident`; False (and `wait()` says how long) when over the rate."""
+        """Count a request of `ident`; False (and `wait()` says how long) when over the rate.
+
+        If the cache is unreachable the request is let through: a throttle must not turn
+        a Redis outage into refused posts (SPEC §7: posts are answered 202 while it is down).
+        """
         self.wait_seconds = None
+        try:
+            return self._allow_ident(ident)
+        except Exception as error:  # redis-py, pylibmc... each raise their own
+            logger.warning("throttle %s not applied: the cache is unavailable (%s)", self.scope, error)
+            return True
+
+    def _allow_ident(self, ident: str | None) -> bool:
         rate = self.get_rate()
         if ident is None or rate is None:
             return True
@@ -198,13 +224,34 @@ def _redis_client(backend: RedisCache) -> object:
 
 
 class AppRateThrottle(CounterRateThrottle):
-    """Per-app request rate (`APP_THROTTLE_RATE`); analysts are not throttled here."""
+    """Per-app request rate (`APP_THROTTLE_RATE`)."""
 
     scope = "app"
 
     def get_ident(self, request: Request) -> str | None:  # type: ignore[override]
         app = request_app(request)
         return None if app is None else str(app.pk)
+
+
+class AnalystRateThrottle(CounterRateThrottle):
+    """Per-user request rate of analysts (`ANALYST_THROTTLE_RATE`), by token or session."""
+
+    scope = "analyst"
+
+    def get_ident(self, request: Request) -> str | None:  # type: ignore[override]
+        user = request.user
+        return str(user.pk) if isinstance(user, AbstractBaseUser) else None
+
+
+class AnonymousRateThrottle(CounterRateThrottle):
+    """Per-address rate of callers without credentials (`ANON_THROTTLE_RATE`): health, schema, docs."""
+
+    scope = "anon"
+
+    def get_ident(self, request: Request) -> str | None:  # type: ignore[override]
+        if request.user and request.user.is_authenticated:
+            return None
+        return client_ip(request)
 
 
 class ApiKeyScheme(OpenApiAuthenticationExtension):

@@ -19,9 +19,20 @@ class Application(models.Model):
     key_hash = models.CharField(max_length=64)
     created_at = models.DateTimeField(auto_now_add=True)
     revoked_at = models.DateTimeField(null=True, blank=True)
+    allowed_sites = models.TextField(
+        blank=True,
+        default="",
+        help_text="Site ids this app may write events for, one per line; empty: any site. "
+        "A record for another site is rejected with the reason.",
+    )
 
     def __str__(self) -> str:
         return self.name
+
+    def site_allow_list(self) -> frozenset[str] | None:
+        """The sites this app may write to, or None when it may write to any."""
+        sites = frozenset(line.strip() for line in self.allowed_sites.splitlines() if line.strip())
+        return sites or None
 
 
 class AnalystToken(AuthToken):

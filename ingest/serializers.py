@@ -43,3 +43,18 @@ class BatchAcceptedSerializer(serializers.Serializer):
     records = serializers.IntegerField(help_text="Records found in the body (not yet validated).")
     status = serializers.CharField()
     status_url = serializers.CharField()
+
+
+class HealthSerializer(serializers.Serializer):
+    """What /api/health/ answers (the schema of it; the report is built in ingest.health)."""
+
+    status = serializers.ChoiceField(choices=["ok", "degraded", "down"])
+    database = serializers.DictField(required=False, help_text="Staff only: `ok`, `vendor`, `error`.")
+    broker = serializers.DictField(
+        required=False, help_text="Staff only: `ok`, `transport`, `queue`, `queue_depth`, `error`."
+    )
+    batches = serializers.DictField(
+        required=False,
+        help_text="Staff only: `unfinished`, `oldest_unfinished_at`, `oldest_unfinished_age_seconds`.",
+    )
+    checked_at = serializers.DateTimeField(required=False, help_text="Staff only: when the report was made.")

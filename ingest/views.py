@@ -18,9 +18,9 @@ from rest_framework.views import APIView
 
 from ingest import fastpath
 from ingest.auth import IsApp, IsAppOrAnalyst, request_app
-from ingest.health import health
+from ingest.health import current_health
 from ingest.selectors import visible_batches
-from ingest.serializers import BatchAcceptedSerializer, BatchSerializer
+from ingest.serializers import BatchAcceptedSerializer, BatchSerializer, HealthSerializer
 from reports.views import EventListView
 
 ERROR = OpenApiResponse(description='JSON error: `{"detail": "why"}`')
@@ -106,16 +106,18 @@ class BatchDetailView(APIView):
 
 
 class HealthView(APIView):
-    authentication_classes: list = []
-    permission_classes = [AllowAny]
-    throttle_classes: list = []
+    permission_classes = [AllowAny]  # throttled per address for strangers (ANON_THROTTLE_RATE)
 
     @extend_schema(
         summary="Service health",
-        description="Database, broker, queue depth and the oldest unfinished batch. 503 when the database is down.",
-        responses={200: OpenApiTypes.OBJECT, 503: OpenApiTypes.OBJECT},
+        description=(
+            "`status`: ok, degraded (the broker is down: posts are still stored) or down (the database is; 503). "
+            "Staff also see the database, broker, queue depth and the oldest unfinished batch. "
+            "Reports are reused for a few seconds."
+        ),
+        responses={200: HealthSerializer, 503: HealthSerializer, 429: ERROR},
         tags=["operations"],
     )
     def get(self, request: Request) -> Response:
-        report, up = health()
+        report, up = current_health(details=bool(request.user and request.user.is_staff))
         return Response(report, status=status.HTTP_200_OK if up else status.HTTP_503_SERVICE_UNAVAILABLE)

@@ -83,6 +83,9 @@ def check(record: object, now: float) -> ChatEvent:
     site = record.get("site_id")
     if isinstance(site, bool):
         raise Rejected("site_id is a boolean")
+    if isinstance(site, int) and not -(2**63) <= site < 2**64:
+        # Decision (docs/reliability.md): JSON integers past 64 bits are read as numbers, not integers.
+        raise Rejected("site_id integer beyond 64 bits")
     if isinstance(site, int):
         site = str(site)
     if not isinstance(site, str) or site == "":

@@ -1,5 +1,5 @@
-"""POST /api/events/, GET /api/batches/{id}/ and /api/health/: every status code,
-and what is (not) stored for each."""
+"""POST /api/events/ and GET /api/batches/{id}/: every status code, and what is (not)
+stored for each (/api/health/: tests/test_health.py)."""
 
 from __future__ import annotations
 
@@ -277,20 +277,6 @@ def test_future_is_judged_against_the_time_the_batch_arrived(client, app_key):
 
 
 # -- health and commands ---------------------------------------------------------------
-
-
-def test_health_reports_database_broker_and_backlog(client, app_key):
-    post(client, app_key, orjson.dumps(chat("a")))
-
-    response = client.get("/api/health/")
-
-    assert response.status_code == 200
-    report = response.json()
-    assert report["database"]["ok"] is True
-    assert report["broker"]["ok"] is True
-    assert report["status"] == "ok"
-    assert report["batches"]["unfinished"] == 1
-    assert report["batches"]["oldest_unfinished_age_seconds"] >= 0
 
 
 def test_create_app_prints_a_working_key_once(client, capsys):

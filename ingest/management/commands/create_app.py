@@ -11,10 +11,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("name")
+        parser.add_argument(
+            "--site",
+            action="append",
+            default=[],
+            metavar="SITE_ID",
+            help="a site the app may write events for (repeat it; none: any site)",
+        )
 
     def handle(self, *args: object, name: str, **options: object) -> None:
         if Application.objects.filter(name=name).exists():
             raise CommandError(f"an app named {name!r} exists already (revoke it in the admin, or pick another name)")
         app, key = create_application(name)
+        if options["site"]:
+            app.allowed_sites = "\n".join(dict.fromkeys(options["site"]))
+            app.save(update_fields=["allowed_sites"])
         self.stderr.write(f"Created app {app.name!r}. Its API key is shown once; store it now:")
         self.stdout.write(key)

@@ -1,0 +1,114 @@
+"""Limits on callers (issue 12 item 14): analysts and strangers are throttled like apps,
+admin login failures lock the address out for a while, and a cache outage never turns
+into refused requests (the throttles fail open)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+from django.conf import settings
+from django.contrib.auth.models import User
+from django.core.cache import cache
+from django.test import override_settings
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from ingest.analysts import create_analyst
+from ingest.models import RawBatch
+
+pytestmark = pytest.mark.django_db
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache() -> None:
+    cache.clear()
+
+
+def rates(**changes: str) -> override_settings:
+    merged = {**settings.REST_FRAMEWORK["DEFAULT_THROTTLE_RATES"], **changes}
+    return override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": merged})
+
+
+def token_client(token: str) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    return client
+
+
+def test_each_analyst_is_throttled_on_its_own():
+    ann, bob = token_client(create_analyst("ann")[1]), token_client(create_analyst("bob")[1])
+
+    with rates(analyst="2/min"):
+        ann_statuses = [ann.get("/api/sites/summary/").status_code for _ in range(3)]
+        bob_status = bob.get("/api/rooms/summary/").status_code
+
+    assert ann_statuses == [200, 200, 429]
+    assert bob_status == 200
+
+
+def dead_cache() -> override_settings:
+    """The cache is a Redis that is not there (nothing listens on the port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    backend = {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": f"redis://127.0.0.1:{port}/0"}
+    return override_settings(CACHES={"default": backend})
+
+
+def test_posts_and_reads_go_on_when_the_throttles_cache_is_down(app_key):
+    app = APIClient()
+    app.credentials(HTTP_AUTHORIZATION=f"Api-Key {app_key}")
+    analyst = token_client(create_analyst("ann")[1])
+    event = {"id": "a", "type": "message", "from": "v", "site_id": "s", "data": {"message": "hi"}, "timestamp": 1}
+
+    with dead_cache():
+        posted = app.post("/api/events/", orjson.dumps(event), content_type="application/json")
+        read = analyst.get("/api/sites/summary/")
+        health = APIClient().get("/api/health/")
+
+    assert posted.status_code == 202, posted.content
+    assert RawBatch.objects.count() == 1
+    assert read.status_code == 200 and health.status_code == 200
+
+
+def admin_login(client, password: str, address: str = "203.0.113.5"):
+    return client.post(reverse("admin:login"), {"username": "admin", "password": password}, REMOTE_ADDR=address)
+
+
+@override_settings(AXES_FAILURE_LIMIT=3)
+def test_admin_login_failures_lock_the_address_out(client):
+    User.objects.create_superuser("admin", password="right password")
+
+    failures = [admin_login(client, "wrong").status_code for _ in range(3)]
+    locked = admin_login(client, "right password")
+    signed_in_while_locked = "_auth_user_id" in client.session
+    other_address = admin_login(client, "right password", address="198.51.100.9")
+
+    # The form again (with its error) twice; the third failure locks. Main let an address guess forever.
+    assert failures == [200, 200, 429]
+    assert locked.status_code == 429 and not signed_in_while_locked
+    assert other_address.status_code == 302  # signed in: only the guessing address is locked
+
+
+def test_workers_get_time_limits_and_a_memory_ceiling_from_the_environment():
+    """What a worker started with this environment enforces (Celery reads these at start)."""
+    code = (
+        "from config.celery import app; import django; django.setup(); c = app.conf; "
+        "print(c.task_time_limit, c.task_soft_time_limit, c.worker_max_memory_per_child)"
+    )
+    env = {**os.environ, "TASK_TIME_LIMIT_SECONDS": "120", "WORKER_MAX_MEMORY_MB": "512"}
+    env.pop("DATABASE_URL", None)
+    configured = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, cwd=REPO)
+    default = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+
+    assert configured.stdout.split() == ["120", "90", str(512 * 1024)], configured.stderr
+    # Main had no limits at all: a stuck task held its worker child forever.
+    limit, soft, memory = map(int, default.stdout.split())
+    assert soft < limit < settings.SWITCHBOARD["PROCESSING_TIMEOUT_SECONDS"] and memory == 1024 * 1024
