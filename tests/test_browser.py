@@ -116,6 +116,7 @@ def test_an_analyst_answers_questions_from_the_admin(page, shared_data):
     page.fill("input[name=since]", "2015-04-14 16:00")
     page.fill("input[name=until]", "2015-04-14 17:00")
     page.press("input[name=until]", "Enter")
+    page.wait_for_url(re.compile(r"until="))  # the filtered list, not the one before it
     records = {}
     for line in (shared_data / "chat/small.jsonl").read_bytes().splitlines():
         record = orjson.loads(line)
@@ -159,6 +160,8 @@ def test_an_analyst_answers_questions_from_the_admin(page, shared_data):
     shot(page, "replay")
     assert Event.objects.filter(uid__startswith="deep-").count() == 3
     page.click("text=the replayed rejections")
+    page.wait_for_load_state()
+    page.locator("td.field-replay_state").first.wait_for()  # all_inner_texts() does not wait
     states = page.locator("td.field-replay_state").all_inner_texts()
     assert len(states) == 3 and all(state.startswith("accepted in batch") for state in states), states
 
