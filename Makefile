@@ -27,8 +27,11 @@ run: $(STAMP)
 	@echo "  analyst token:         ANALYST_PASSWORD=change-me $(BIN)/python manage.py create_analyst analyst"
 	@BIN=$(BIN) exec contrib/dev/run.sh
 
+# Two pytest workers by default (pytest-xdist): the suite starts real servers and
+# processes, which wait on I/O much of the time. PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= 2
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
