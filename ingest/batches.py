@@ -33,7 +33,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import connection, transaction
-from django.db.models import Count, F, Min, Q
+from django.db.models import Count, F, Field, Min, Q
 from django.utils import timezone
 
 from events.db import update_rows
@@ -67,22 +67,30 @@ def receive_batch(app: Application, body: bytes, content_type: str, content_enco
     return RawBatch(pk=batch_id, **values)
 
 
+# The columns a request gives; every other column takes its model default.
+_GIVEN = ("app_id", "source", "body", "content_type", "content_encoding", "record_count", "created_at")
+
+
 @functools.cache
-def _batch_columns() -> tuple[str, list]:
-    """The outbox insert: every column, with the model's defaults (the ORM's save costs ~10x the SQL)."""
+def _batch_insert() -> tuple[str, list[Field], list]:
+    """The outbox insert (the ORM's save costs ~10x the SQL): its SQL, the fields a request
+    gives, and the other columns' defaults, converted once (they are constants)."""
     fields = [f for f in RawBatch._meta.concrete_fields if not f.primary_key]
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    sql = f"INSERT INTO {RawBatch._meta.db_table} ({columns}) VALUES ({', '.join(['%s'] * len(fields))}) RETURNING id"
-    return sql, fields
+    given = [next(f for f in fields if f.attname == name) for name in _GIVEN]
+    others = [f for f in fields if f.attname not in _GIVEN]
+    if changing := [f.attname for f in others if (f.has_default() and callable(f.default)) or getattr(f, "auto_now", False)]:
+        raise TypeError(f"RawBatch defaults computed per row must be given by the request: {changing}")
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in given + others)
+    marks = ", ".join(["%s"] * len(fields))
+    sql = f"INSERT INTO {RawBatch._meta.db_table} ({columns}) VALUES ({marks}) RETURNING id"
+    return sql, given, [f.get_db_prep_save(f.get_default(), connection) for f in others]
 
 
 def _insert_batch(values: dict) -> int:
-    sql, fields = _batch_columns()
-    params = [
-        f.get_db_prep_save(values[f.attname] if f.attname in values else f.get_default(), connection) for f in fields
-    ]
+    sql, given, defaults = _batch_insert()
+    params = [f.get_db_prep_save(values[f.attname], connection) for f in given]
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(sql, params + defaults)
         return cursor.fetchone()[0]
 
 

@@ -6,14 +6,17 @@ the work itself (~0.9 of ~1.7 ms of CPU per single-event post). It does what the
 view would: Host validation, the cached key, the app's throttle, the body checks,
 one insert; the answers (202, 400, 413, 415, 429) are the view's, byte for byte.
 Anything else — no key, another scheme, a key that is not active, a host not
-allowed, HTTPS required — is handed to Django, so that every other answer stays
-Django's and DRF's.
+allowed, plain HTTP where HTTPS is required (Django redirects it) — is handed to
+Django, so that every other answer stays Django's and DRF's. Production mode
+(SECURE_SSL_REDIRECT behind the TLS proxy) is served here too: a request the proxy
+marks as HTTPS gets the HSTS header Django's security middleware would add.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Callable, Iterable, Mapping
 
 import orjson
@@ -85,22 +88,47 @@ def app_post(meta: Mapping[str, object], read: Callable[[int], bytes]) -> Answer
     return accept(meta, read, app)
 
 
+def is_secure(environ: Mapping[str, object]) -> bool:
+    """Django's `request.is_secure()`: the trusted proxy's header when configured and sent,
+    else the server's own scheme."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        value = environ.get(header)
+        if value is not None:
+            return str(value).split(",", 1)[0].strip() == secure_value
+    return environ.get("wsgi.url_scheme") == "https"
+
+
+def _redirected_to_https(environ: Mapping[str, object]) -> bool:
+    """Whether Django's security middleware would answer this request with a redirect to HTTPS."""
+    if not settings.SECURE_SSL_REDIRECT or is_secure(environ):
+        return False
+    return not any(re.search(pattern, PATH.lstrip("/")) for pattern in settings.SECURE_REDIRECT_EXEMPT)
+
+
 def _served_here(environ: Mapping[str, object]) -> bool:
     if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
         return False
     if str(environ.get("HTTP_AUTHORIZATION", ""))[: len(KEYWORD) + 1].lower() != KEYWORD.lower() + " ":
         return False
-    if settings.SECURE_SSL_REDIRECT or settings.USE_X_FORWARDED_HOST:
-        return False  # Django's middleware redirects to HTTPS / reads the proxy's headers
+    if settings.USE_X_FORWARDED_HOST or _redirected_to_https(environ):
+        return False  # Django's middleware reads the proxy's host header / redirects to HTTPS
     host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
     domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])
     return bool(domain) and validate_host(domain, allowed)
 
 
-def _security_headers() -> list[tuple[str, str]]:
-    """What Django's security and clickjacking middleware add to every answer."""
+def _security_headers(secure: bool) -> list[tuple[str, str]]:
+    """What Django's security and clickjacking middleware add to an answer (HSTS: over HTTPS only)."""
     headers = [("X-Frame-Options", getattr(settings, "X_FRAME_OPTIONS", "DENY"))]
+    if secure and settings.SECURE_HSTS_SECONDS:
+        hsts = f"max-age={settings.SECURE_HSTS_SECONDS}"
+        if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+            hsts += "; includeSubDomains"
+        if settings.SECURE_HSTS_PRELOAD:
+            hsts += "; preload"
+        headers.append(("Strict-Transport-Security", hsts))
     if settings.SECURE_CONTENT_TYPE_NOSNIFF:
         headers.append(("X-Content-Type-Options", "nosniff"))
     if settings.SECURE_REFERRER_POLICY:
@@ -112,7 +140,6 @@ def _security_headers() -> list[tuple[str, str]]:
 
 def wsgi(django_app: Callable) -> Callable:
     """`django_app` with app posts served before it."""
-    security = _security_headers()
 
     def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if not _served_here(environ):
@@ -135,7 +162,8 @@ def wsgi(django_app: Callable) -> Callable:
         body = orjson.dumps(data)
         start_response(
             f"{status} {REASONS.get(status, '')}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items(), *security],
+            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items(),
+             *_security_headers(is_secure(environ))],
         )
         return [body]
 

@@ -331,10 +331,13 @@ def test_a_failed_batch_shows_its_error_in_the_admin(app, client, django_user_mo
 # -- the WSGI fast path (ingest/fastpath.py) -----------------------------------------------
 
 
-def wsgi_post(body: bytes, authorization: str | None, host: str = "localhost") -> tuple[str, dict, bytes]:
+def wsgi_post(
+    body: bytes, authorization: str | None, host: str = "localhost", extra: dict | None = None, application=None
+) -> tuple[str, dict, bytes]:
     import io
 
-    from config.wsgi import application
+    if application is None:
+        from config.wsgi import application
 
     environ = {
         "REQUEST_METHOD": "POST", "PATH_INFO": "/api/events/", "SERVER_NAME": host, "SERVER_PORT": "80",
@@ -344,6 +347,7 @@ def wsgi_post(body: bytes, authorization: str | None, host: str = "localhost") -
     }  # fmt: skip
     if authorization:
         environ["HTTP_AUTHORIZATION"] = authorization
+    environ.update(extra or {})
     answer: list = []
     # As Django's test client does: the test's transaction must outlive the request.
     signals.request_started.disconnect(close_old_connections)
@@ -378,6 +382,43 @@ def test_the_wsgi_fast_path_answers_as_the_view_and_leaves_the_rest_to_django(ap
     assert wsgi_post(body, None)[0].startswith("401")
     assert wsgi_post(body, f"Api-Key {key}", host="evil.example")[0].startswith("400")  # not an allowed host
     assert RawBatch.objects.count() == 1
+
+
+def test_the_fast_path_serves_production_posts_the_tls_proxy_marks_as_https(app_and_key):
+    """Production mode redirects plain HTTP; a post the proxy marks as HTTPS is served in front
+    of Django, with the HSTS header Django's security middleware adds."""
+    from django.core.handlers.wsgi import WSGIHandler
+    from django.test import Client
+
+    from ingest.fastpath import _served_here, wsgi
+
+    _, key = app_and_key
+    body = orjson.dumps(chat("tls"))
+    https = {"HTTP_X_FORWARDED_PROTO": "https"}
+    production = {
+        "SECURE_SSL_REDIRECT": True,
+        "SECURE_PROXY_SSL_HEADER": ("HTTP_X_FORWARDED_PROTO", "https"),
+        "SECURE_HSTS_SECONDS": 31_536_000,
+        "SECURE_HSTS_INCLUDE_SUBDOMAINS": True,
+    }
+    with override_settings(**production):
+        production_app = wsgi(WSGIHandler())  # Django's middleware reads these settings when built
+        plain_status, plain_headers, _ = wsgi_post(body, f"Api-Key {key}", application=production_app)
+        status, headers, data = wsgi_post(body, f"Api-Key {key}", extra=https, application=production_app)
+        django_answer = Client().post(
+            "/api/events/", body, content_type="application/json", HTTP_AUTHORIZATION=f"Api-Key {key}", **https
+        )
+        environ = {"REQUEST_METHOD": "POST", "PATH_INFO": "/api/events/", "HTTP_HOST": "localhost",
+                   "HTTP_AUTHORIZATION": f"Api-Key {key}", "wsgi.url_scheme": "http"}  # fmt: skip
+        assert _served_here({**environ, **https}) and not _served_here(environ)
+        assert not _served_here({**environ, "HTTP_X_FORWARDED_PROTO": "http"})
+    assert plain_status.startswith("301") and plain_headers["Location"] == "https://localhost/api/events/"
+    assert status == "202 Accepted" and orjson.loads(data)["records"] == 1
+    assert headers["Strict-Transport-Security"] == "max-age=31536000; includeSubDomains"
+    assert django_answer.status_code == 202
+    assert django_answer.headers["Strict-Transport-Security"] == headers["Strict-Transport-Security"]
+    assert RawBatch.objects.count() == 2  # the fast path's and Django's; the redirected post stored nothing
+    assert "Strict-Transport-Security" not in wsgi_post(body, f"Api-Key {key}")[1]  # plain HTTP, embedded mode
 
 
 def test_the_app_throttle_counts_in_batches_yet_lets_exactly_the_rate_through_one_process(app):
