@@ -12,11 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, IntegrityError, connection, transaction
 from django.utils import timezone
 
-from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
-from events.models import Site, Stanza
+from events.db import chunked, copy_text, insert_ignoring_conflicts, is_postgresql
+from events.models import Event, Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, rejected
@@ -45,37 +45,68 @@ def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
     )  # fmt: skip
 
 
-def _insert_events_copy(rows: Sequence[tuple]) -> list[tuple]:
-    """PostgreSQL bulk path: COPY into a temporary table, then one set-based insert."""
+def _copy_buffer(rows: Sequence[tuple]) -> io.StringIO:
     buffer = io.StringIO()
     buffer.writelines("\t".join(map(copy_text, row)) + "\n" for row in rows)
     buffer.seek(0)
+    return buffer
+
+
+def _copy_new_events(rows: Sequence[tuple]) -> set[str] | None:
+    """PostgreSQL bulk path: COPY the rows whose ids are not stored yet straight into the
+    table (written a page at a time, without INSERT's speculative insertion per row); None
+    if another writer stored one of them meanwhile (the unique index refuses the COPY), for
+    the caller to insert ON CONFLICT instead."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [[row[0] for row in rows]])
+        stored = {uid for (uid,) in cursor.fetchall()}
+        new = [row for row in rows if row[0] not in stored]
+        if not new:
+            return set()
+        columns = ", ".join(EVENT_COLUMNS)
+        try:
+            with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
+                cursor.cursor.copy_expert(f"COPY events_event ({columns}) FROM STDIN", _copy_buffer(new))
+        except IntegrityError:
+            return None
+    return {row[0] for row in new}
+
+
+def _insert_events_staged(rows: Sequence[tuple]) -> set[str]:
+    """COPY into a temporary table, then one set-based insert that skips stored ids."""
     columns = ", ".join(EVENT_COLUMNS)
     with connection.cursor() as cursor:
         cursor.execute(
             f"CREATE TEMPORARY TABLE IF NOT EXISTS event_staging ON COMMIT DELETE ROWS"
             f" AS SELECT {columns} FROM events_event WITH NO DATA"
         )
-        cursor.cursor.copy_expert(f"COPY event_staging ({columns}) FROM STDIN", buffer)
+        cursor.cursor.copy_expert(f"COPY event_staging ({columns}) FROM STDIN", _copy_buffer(rows))
         cursor.execute(
             f"INSERT INTO events_event ({columns}) SELECT {columns} FROM event_staging"
-            " ON CONFLICT (uid) DO NOTHING RETURNING uid, id"
+            " ON CONFLICT (uid) DO NOTHING RETURNING uid"
         )
-        inserted = cursor.fetchall()
+        inserted = {uid for (uid,) in cursor.fetchall()}
         cursor.execute("TRUNCATE event_staging")
     return inserted
 
 
-def insert_events(rows: Sequence[tuple]) -> dict[str, int]:
-    """Insert event rows; return uid -> id of those that were not already stored."""
+def insert_events(rows: Sequence[tuple]) -> set[str]:
+    """Insert event rows (in the order given); return the uids of those not already stored."""
     if is_postgresql() and len(rows) >= COPY_THRESHOLD:
-        inserted = _insert_events_copy(rows)
-    else:
-        inserted = insert_ignoring_conflicts("events_event", EVENT_COLUMNS, rows, "uid", "uid, id")
-    return dict(inserted)
+        new = _copy_new_events(rows)
+        return _insert_events_staged(rows) if new is None else new
+    return {uid for (uid,) in insert_ignoring_conflicts("events_event", EVENT_COLUMNS, rows, "uid", "uid")}
 
 
-def insert_events_isolating(rows: Sequence[tuple]) -> tuple[dict[str, int], list[tuple[tuple, str]]]:
+def event_ids(uids: Sequence[str]) -> dict[str, int]:
+    """uid -> id of stored events."""
+    ids: dict[str, int] = {}
+    for part in chunked(uids, 1000):
+        ids.update(Event.objects.filter(uid__in=part).values_list("uid", "id"))
+    return ids
+
+
+def insert_events_isolating(rows: Sequence[tuple]) -> tuple[set[str], list[tuple[tuple, str]]]:
     """Like `insert_events`, but a row the database refuses (a constraint, a trigger, a value
     it cannot hold) is set aside with the database's message instead of failing the others.
 
@@ -87,13 +118,13 @@ def insert_events_isolating(rows: Sequence[tuple]) -> tuple[dict[str, int], list
             return insert_events(rows), []
     except DatabaseError as error:
         if len(rows) == 1:
-            return {}, [(rows[0], str(error).strip().splitlines()[0] if str(error).strip() else repr(error))]
+            return set(), [(rows[0], str(error).strip().splitlines()[0] if str(error).strip() else repr(error))]
         if not connection.is_usable():
             raise
     middle = len(rows) // 2
     left, left_refused = insert_events_isolating(rows[:middle])
     right, right_refused = insert_events_isolating(rows[middle:])
-    return {**left, **right}, left_refused + right_refused
+    return left | right, left_refused + right_refused
 
 
 def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: bool = False) -> list[StoreResult]:
@@ -114,17 +145,17 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     sites = sorted({event.site for _, (_, _, event) in ordered})
     Site.objects.bulk_create([Site(code=code) for code in sites], ignore_conflicts=True, batch_size=1000)
     rows = [_event_row(event, items[index][0].pk, line) for _, (index, line, event) in ordered]
-    new_ids, refused = insert_events_isolating(rows) if rows else ({}, [])
+    new_uids, refused = insert_events_isolating(rows) if rows else (set(), [])
     refused_uids = {row[0]: reason for row, reason in refused}
     accepted = [0] * len(items)
     new_events = []
     for uid, (index, _, event) in ordered:
-        if uid in new_ids:
+        if uid in new_uids:
             accepted[index] += 1
             new_events.append(event)
-    Stanza.objects.bulk_create(
-        [Stanza(event_id=new_ids[e.uid], **e.detail) for e in new_events if e.detail], batch_size=1000
-    )
+    if details := [e for e in new_events if e.detail]:
+        ids = event_ids([e.uid for e in details])
+        Stanza.objects.bulk_create([Stanza(event_id=ids[e.uid], **e.detail) for e in details], batch_size=1000)
     results = []
     rejections = []
     for index, (batch, chunk) in enumerate(items):

@@ -17,7 +17,7 @@ from django.conf import settings
 from django.core import signals
 from django.core.management import call_command
 from django.core.management.base import CommandError
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.test import override_settings
 from rest_framework.test import APIClient
 
@@ -193,6 +193,103 @@ def test_a_record_the_database_refuses_is_rejected_alone(app):
     assert "poisoned record refused" in rejection.reason
     assert orjson.loads(rejection.raw)["note"] == "poison"
     assert sorted(Event.objects.values_list("uid", flat=True)) == ["a", "b", "c", "d"]
+
+
+def test_a_large_group_copies_its_new_events_once_and_isolates_a_refused_one(app):
+    """Groups of COPY_THRESHOLD events and more are copied (PostgreSQL: straight into the table,
+    after reading which ids are stored); a stored id is a duplicate, a refused record is
+    rejected alone and its neighbours stored, on both databases."""
+    from ingest.store import COPY_THRESHOLD
+
+    poison_events_trigger()
+    post(app, chat("l-0005"))
+    drain()
+    records = [chat(f"l-{i:04d}") for i in range(COPY_THRESHOLD + 100)]
+    records[1000] = {**chat("poison-l"), "note": "poison"}
+    big = post(app, *records)
+
+    assert drain().done == 1
+
+    stored = RawBatch.objects.get(pk=big.pk)
+    assert (stored.status, stored.accepted, stored.duplicates, stored.rejected) == ("done", len(records) - 2, 1, 1)
+    assert "poisoned record refused" in Rejection.objects.get(batch=big).reason
+    assert Event.objects.count() == len(records) - 1
+    assert Event.objects.get(uid="l-0005").batch_id != big.pk
+    row = next(r for r in summary_rows() if r.site_id == "s1")
+    assert (row.messages + row.emails, row.visitors) == (len(records) - 1, 1)
+    drop_trigger("refuse_poison", "events_event")
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_id_another_writer_stores_while_a_large_group_is_copied_counts_once():
+    """Between reading which ids are stored and copying the rest, another writer stores one of
+    them: the unique index refuses the copy, the group is inserted skipping stored ids instead
+    (PostgreSQL; SQLite's writers take turns), and every id counts once."""
+    import threading
+
+    from ingest.store import COPY_THRESHOLD
+
+    app, _ = create_application("copy-race")
+    if connection.vendor == "postgresql":  # the fallback's temporary table, if an earlier test made it
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS pg_temp.event_staging")
+    process_batch(post(app, chat("early")).pk)  # the site exists, committed
+    big = post(app, *(chat(f"race-{i:04d}") for i in range(COPY_THRESHOLD + 100)))
+    small = post(app, chat("race-0017"))
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT 0")
+        copier = cursor.fetchone()[0]
+    holding = threading.Event()
+
+    def other_writer() -> None:
+        try:
+            with transaction.atomic():
+                process_batch(small.pk)  # stored, not yet committed
+                holding.set()
+                deadline = time.monotonic() + 20
+                while connection.vendor == "postgresql" and time.monotonic() < deadline:
+                    with connection.cursor() as cursor:  # until the copy waits for this transaction
+                        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", [copier])
+                        if cursor.fetchone()[0]:
+                            break
+                    time.sleep(0.02)
+                else:
+                    time.sleep(0.3)
+        finally:
+            connection.close()
+
+    writer = threading.Thread(target=other_writer)
+    writer.start()
+    try:
+        assert holding.wait(20)
+        assert process_batch(big.pk).status == "done"
+    finally:
+        writer.join()
+
+    done = {b.pk: b for b in RawBatch.objects.filter(pk__in=[big.pk, small.pk])}
+    assert (done[small.pk].accepted, done[small.pk].duplicates) == (1, 0)
+    assert (done[big.pk].accepted, done[big.pk].duplicates) == (COPY_THRESHOLD + 99, 1)
+    assert Event.objects.count() == COPY_THRESHOLD + 101
+    row = next(r for r in summary_rows() if r.site_id == "s1")
+    assert (row.messages + row.emails, row.visitors) == (COPY_THRESHOLD + 101, 1)
+    if connection.vendor == "postgresql":  # the copy was refused and the group inserted instead
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT to_regclass('pg_temp.event_staging') IS NOT NULL")
+            assert cursor.fetchone()[0]
+
+
+def test_events_keep_their_sites_without_a_database_constraint(app):
+    """Event.site has no database constraint (its check cost a lookup per event): every writer
+    inserts the sites first, and a site with events cannot be deleted (Django's PROTECT)."""
+    from django.db.models import ProtectedError
+
+    from events.models import Site
+
+    post(app, chat("a", site="new-site"), chat("b", site="s9", kind="status", actor="op"))
+    drain()
+    assert set(Event.objects.values_list("site_id", flat=True)) <= set(Site.objects.values_list("code", flat=True))
+    with pytest.raises(ProtectedError):
+        Site.objects.get(code="new-site").delete()
 
 
 def test_a_batch_that_keeps_failing_is_isolated_ends_failed_and_can_be_retried(app_and_key, capsys):
