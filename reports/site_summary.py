@@ -224,23 +224,50 @@ DOUBLE = "CAST(%s AS DOUBLE PRECISION)"
 LATEST = sys.float_info.max  # an upper time bound for open windows that indexes can seek to (ts is finite)
 
 
+SPAN_READ_GAP = 3600.0  # seconds between a site's new messages beyond which their spans are read apart
+
+
+def _message_ranges(times_by_site: dict[str, list[float]]) -> list[tuple[str, float, float]]:
+    """(site, first, last) stretches covering each site's sorted message times, split where
+    SPAN_READ_GAP passes without one: a late message does not make a whole history be read."""
+    ranges = []
+    for site_id, times in times_by_site.items():
+        first = last = times[0]
+        for ts in times:
+            if ts - last > SPAN_READ_GAP:
+                ranges.append((site_id, first, last))
+                first = ts
+            last = ts
+        ranges.append((site_id, first, last))
+    return ranges
+
+
 def _chats_among(messages: Sequence[tuple[str, float]]) -> Counter[str]:
     """Per site, how many of these (site, ts) messages fall in a stored span.
 
-    Spans are disjoint, so only the last span starting at or before a message
-    can hold it: one index probe per message.
+    One statement reads the stored spans that can hold them (per stretch of a
+    site's messages: the last span starting before it and those starting in it);
+    the messages are then counted against them here, in one merge pass per site.
     """
-    rows = _values_query(
-        'SELECT v.site, COUNT(*) FROM v WHERE (SELECT CASE WHEN s."end" IS NULL OR s."end" > v.ts THEN 1'
-        " ELSE 0 END FROM reports_onlinespan s WHERE s.site_id = v.site AND s.start <= v.ts"
-        " ORDER BY s.start DESC LIMIT 1) = 1 GROUP BY v.site",
-        "site, ts",
-        messages,
-        f"(%s, {DOUBLE})",
-    )
+    times_by_site: dict[str, list[float]] = {}
+    for site_id, ts in messages:
+        times_by_site.setdefault(site_id, []).append(ts)
+    for times in times_by_site.values():
+        times.sort()
+    spans: dict[str, set[Span]] = {}
+    for site_id, start, end in _values_query(
+        'SELECT v.site, s.start, s."end" FROM v JOIN reports_onlinespan s ON s.site_id = v.site'
+        " AND s.start >= COALESCE((SELECT MAX(x.start) FROM reports_onlinespan x"
+        " WHERE x.site_id = v.site AND x.start <= v.lo), v.lo) AND s.start <= v.hi",
+        "site, lo, hi",
+        _message_ranges(times_by_site),
+        f"(%s, {DOUBLE}, {DOUBLE})",
+    ):
+        spans.setdefault(site_id, set()).add((start, math.inf if end is None else end))
     chats: Counter[str] = Counter()
-    for site_id, count in rows:  # a site may come back once per statement
-        chats[site_id] += count
+    for site_id, times in times_by_site.items():
+        if site_id in spans:
+            chats[site_id] = count_chats(times, sorted(spans[site_id]))[0]
     return chats
 
 

@@ -82,6 +82,8 @@ def test_the_worker_path_gives_the_expected_files_in_large_shuffled_batches(shar
     """Real data in worker-sized batches: many sites and messages per batch, so the
     set-based lookups span several statements (`statement_rows`)."""
     monkeypatch.setattr(site_summary, "VALUES_PER_QUERY", statement_rows)
+    # Stored spans are read per stretch of a site's messages: short stretches split them often.
+    monkeypatch.setattr(site_summary, "SPAN_READ_GAP", 60.0 if statement_rows == 7 else 3600.0)
     lines = (shared_data / "chat" / f"{name}.jsonl").read_bytes().splitlines()
     random.Random(statement_rows).shuffle(lines)
     for start in range(0, len(lines), 1000):
@@ -197,6 +199,7 @@ def test_any_arrival_order_gives_the_oracles_summary(mode, arrival, data, monkey
     # Lookups are split into statements of a few rows, so that results spread
     # over several statements are merged right (the real size is a few hundred).
     monkeypatch.setattr(site_summary, "VALUES_PER_QUERY", 3)
+    monkeypatch.setattr(site_summary, "SPAN_READ_GAP", 0.75)  # stretches of messages split at gaps of 1
     events, invalid, batches = arrival
     want = chat_oracle.summary_lines(chat_oracle.read_values(events, time.time()).accepted)
     sent_valid = sum(1 for batch in batches for record in batch if record not in invalid)
