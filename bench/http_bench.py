@@ -235,12 +235,29 @@ class Stack:
                 raise SystemExit(f"gunicorn exited; see {self.logdir / 'web.log'}")
             try:
                 if self.get("/api/health/")[0] in (200, 503):
-                    return
+                    break
             except OSError:
                 pass
             if time.monotonic() > deadline:
                 raise SystemExit("gunicorn did not answer within 60 s")
             time.sleep(0.2)
+        self.wait_web_booted(workers)
+
+    def wait_web_booted(self, workers: int | None, timeout: float = 60) -> None:
+        """Until every gunicorn worker has imported the application (its CPU use settles):
+        one worker answers first, and the others' boot (~1 s of CPU each) would otherwise
+        be measured as serving cost and compete with the first requests."""
+        expected = workers or 2 * (os.cpu_count() or 1) + 1
+        deadline = time.monotonic() + timeout
+        last = -1
+        while time.monotonic() < deadline:
+            children = [int(pid) for pid in Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children").read_text().split()]
+            busy = sum(proc_ticks(pid) for pid in children)
+            if len(children) >= expected and 0 <= busy - last < TICKS // 20:  # < 50 ms of CPU in 0.5 s
+                return
+            last = busy
+            time.sleep(0.5)
+        raise SystemExit(f"gunicorn's workers were still starting after {timeout:.0f} s")
 
     def start_worker(self, concurrency: int) -> None:
         self.worker = self._spawn(

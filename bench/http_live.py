@@ -110,7 +110,7 @@ def main(mode: str, argv: list[str]) -> None:
         elif mode == "burst":
             report += burst_mode(args, stack, poller, groups, auth, token, workdir)
         else:
-            report += drain_mode(args, stack, poller, dsn, auth, token, workdir)
+            report += drain_mode(args, stack, poller, dsn, auth, token, workdir, groups.postmaster)
     finally:
         stack.stop()
     text = "\n".join(report)
@@ -224,7 +224,7 @@ def burst_mode(args, stack, poller, groups, auth, token, workdir) -> list[str]:
     ]
 
 
-def drain_mode(args, stack, poller, dsn, auth, token, workdir) -> list[str]:
+def drain_mode(args, stack, poller, dsn, auth, token, workdir, postmaster) -> list[str]:
     """One-event batches (statuses mixed in), then 1,000-event batches, each posted with the worker stopped."""
     singles = live_events(args.single, args.seed, time.time(), 1000)
     batch_lines = generate_lines(args.batches * args.batch_size, workdir, args.seed)
@@ -235,6 +235,7 @@ def drain_mode(args, stack, poller, dsn, auth, token, workdir) -> list[str]:
         " | events/s | summary exact |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    cpu_rows = []
     kinds = [
         ("one event per batch (1 status per 10 messages, 50 sites)", singles, posts(singles), auth),
         (f"{args.batch_size:,} events per batch (bench/gen_chat.py, 250 sites)", batch_lines,
@@ -249,8 +250,11 @@ def drain_mode(args, stack, poller, dsn, auth, token, workdir) -> list[str]:
         assert load.statuses() == {202: len(jobs)}, load.statuses()
         stack.start_worker(args.worker_concurrency)
         start = time.perf_counter()
+        groups = CpuGroups(stack.sessions(), args.db, postmaster)
+        before = groups.snapshot()
         wait_done(poller)
         done = time.perf_counter() - start
+        cpu_rows.append(cpu_row(name.split(" (")[0], done, cpu_used(before, groups.snapshot())))
         exact = measure_freshness(stack, poller, token, expected, start, 60)
         stats = batch_stats(dsn, load.batch_ids())
         stack.stop_worker()
@@ -259,4 +263,10 @@ def drain_mode(args, stack, poller, dsn, auth, token, workdir) -> list[str]:
             f"| {stats.batches / stats.span:,.0f} | {stats.records / stats.span:,.0f} "
             f"| yes ({exact.fresh_after:.2f} s) |"
         )
-    return rows
+    return rows + [
+        "",
+        "| CPU core-seconds, worker start -> all done | wall s | client | gunicorn | worker | postgres"
+        " | everything else | machine busy |",
+        "|---|---|---|---|---|---|---|---|",
+        *cpu_rows,
+    ]
