@@ -251,7 +251,8 @@ class Stack:
         deadline = time.monotonic() + timeout
         last = -1
         while time.monotonic() < deadline:
-            children = [int(pid) for pid in Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children").read_text().split()]
+            children_file = Path(f"/proc/{self.web.pid}/task/{self.web.pid}/children")
+            children = [int(pid) for pid in children_file.read_text().split()]
             busy = sum(proc_ticks(pid) for pid in children)
             if len(children) >= expected and 0 <= busy - last < TICKS // 20:  # < 50 ms of CPU in 0.5 s
                 return

@@ -38,9 +38,7 @@ class Event(models.Model):
     # transaction, and Django's PROTECT keeps a site with events from being deleted; the
     # constraint's check, one lookup and row lock per stored event at commit, was a third
     # of the time to store a group of events.
-    site = models.ForeignKey(
-        Site, on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False
-    )
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="events", db_index=False, db_constraint=False)
     # xmpp `room_id` or interaction `session_id`; empty for chat.
     session = models.CharField(max_length=255, blank=True, default="")
     # chat `from` or xmpp `nick`; empty for interactions.

@@ -78,8 +78,8 @@ def _batch_insert() -> tuple[str, list[Field], list]:
     fields = [f for f in RawBatch._meta.concrete_fields if not f.primary_key]
     given = [next(f for f in fields if f.attname == name) for name in _GIVEN]
     others = [f for f in fields if f.attname not in _GIVEN]
-    if changing := [f.attname for f in others if (f.has_default() and callable(f.default)) or getattr(f, "auto_now", False)]:
-        raise TypeError(f"RawBatch defaults computed per row must be given by the request: {changing}")
+    if per_row := [f.attname for f in others if f.has_default() and callable(f.default)]:
+        raise TypeError(f"RawBatch defaults computed per row must be given by the request: {per_row}")
     columns = ", ".join(connection.ops.quote_name(f.column) for f in given + others)
     marks = ", ".join(["%s"] * len(fields))
     sql = f"INSERT INTO {RawBatch._meta.db_table} ({columns}) VALUES ({marks}) RETURNING id"

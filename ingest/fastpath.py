@@ -162,8 +162,12 @@ def wsgi(django_app: Callable) -> Callable:
         body = orjson.dumps(data)
         start_response(
             f"{status} {REASONS.get(status, '')}",
-            [("Content-Type", "application/json"), ("Content-Length", str(len(body))), *headers.items(),
-             *_security_headers(is_secure(environ))],
+            [
+                ("Content-Type", "application/json"),
+                ("Content-Length", str(len(body))),
+                *headers.items(),
+                *_security_headers(is_secure(environ)),
+            ],
         )
         return [body]
 
