@@ -45,34 +45,45 @@ def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
     )  # fmt: skip
 
 
-def _copy_buffer(rows: Sequence[tuple]) -> io.StringIO:
-    buffer = io.StringIO()
-    buffer.writelines("\t".join(map(copy_text, row)) + "\n" for row in rows)
-    buffer.seek(0)
-    return buffer
+COPY_ATTEMPTS = 3  # straight COPYs of a group's new events before it is inserted ON CONFLICT instead
+UNIQUE_VIOLATION = "23505"
 
 
-def _copy_new_events(rows: Sequence[tuple]) -> set[str] | None:
+def _copy_lines(rows: Sequence[tuple]) -> list[str]:
+    return ["\t".join(map(copy_text, row)) + "\n" for row in rows]
+
+
+def _copy_new_events(rows: Sequence[tuple], lines: Sequence[str]) -> set[str] | None:
     """PostgreSQL bulk path: COPY the rows whose ids are not stored yet straight into the
-    table (written a page at a time, without INSERT's speculative insertion per row); None
-    if another writer stored one of them meanwhile (the unique index refuses the COPY), for
-    the caller to insert ON CONFLICT instead."""
+    table (written a page at a time, without INSERT's speculative insertion per row).
+
+    If another writer stores one of them meanwhile, the unique index makes the COPY wait
+    for that writer and refuses it once the writer commits: the stored ids are read again
+    (now including the writer's) and the rest copied again, up to COPY_ATTEMPTS times;
+    then None, for the caller to insert ON CONFLICT instead.
+    """
+    uids = [row[0] for row in rows]
+    copy = f"COPY events_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
     with connection.cursor() as cursor:
-        cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [[row[0] for row in rows]])
-        stored = {uid for (uid,) in cursor.fetchall()}
-        new = [row for row in rows if row[0] not in stored]
-        if not new:
-            return set()
-        columns = ", ".join(EVENT_COLUMNS)
-        try:
-            with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
-                cursor.cursor.copy_expert(f"COPY events_event ({columns}) FROM STDIN", _copy_buffer(new))
-        except IntegrityError:
-            return None
-    return {row[0] for row in new}
+        for attempt in range(1, COPY_ATTEMPTS + 1):
+            cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [uids])
+            stored = {uid for (uid,) in cursor.fetchall()}
+            new = [i for i, uid in enumerate(uids) if uid not in stored]
+            if not new:
+                return set()
+            try:
+                with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
+                    cursor.cursor.copy_expert(copy, io.StringIO("".join([lines[i] for i in new])))
+            except IntegrityError as error:
+                if getattr(error.__cause__, "pgcode", None) != UNIQUE_VIOLATION:
+                    raise  # a record the database refuses: the caller isolates it
+                logger.debug("COPY %d of %d events met an id another writer stored", attempt, len(new))
+                continue
+            return {uids[i] for i in new}
+    return None
 
 
-def _insert_events_staged(rows: Sequence[tuple]) -> set[str]:
+def _insert_events_staged(lines: Sequence[str]) -> set[str]:
     """COPY into a temporary table, then one set-based insert that skips stored ids."""
     columns = ", ".join(EVENT_COLUMNS)
     with connection.cursor() as cursor:
@@ -80,7 +91,7 @@ def _insert_events_staged(rows: Sequence[tuple]) -> set[str]:
             f"CREATE TEMPORARY TABLE IF NOT EXISTS event_staging ON COMMIT DELETE ROWS"
             f" AS SELECT {columns} FROM events_event WITH NO DATA"
         )
-        cursor.cursor.copy_expert(f"COPY event_staging ({columns}) FROM STDIN", _copy_buffer(rows))
+        cursor.cursor.copy_expert(f"COPY event_staging ({columns}) FROM STDIN", io.StringIO("".join(lines)))
         cursor.execute(
             f"INSERT INTO events_event ({columns}) SELECT {columns} FROM event_staging"
             " ON CONFLICT (uid) DO NOTHING RETURNING uid"
@@ -93,8 +104,9 @@ def _insert_events_staged(rows: Sequence[tuple]) -> set[str]:
 def insert_events(rows: Sequence[tuple]) -> set[str]:
     """Insert event rows (in the order given); return the uids of those not already stored."""
     if is_postgresql() and len(rows) >= COPY_THRESHOLD:
-        new = _copy_new_events(rows)
-        return _insert_events_staged(rows) if new is None else new
+        lines = _copy_lines(rows)  # built once for every attempt
+        new = _copy_new_events(rows, lines)
+        return _insert_events_staged(lines) if new is None else new
     return {uid for (uid,) in insert_ignoring_conflicts("events_event", EVENT_COLUMNS, rows, "uid", "uid")}
 
 
