@@ -120,9 +120,13 @@ def nesting_depth(value: object) -> int:
     return deepest
 
 
-def too_deep(raw: bytes, value: object) -> str | None:
-    """Why a record nests too deeply to be stored and read back (Django decodes JSON recursively)."""
-    limit = settings.SWITCHBOARD["MAX_NESTING"]
+def too_deep(raw: bytes, value: object, limit: int | None = None) -> str | None:
+    """Why a record nests too deeply to be stored and read back (Django decodes JSON recursively).
+
+    `limit` defaults to MAX_NESTING (loops pass it: reading a setting costs more than the check).
+    """
+    if limit is None:
+        limit = settings.SWITCHBOARD["MAX_NESTING"]
     # Only a record with more brackets than the limit can exceed it: most are never walked.
     if raw.count(b"[") + raw.count(b"{") > limit and nesting_depth(value) > limit:
         return f"arrays and objects nest deeper than {limit} levels"
@@ -134,6 +138,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
     limits = settings.SWITCHBOARD
     max_record = limits["MAX_RECORD_BYTES"]
     tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
+    max_nesting = limits["MAX_NESTING"]
     events, reject = chunk.events, chunk.reject
     for line, raw, end in records:
         if not chunk.first_line:
@@ -152,7 +157,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             continue
         try:
             value = orjson.loads(raw)
-            if reason := too_deep(raw, value):
+            if reason := too_deep(raw, value, max_nesting):
                 raise Invalid(reason)
             event = normalize(value, now, tolerance)
         except orjson.JSONDecodeError as error:

@@ -25,6 +25,10 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
     event_counts.add_new_events(new_events)
 
 
-def rebuild_stale() -> int:
-    """Rebuild every stale site and room; returns how many summaries were rebuilt."""
-    return site_summary.rebuild_stale_sites() + room_summary.rebuild_stale_rooms()
+def rebuild_stale(*, bulk: bool = False) -> int:
+    """Rebuild every stale site and room; returns how many summaries were rebuilt.
+
+    `bulk`: after an import that dominated the event table (its indexes were deferred),
+    when most of what the rebuild adds is new (`site_summary.rebuild_sites`).
+    """
+    return site_summary.rebuild_stale_sites(bulk=bulk) + room_summary.rebuild_stale_rooms()
