@@ -16,10 +16,12 @@ import os
 import re
 import signal
 import time
-from collections import deque
+from array import array
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from multiprocessing import get_context
 from typing import NamedTuple, TypeVar
 
@@ -33,7 +35,7 @@ from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
-from reports import maintenance
+from reports import event_counts, maintenance
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
@@ -74,12 +76,15 @@ class Prepared:
     events: int  # valid records, duplicates within the chunk included
     uids: list[str]  # distinct, sorted
     copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
+    ends: array = field(default_factory=lambda: array("Q"))  # PostgreSQL: where each row's text ends in `copy`
     # PostgreSQL: the columns of each row but its text and line, in `uids` order;
     # elsewhere the rows themselves.
     rows: list[tuple] = field(default_factory=list)
     rejections: list[RejectedRecord] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     details: dict[str, dict] = field(default_factory=dict)  # uid -> its family's detail row (xmpp stanza)
+    # The events per (hour, family, site) for the dashboard's rollup (`event_counts.tally`).
+    counts: Counter[tuple[int, str, str]] = field(default_factory=Counter)
 
 
 @dataclass(slots=True)
@@ -90,17 +95,23 @@ class Stored:
     batch: RawBatch
 
 
+ONLINE_TEXT = {None: "\\N", True: "t", False: "f"}
+TABS_PER_LINE = len(COLUMNS) - 1
+
+
 def _copy_line(event: NormalizedEvent, line: int) -> str:
     """One row in COPY text format; fields are escaped only when they need it (rarely)."""
-    texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
-    joined = "".join(texts)
-    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-        texts = tuple(map(copy_text, texts))
     raw = event.payload_json.decode()  # type: ignore[union-attr]  # always set by validation
-    if "\\" in raw or "\t" in raw or "\r" in raw or "\n" in raw:
-        raw = copy_text(raw)
-    online = "\\N" if event.online is None else ("t" if event.online else "f")
-    return "\t".join(texts) + f"\t{event.ts!r}\t{online}\t{raw}\t{line}\n"
+    text = (
+        f"{event.uid}\t{event.family}\t{event.kind}\t{event.category}\t{event.site}\t{event.session}"
+        f"\t{event.actor}\t{event.ts!r}\t{ONLINE_TEXT[event.online]}\t{raw}\t{line}\n"
+    )
+    # No field held a tab, newline, carriage return or backslash: nothing to escape.
+    if "\\" not in text and "\r" not in text and text.count("\t") == TABS_PER_LINE and text.count("\n") == 1:
+        return text
+    texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
+    online = ONLINE_TEXT[event.online]
+    return "\t".join(map(copy_text, texts)) + f"\t{event.ts!r}\t{online}\t{copy_text(raw)}\t{line}\n"
 
 
 def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool = False) -> Prepared:
@@ -125,10 +136,12 @@ def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool 
         rejections=chunk.rejections,
         sites=sorted({event.site for _, event in first.values()}),
         details={uid: event.detail for uid, (_, event) in first.items() if event.detail},
+        counts=event_counts.tally(event for _, event in first.values()),
     )
     if postgresql:
         kept = [first[uid] for uid in uids]
-        prepared.copy = "".join([_copy_line(event, line) for line, event in kept]).encode()
+        lines = [_copy_line(event, line).encode() for line, event in kept]
+        prepared.copy, prepared.ends = b"".join(lines), array("Q", accumulate(map(len, lines)))
         prepared.rows = [
             (e.uid, e.family, e.kind, e.category, e.site, e.session, e.actor, e.ts, e.online) for _, e in kept
         ]
@@ -180,7 +193,7 @@ def prepared_chunks(
                 collect()
 
 
-FULL_COLLECTION_EVERY = 16  # chunks; the others collect the young generations only
+COLLECT_EVERY = 8  # chunks
 
 
 @contextlib.contextmanager
@@ -190,15 +203,16 @@ def collector_paused() -> Iterator[Callable[[], None]]:
     A chunk allocates ~10 objects per record (framed lines, decoded records, events, rows)
     that all live until the chunk is done, so the collector's automatic passes, triggered
     by allocations, walk them again and again: half of the validation time. Records make
-    no reference cycles (reference counting frees them); the one collection per chunk
-    (`collect`) frees whatever else did, so memory stays bounded.
+    no reference cycles (reference counting frees them); a collection every few chunks
+    (`collect`, called once per chunk) frees whatever else did, so memory stays bounded.
     """
     count = 0
 
     def collect() -> None:
         nonlocal count
         count += 1
-        gc.collect(2 if count % FULL_COLLECTION_EVERY == 0 else 1)
+        if count % COLLECT_EVERY == 0:
+            gc.collect()
 
     was_enabled = gc.isenabled()
     gc.disable()
@@ -209,12 +223,16 @@ def collector_paused() -> Iterator[Callable[[], None]]:
             gc.enable()
 
 
+_prepared_here = 0  # chunks this worker process prepared
+
+
 def _prepare_collected(records: list[RawRecord], now: float, postgresql: bool, array: bool) -> Prepared:
-    with collector_paused() as collect:
-        try:
-            return prepare(records, now, postgresql, array)
-        finally:
-            collect()
+    """`prepare` in a worker process, whose collector is paused (`collector_paused`)."""
+    global _prepared_here  # noqa: PLW0603 - per worker process
+    _prepared_here += 1
+    if _prepared_here % COLLECT_EVERY == 0:
+        gc.collect()
+    return prepare(records, now, postgresql, array)
 
 
 def _start_worker(parent: int) -> None:
@@ -226,6 +244,7 @@ def _start_worker(parent: int) -> None:
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
     gc.freeze()
+    gc.disable()  # for the worker's lifetime: `_prepare_collected` collects every few chunks
 
 
 # -- storing -----------------------------------------------------------------------
@@ -249,12 +268,12 @@ def store(
         status=RawBatch.Status.DONE,
         processed_at=timezone.now(),
     )
-    Site.objects.bulk_create([Site(code=code) for code in prepared.sites], ignore_conflicts=True, batch_size=1000)
+    _add_sites(prepared.sites)
     new, refused = _insert_isolating(prepared, batch.pk, seen)
     Stanza.objects.bulk_create(
         [Stanza(event_id=e.id, **prepared.details[e.uid]) for e in new if e.uid in prepared.details], batch_size=1000
     )
-    maintenance.events_stored(new, defer=True)
+    maintenance.events_stored(new, defer=True, counts=_counts_of(prepared, new))
     rejections = prepared.rejections + refused
     Rejection.objects.bulk_create(
         [Rejection.from_record(batch, r) for r in rejections],
@@ -266,6 +285,39 @@ def store(
     return result
 
 
+def _add_sites(codes: list[str]) -> None:
+    """Create the sites not there yet (a chunk names most of a file's sites, every time)."""
+    if not is_postgresql():
+        Site.objects.bulk_create([Site(code=code) for code in codes], ignore_conflicts=True, batch_size=1000)
+        return
+    with connection.cursor() as cursor:  # one statement, no model instances
+        cursor.execute(
+            "INSERT INTO events_site (code, first_seen) SELECT code, now() FROM unnest(%s::text[]) AS code"
+            " ON CONFLICT (code) DO NOTHING",
+            [codes],
+        )
+
+
+def _counts_of(prepared: Prepared, new: list[StoredEvent]) -> Counter[tuple[int, str, str]]:
+    """The rollup counts of the new events: the chunk's, less those of its events that were
+    stored already or refused (few: counted here instead of all of them)."""
+    if len(new) == len(prepared.uids):
+        return prepared.counts
+    if len(new) < len(prepared.uids) // 2:
+        return event_counts.tally(new)
+    counts = prepared.counts.copy()
+    counts.subtract(event_counts.tally(_events_not_in(prepared, new)))
+    return counts
+
+
+def _events_not_in(prepared: Prepared, new: list[StoredEvent]) -> list[StoredEvent]:
+    """The chunk's events that are not among `new` (stored before, or refused)."""
+    new_uids = {e.uid for e in new}
+    if not prepared.copy:  # SQLite: whole rows
+        return [StoredEvent(None, *row[:9]) for row in prepared.rows if row[0] not in new_uids]
+    return [StoredEvent(None, *row) for row in prepared.rows if row[0] not in new_uids]
+
+
 def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> list[StoredEvent]:
     if not prepared.uids:
         return []
@@ -273,15 +325,14 @@ def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> list[Sto
         rows = [(*row, batch_id) for row in prepared.rows]
         returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", _STORED)
         return list(map(StoredEvent._make, returned))
-    stored = _insert_postgresql(prepared, batch_id, seen)
-    if seen is not None:  # whichever way they went in, these ids are stored from now on
-        seen.add(prepared.uids)
-    return stored
+    return _insert_postgresql(prepared, batch_id, seen)
 
 
 def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> list[StoredEvent]:
+    # The ids that may be stored already: all of them, unless a filter knows better.
+    asked = prepared.uids if seen is None else seen.add_returning_seen(prepared.uids)
     with connection.cursor() as cursor:
-        if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id, seen)) is not None:
+        if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id, asked)) is not None:
             return stored
         # A temporary table lives as long as the session: created once per import.
         cursor.execute(
@@ -300,18 +351,19 @@ def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) 
     return stored
 
 
-def _copy_new(cursor, prepared: Prepared, batch_id: int, seen: SeenIds | None) -> list[StoredEvent] | None:  # noqa: ANN001
+def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> list[StoredEvent] | None:  # noqa: ANN001
     """COPY the events whose ids are not stored yet straight into the table (rows are
     written in batches, unlike INSERT's one by one); None if another writer stored one
-    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT."""
-    asked = prepared.uids if seen is None else seen.maybe(prepared.uids)
+    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT.
+
+    Only the `asked` ids are looked up: the others are known not to be stored.
+    """
     stored: set[str] = set()
     if asked:
         cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [asked])
         stored = {uid for (uid,) in cursor.fetchall()}
-    lines = prepared.copy.splitlines(keepends=True) if stored else None
     new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
-    data = prepared.copy if lines is None else b"".join(lines[i] for i in new)
+    data = _rows_text(prepared, new) if stored else prepared.copy
     try:
         with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
             cursor.cursor.copy_expert(
@@ -357,6 +409,20 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def _rows_text(prepared: Prepared, keep: list[int]) -> bytes:
+    """The COPY text of the rows at the (ascending) positions `keep`: the text between the
+    rows left out is taken in whole slices (those are few: ids stored already)."""
+    copy, ends, pieces, start = prepared.copy, prepared.ends, [], 0
+    kept = set(keep)
+    for i in range(len(prepared.uids)):
+        if i not in kept:
+            end_before = ends[i - 1] if i else 0
+            pieces.append(copy[start:end_before])
+            start = ends[i]
+    pieces.append(copy[start:])
+    return b"".join(pieces)
+
+
 def _subset(prepared: Prepared, part: slice) -> Prepared:
     lines = prepared.copy.splitlines(keepends=True) if prepared.copy else []
     return Prepared(
@@ -368,6 +434,7 @@ def _subset(prepared: Prepared, part: slice) -> Prepared:
         events=0,
         uids=prepared.uids[part],
         copy=b"".join(lines[part]),
+        ends=array("Q", accumulate(map(len, lines[part]))),
         rows=prepared.rows[part],
         details=prepared.details,
     )

@@ -48,6 +48,20 @@ class SeenIds:
             bits[a >> 3] |= 1 << (a & 7)
             bits[b >> 3] |= 1 << (b & 7)
 
+    def add_returning_seen(self, uids: Iterable[str]) -> list[str]:
+        """Add distinct ids; return those that may have been added before (one pass for both)."""
+        bits, mask = self.bits, self.mask
+        found = []
+        for uid in uids:
+            h = hash(uid)
+            a, b = h & mask, (h >> 32) & mask
+            byte_a, bit_a, byte_b, bit_b = a >> 3, 1 << (a & 7), b >> 3, 1 << (b & 7)
+            if bits[byte_a] & bit_a and bits[byte_b] & bit_b:
+                found.append(uid)
+            bits[byte_a] |= bit_a
+            bits[byte_b] |= bit_b
+        return found
+
     def maybe(self, uids: Iterable[str]) -> list[str]:
         """The ids that may have been added (all that were, and a few that were not)."""
         bits, mask = self.bits, self.mask
