@@ -141,11 +141,11 @@ class Sampler:
 
     def server_cpu(self) -> tuple[float, list[tuple[str, float]]]:
         """The server's CPU seconds over the run: the total (ended backends included) and the
-        processes that used more than a tenth of a second, largest first."""
+        processes that used a second or more, largest first."""
         # An ended backend's CPU is in the postmaster's reaped children's time.
         live = sum(p.used for p in self.server.processes.values() if p.alive)
         total = live + (self.server_reaped - self.server_reaped_at_start)
-        parts = sorted(((p.name, p.used) for p in self.server.processes.values() if p.used > 0.1), key=lambda x: -x[1])
+        parts = sorted(((p.name, p.used) for p in self.server.processes.values() if p.used >= 1.0), key=lambda x: -x[1])
         return total, parts
 
 

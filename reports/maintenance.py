@@ -2,36 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
 from events.registry import NormalizedEvent
 from reports import event_counts, room_summary, site_summary
 
+SITE, ROOM = "site", "room"
 
-def events_stored(
-    new_events: Sequence[NormalizedEvent],
-    *,
-    defer: bool,
-    counts: Mapping[tuple[int, str, str], int] | None = None,
-) -> None:
+
+def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None:
     """Called in the storing transaction with the events that were new.
 
     Workers fold each batch in at once; bulk imports (`defer`) only mark the
     sites stale and rebuild each once at the end, which keeps them linear.
     The dashboard's event counts are added at once on both paths (a few rows
-    per chunk), after the summaries so that every path takes locks in one order;
-    `counts` is their `event_counts.tally`, when the caller has it already.
+    per chunk), after the summaries so that every path takes locks in one order.
     """
     if defer:
-        site_summary.mark_stale(e.site for e in new_events if e.family == "chat")
-        room_summary.mark_stale(room_summary.room_ids_of(new_events))
+        deferred_events_stored(stale_marks(new_events), event_counts.tally(new_events))
     else:
         site_summary.apply_new_events(new_events)
         room_summary.apply_new_events(new_events)
-    if counts is None:
         event_counts.add_new_events(new_events)
-    else:
-        event_counts.add_counts(counts)
+
+
+def stale_marks(events: Iterable[object]) -> Counter[tuple[str, str]]:
+    """What storing these events marks stale on the bulk path, with how many events each:
+    (SITE, site id) for chat events, (ROOM, room id) for xmpp events in a room.
+
+    Counted, so that a caller that tallied a chunk ahead can take out the events that
+    turned out not to be new.
+    """
+    marks: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        if e.family == "chat":
+            marks[SITE, e.site] += 1
+        elif e.family == room_summary.FAMILY and e.session:
+            marks[ROOM, e.session] += 1
+    return marks
+
+
+def deferred_events_stored(marks: Mapping[tuple[str, str], int], counts: Mapping[tuple[int, str, str], int]) -> None:
+    """`events_stored(..., defer=True)` from tallies (`stale_marks`, `event_counts.tally`)
+    of the new events: the sites and rooms marked stale, the events counted."""
+    site_summary.mark_stale(key for (kind, key), n in marks.items() if kind == SITE and n > 0)
+    room_summary.mark_stale({key for (kind, key), n in marks.items() if kind == ROOM and n > 0})
+    event_counts.add_counts(counts)
 
 
 def rebuild_stale(*, bulk: bool = False) -> int:

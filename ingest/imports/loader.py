@@ -8,6 +8,7 @@ provenance `RawBatch` and the caller's checkpoint (`store`).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
 import gc
@@ -16,7 +17,7 @@ import os
 import re
 import signal
 import time
-from array import array
+from array import array as IntArray
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -43,7 +44,6 @@ PR_SET_PDEATHSIG = 1
 # The columns a chunk brings; `batch_id` is added when it is stored.
 COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
 _NAMES = ", ".join(COLUMNS)
-_STORED = "id, uid, family, kind, category, site_id, session, actor, ts, online"
 # COPY text escapes, as events.db.copy_text writes them.
 _COPY_ESCAPE = re.compile(r"\\(.)")
 _UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
@@ -76,15 +76,30 @@ class Prepared:
     events: int  # valid records, duplicates within the chunk included
     uids: list[str]  # distinct, sorted
     copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
-    ends: array = field(default_factory=lambda: array("Q"))  # PostgreSQL: where each row's text ends in `copy`
-    # PostgreSQL: the columns of each row but its text and line, in `uids` order;
-    # elsewhere the rows themselves.
-    rows: list[tuple] = field(default_factory=list)
+    ends: IntArray = field(default_factory=lambda: IntArray("Q"))  # PostgreSQL: where each row's text ends in `copy`
+    rows: list[tuple] = field(default_factory=list)  # SQLite: the rows, in `uids` order
     rejections: list[RejectedRecord] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     details: dict[str, dict] = field(default_factory=dict)  # uid -> its family's detail row (xmpp stanza)
-    # The events per (hour, family, site) for the dashboard's rollup (`event_counts.tally`).
+    # Tallies of the events, for the summaries' upkeep: what they mark stale
+    # (`maintenance.stale_marks`) and the dashboard's rollup (`event_counts.tally`).
+    marks: Counter[tuple[str, str]] = field(default_factory=Counter)
     counts: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class Inserted:
+    """What inserting a chunk's events did."""
+
+    count: int = 0  # events stored
+    skipped: list[str] = field(default_factory=list)  # ids of the chunk's events it did not store
+    ids: list[tuple[int, str]] = field(default_factory=list)  # (event id, uid) where the insert returned them
+
+    def __iadd__(self, other: Inserted) -> Inserted:
+        self.count += other.count
+        self.skipped += other.skipped
+        self.ids += other.ids
+        return self
 
 
 @dataclass(slots=True)
@@ -136,15 +151,13 @@ def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool 
         rejections=chunk.rejections,
         sites=sorted({event.site for _, event in first.values()}),
         details={uid: event.detail for uid, (_, event) in first.items() if event.detail},
+        marks=maintenance.stale_marks(event for _, event in first.values()),
         counts=event_counts.tally(event for _, event in first.values()),
     )
     if postgresql:
         kept = [first[uid] for uid in uids]
         lines = [_copy_line(event, line).encode() for line, event in kept]
-        prepared.copy, prepared.ends = b"".join(lines), array("Q", accumulate(map(len, lines)))
-        prepared.rows = [
-            (e.uid, e.family, e.kind, e.category, e.site, e.session, e.actor, e.ts, e.online) for _, e in kept
-        ]
+        prepared.copy, prepared.ends = b"".join(lines), IntArray("Q", accumulate(map(len, lines)))
     else:
         prepared.rows = [_row(first[uid][1], first[uid][0]) for uid in uids]
     return prepared
@@ -269,17 +282,18 @@ def store(
         processed_at=timezone.now(),
     )
     _add_sites(prepared.sites)
-    new, refused = _insert_isolating(prepared, batch.pk, seen)
+    inserted, refused = _insert_isolating(prepared, batch.pk, seen)
     Stanza.objects.bulk_create(
-        [Stanza(event_id=e.id, **prepared.details[e.uid]) for e in new if e.uid in prepared.details], batch_size=1000
+        [Stanza(event_id=pk, **prepared.details[uid]) for pk, uid in inserted.ids if uid in prepared.details],
+        batch_size=1000,
     )
-    maintenance.events_stored(new, defer=True, counts=_counts_of(prepared, new))
+    maintenance.deferred_events_stored(*_tallies_of_new(prepared, inserted.skipped))
     rejections = prepared.rejections + refused
     Rejection.objects.bulk_create(
         [Rejection.from_record(batch, r) for r in rejections],
         batch_size=1000,
     )
-    result = Stored(len(new), prepared.events - len(new) - len(refused), len(rejections), batch)
+    result = Stored(inserted.count, prepared.events - inserted.count - len(refused), len(rejections), batch)
     batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
     batch.save(update_fields=["accepted", "duplicates", "rejected"])
     return result
@@ -298,37 +312,54 @@ def _add_sites(codes: list[str]) -> None:
         )
 
 
-def _counts_of(prepared: Prepared, new: list[StoredEvent]) -> Counter[tuple[int, str, str]]:
-    """The rollup counts of the new events: the chunk's, less those of its events that were
-    stored already or refused (few: counted here instead of all of them)."""
-    if len(new) == len(prepared.uids):
-        return prepared.counts
-    if len(new) < len(prepared.uids) // 2:
-        return event_counts.tally(new)
-    counts = prepared.counts.copy()
-    counts.subtract(event_counts.tally(_events_not_in(prepared, new)))
-    return counts
+def _tallies_of_new(
+    prepared: Prepared, skipped: list[str]
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[int, str, str]]]:
+    """The tallies of the events stored: the chunk's, less those of the few it skipped
+    (stored already, or refused)."""
+    if not skipped:
+        return prepared.marks, prepared.counts
+    events = _events_of(prepared, skipped)
+    marks, counts = prepared.marks.copy(), prepared.counts.copy()
+    marks.subtract(maintenance.stale_marks(events))
+    counts.subtract(event_counts.tally(events))
+    return marks, counts
 
 
-def _events_not_in(prepared: Prepared, new: list[StoredEvent]) -> list[StoredEvent]:
-    """The chunk's events that are not among `new` (stored before, or refused)."""
-    new_uids = {e.uid for e in new}
-    if not prepared.copy:  # SQLite: whole rows
-        return [StoredEvent(None, *row[:9]) for row in prepared.rows if row[0] not in new_uids]
-    return [StoredEvent(None, *row) for row in prepared.rows if row[0] not in new_uids]
+def _events_of(prepared: Prepared, uids: list[str]) -> list[StoredEvent]:
+    """The chunk's events with these ids, read back from its rows (SQLite) or COPY text."""
+    positions = [bisect.bisect_left(prepared.uids, uid) for uid in uids]
+    if not prepared.copy:
+        return [StoredEvent(None, *prepared.rows[i][:9]) for i in positions]
+    ends, events = prepared.ends, []
+    for i in positions:
+        line = prepared.copy[ends[i - 1] if i else 0 : ends[i]].decode()
+        uid, family, kind, category, site, session, actor, ts = map(_unescape, line.split("\t")[:8])
+        events.append(StoredEvent(None, uid, family, kind, category, site, session, actor, float(ts), None))
+    return events
 
 
-def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> list[StoredEvent]:
+def _unescape(text: str) -> str:
+    return _COPY_ESCAPE.sub(lambda m: _UNESCAPE[m.group(1)], text) if "\\" in text else text
+
+
+def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted:
     if not prepared.uids:
-        return []
+        return Inserted()
     if not is_postgresql():
         rows = [(*row, batch_id) for row in prepared.rows]
-        returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", _STORED)
-        return list(map(StoredEvent._make, returned))
+        returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", "id, uid")
+        return _inserted(prepared, returned)
     return _insert_postgresql(prepared, batch_id, seen)
 
 
-def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> list[StoredEvent]:
+def _inserted(prepared: Prepared, returned: list[tuple]) -> Inserted:
+    """What an insert that returned (id, uid) of the rows it stored did."""
+    stored = {uid for _, uid in returned}
+    return Inserted(len(returned), [uid for uid in prepared.uids if uid not in stored], [tuple(r) for r in returned])
+
+
+def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted:
     # The ids that may be stored already: all of them, unless a filter knows better.
     asked = prepared.uids if seen is None else seen.add_returning_seen(prepared.uids)
     with connection.cursor() as cursor:
@@ -343,15 +374,15 @@ def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) 
             cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
         cursor.execute(
             f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging"
-            f" ON CONFLICT (uid) DO NOTHING RETURNING {_STORED}",
+            " ON CONFLICT (uid) DO NOTHING RETURNING id, uid",
             [batch_id],
         )
-        stored = list(map(StoredEvent._make, cursor.fetchall()))
+        inserted = _inserted(prepared, cursor.fetchall())
         cursor.execute("TRUNCATE import_staging")
-    return stored
+    return inserted
 
 
-def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> list[StoredEvent] | None:  # noqa: ANN001
+def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> Inserted | None:  # noqa: ANN001
     """COPY the events whose ids are not stored yet straight into the table (rows are
     written in batches, unlike INSERT's one by one); None if another writer stored one
     of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT.
@@ -372,13 +403,12 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> li
             )
     except IntegrityError:
         return None
-    rows = prepared.rows
-    return [StoredEvent(None, *rows[i]) for i in new]  # type: ignore[arg-type]
+    return Inserted(len(new), sorted(stored))
 
 
 def _insert_isolating(
     prepared: Prepared, batch_id: int, seen: SeenIds | None = None
-) -> tuple[list[StoredEvent], list[RejectedRecord]]:
+) -> tuple[Inserted, list[RejectedRecord]]:
     """Insert the chunk's events; a record the database refuses (a value it cannot hold, a
     constraint) becomes a rejection with the database's reason instead of failing its chunk.
 
@@ -393,15 +423,15 @@ def _insert_isolating(
             raise  # the connection is gone: the import stops with a resumable error
         if len(prepared.uids) == 1:
             line, raw = _line_and_raw(prepared)
-            return [], [rejected(line, REFUSED + _first_line(error), raw.encode())]
+            return Inserted(0, list(prepared.uids)), [rejected(line, REFUSED + _first_line(error), raw.encode())]
     middle = len(prepared.uids) // 2
-    stored: list[StoredEvent] = []
+    inserted = Inserted()
     refused: list[RejectedRecord] = []
     for half in (_subset(prepared, slice(None, middle)), _subset(prepared, slice(middle, None))):
-        half_stored, half_refused = _insert_isolating(half, batch_id)
-        stored += half_stored
+        half_inserted, half_refused = _insert_isolating(half, batch_id)
+        inserted += half_inserted
         refused += half_refused
-    return stored, refused
+    return inserted, refused
 
 
 def _first_line(error: Exception) -> str:
@@ -434,7 +464,7 @@ def _subset(prepared: Prepared, part: slice) -> Prepared:
         events=0,
         uids=prepared.uids[part],
         copy=b"".join(lines[part]),
-        ends=array("Q", accumulate(map(len, lines[part]))),
+        ends=IntArray("Q", accumulate(map(len, lines[part]))),
         rows=prepared.rows[part],
         details=prepared.details,
     )
