@@ -263,6 +263,7 @@ REST_FRAMEWORK = {
     # production, none in the embedded default (a client's own header is never believed).
     "NUM_PROXIES": env_int("NUM_PROXIES", 1 if PRODUCTION else 0),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "reports.renderers.FormatNegotiation",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
 }
 # Analysts' API tokens (django-rest-knox): only a digest is stored; no expiry

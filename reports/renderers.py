@@ -4,6 +4,9 @@ see reports/exports.py); errors are always JSON."""
 
 from __future__ import annotations
 
+from django.http import Http404
+from rest_framework.exceptions import ParseError
+from rest_framework.negotiation import DefaultContentNegotiation
 from rest_framework.renderers import BaseRenderer
 
 
@@ -29,3 +32,14 @@ class CSVRenderer(BaseRenderer):
 
     def render(self, data: object, accepted_media_type: str | None = None, renderer_context: dict | None = None) -> str:
         raise TypeError("CSV is streamed by the view (reports.exports), not rendered from data")
+
+
+class FormatNegotiation(DefaultContentNegotiation):
+    """DRF answers an unknown `?format=` with a bare 404 "Not found."; say what went wrong."""
+
+    def filter_renderers(self, renderers: list[BaseRenderer], format: str) -> list[BaseRenderer]:  # noqa: A002
+        try:
+            return super().filter_renderers(renderers, format)
+        except Http404:
+            known = ", ".join(dict.fromkeys(r.format for r in renderers if r.format != "api"))
+            raise ParseError(f"unknown format {format!r}: this endpoint answers {known}") from None

@@ -54,6 +54,29 @@ def manage(database_url: str):
     return run
 
 
+def redis_database(url: str, number: int) -> str:
+    """The same Redis server, another numbered database."""
+    base = url.rsplit("/", 1)[0] if url.count("/") > 2 else url
+    return f"{base}/{number}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def own_cache_database() -> None:
+    """Each pytest-xdist worker counts throttles in a Redis database of its own (1, 2, ...),
+    it and the processes its tests start: tests clear the cache (FLUSHDB), which must not
+    wipe another worker's counts in the middle of its test."""
+    url = os.environ.get("REDIS_URL", "")
+    if not url.startswith("redis://"):
+        return
+    from django.conf import settings
+    from django.test.utils import override_settings
+
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    own = redis_database(url, 1 + worker % 12)  # 13-15 are the end-to-end brokers' (tests/live.py)
+    os.environ["REDIS_URL"] = own
+    override_settings(CACHES={"default": {**settings.CACHES["default"], "LOCATION": own}}).enable()
+
+
 @pytest.fixture(scope="session", autouse=True)
 def in_process_broker() -> None:
     """Tasks enqueued by in-process API tests stay in this process (kombu's memory

@@ -116,6 +116,14 @@ def test_unknown_site_is_a_json_404_in_either_format(analyst, shared_data):
         assert response.json() == {"detail": "No chat events for the site 'nope'."}
 
 
+@pytest.mark.parametrize("path", ["/api/sites/summary/", "/api/rooms/summary/", "/api/events/", "/api/batches/1/"])
+def test_an_unknown_format_is_a_400_naming_the_formats(analyst, path):
+    response = analyst.get(path + "?format=xml")
+    assert response.status_code == 400  # DRF's default: a bare 404 "Not found."
+    assert response["Content-Type"] == "application/json"
+    assert response.json()["detail"].startswith("unknown format 'xml': this endpoint answers json")
+
+
 def test_site_ids_with_any_characters_are_reachable(analyst, tmp_path):
     sites = ["a/b", "x/summary", "summary", "50% off?#&=", " spaced ", "new\nline", "ünï/cødé", ".."]
     records = [
