@@ -24,7 +24,9 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
+from events.db import copy_text
 from events.models import Event
+from events.registry import NormalizedEvent
 from ingest.imports import bulk, loader
 from ingest.imports.identity import FINGERPRINT_BYTES, fingerprint
 from ingest.imports.parallel import finish_import
@@ -368,3 +370,18 @@ def test_a_dominating_file_loads_when_events_have_no_site_foreign_key(tmp_path, 
             for name, definition in constraints.items():
                 if name not in site_foreign_keys(cursor):
                     cursor.execute(f'ALTER TABLE events_event ADD CONSTRAINT "{name}" {definition}')
+
+
+@pytest.mark.parametrize("online", [None, True, False])
+@pytest.mark.parametrize(
+    ("actor", "message"),
+    [("v1", "plain"), ("v1", 'a "quote", a \\ and a\ttab'), ("v\\1", "plain"), ("v\t1", "plain"), ("v1", "line\r\n")],
+)
+def test_a_copy_row_escapes_what_copy_text_escapes(online, actor, message):
+    """The COPY row of the fast path (no field to escape) is the escaped row, field by field."""
+    record = {"id": "m1", "from": actor, "site_id": "s1", "data": {"message": message}, "timestamp": 1.5}
+    event = NormalizedEvent("m1", "chat", "message", "s1", 1.5, record, actor=actor, online=online)
+    event.payload_json = orjson.dumps(record)
+    fields = ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, event.payload_json.decode(), 7)
+
+    assert loader._copy_line(event, 7) == "\t".join(map(copy_text, fields)) + "\n"

@@ -121,8 +121,15 @@ def _copy_line(event: NormalizedEvent, line: int) -> str:
         f"{event.uid}\t{event.family}\t{event.kind}\t{event.category}\t{event.site}\t{event.session}"
         f"\t{event.actor}\t{event.ts!r}\t{ONLINE_TEXT[event.online]}\t{raw}\t{line}\n"
     )
-    # No field held a tab, newline, carriage return or backslash: nothing to escape.
-    if "\\" not in text and "\r" not in text and text.count("\t") == TABS_PER_LINE and text.count("\n") == 1:
+    # No field held a tab, newline, carriage return or backslash (but the NULL marker's own,
+    # `\N`, the online column of nearly every record): nothing to escape.
+    backslashes = 1 if event.online is None else 0
+    if (
+        text.count("\\") == backslashes
+        and "\r" not in text
+        and text.count("\t") == TABS_PER_LINE
+        and text.count("\n") == 1
+    ):
         return text
     texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
     online = ONLINE_TEXT[event.online]
