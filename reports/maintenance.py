@@ -38,8 +38,8 @@ def stale_marks(events: Iterable[object]) -> Counter[tuple[str, str]]:
     for e in events:
         if e.family == "chat":
             marks[SITE, e.site] += 1
-        elif e.family == room_summary.FAMILY and e.session:
-            marks[ROOM, e.session] += 1
+        elif room := room_summary.room_of(e):
+            marks[ROOM, room] += 1
     return marks
 
 
