@@ -18,15 +18,21 @@ import sys
 import time
 from pathlib import Path
 
+from proc_sampler import Sampler, TreeUse, postmaster_pid
+
 REPO = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable
 
 
-def run_measured(cmd: list[str], env: dict[str, str], stdout_path: Path) -> tuple[float, float]:
+def run_measured(
+    cmd: list[str], env: dict[str, str], stdout_path: Path, sampler: Sampler | None = None
+) -> tuple[float, float]:
     """Run a command; return (wall seconds, peak RSS MiB) of that process tree's biggest process."""
     start = time.perf_counter()
     with open(stdout_path, "wb") as out:
         proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=out, stderr=subprocess.PIPE)
+        if sampler:
+            sampler.watch("import_jsonl", proc.pid)
         _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - start
     stderr = proc.stderr.read().decode() if proc.stderr else ""
@@ -80,6 +86,7 @@ def main() -> None:
     if args.workers is not None:
         ours += ["--workers", str(args.workers)]
     worker = None
+    sampler = Sampler(postmaster_pid(env.get("DATABASE_URL", "")))
     if args.parallel:
         ours.append("--parallel")
         if args.chunk_bytes:
@@ -88,9 +95,12 @@ def main() -> None:
         worker_cmd = [PYTHON, "-m", "celery", "-A", "config", "worker", "--concurrency", str(args.parallel),
                       "--loglevel", "WARNING", "--without-gossip", "--without-mingle"]  # fmt: skip
         worker = subprocess.Popen(worker_cmd, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        sampler.watch("celery worker", worker.pid)
+    sampler.start()
     try:
-        our_wall, our_rss = run_measured(ours, env, workdir / "ours.txt")
+        our_wall, our_rss = run_measured(ours, env, workdir / "ours.txt", sampler)
     finally:
+        sampler.stop()
         if worker:
             worker.terminate()  # warm shutdown: the ranges are all done by now
             _, _, usage = os.wait4(worker.pid, 0)
@@ -111,8 +121,37 @@ def main() -> None:
         f"| {args.lines:,} | {size_mb:,.0f} | {our_wall:.1f} | {args.lines / our_wall:,.0f} | {our_rss:.0f} "
         f"| {peer_wall:.1f} | {peer_rss:.0f} | {our_wall / peer_wall:.1f}x | {'yes' if same else 'NO'} |"
     )
+    print()
+    print(cpu_report(sampler, our_wall))
     if not same:
         raise SystemExit("the summaries differ")
+
+
+def cpu_report(sampler: Sampler, wall: float) -> str:
+    """Where the import's CPU went: each process of the watched trees and the database server."""
+    lines = ["| process | CPU s | share of one core | peak RSS MiB |", "|---|---|---|---|"]
+    total = 0.0
+
+    def row(name: str, cpu: float, rss_kib: int | None) -> str:
+        rss = "" if rss_kib is None else f"{rss_kib / 1024:.0f}"
+        return f"| {name[:70]} | {cpu:.1f} | {cpu / wall:.0%} | {rss} |"
+
+    for label, (root, use) in sampler.trees.items():
+        tree: TreeUse = use
+        for pid, proc in tree.processes.items():
+            role = "main process" if pid == root else "child process"
+            lines.append(row(f"{label} {role}: {proc.name.split(' ', 1)[-1]}", proc.used, proc.peak_rss_kib))
+            total += proc.used
+        lines.append(row(f"{label}: every process at once (peak of the sum)", 0.0, tree.peak_sum_rss_kib))
+    if sampler.postmaster:
+        server, parts = sampler.server_cpu()
+        for name, cpu in parts:
+            lines.append(row(f"PostgreSQL: {name}", cpu, None))
+        lines.append(row("PostgreSQL: all its processes (ended ones included)", server, None))
+        total += server
+    cores = os.cpu_count() or 1
+    lines.append(row(f"everything above: {total / wall / cores:.0%} of {cores} cores", total, None))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

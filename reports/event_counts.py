@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from django.db import connection, transaction
 
@@ -37,8 +37,17 @@ def _hour_sql() -> str:
 
 def add_new_events(events: Iterable[object]) -> None:
     """Count newly stored events (NormalizedEvents); call inside their storing transaction."""
-    counts = Counter((hour_of(e.ts), e.family, e.site) for e in events)
-    rows: Sequence[tuple] = sorted((hour, family, site, n) for (hour, family, site), n in counts.items())
+    add_counts(tally(events))
+
+
+def tally(events: Iterable[object]) -> Counter[tuple[int, str, str]]:
+    """How many of these events fall in each (hour, family, site)."""
+    return Counter((hour_of(e.ts), e.family, e.site) for e in events)
+
+
+def add_counts(counts: Mapping[tuple[int, str, str], int]) -> None:
+    """Add events counted per (hour, family, site) (`tally`), inside their storing transaction."""
+    rows: Sequence[tuple] = sorted((hour, family, site, n) for (hour, family, site), n in counts.items() if n)
     with connection.cursor() as cursor:
         for part in chunked(rows, ROWS_PER_STATEMENT):
             cursor.execute(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
 
 from events.registry import NormalizedEvent
 from reports import event_counts, room_summary, site_summary
+
+SITE, ROOM = "site", "room"
 
 
 def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None:
@@ -17,14 +20,41 @@ def events_stored(new_events: Sequence[NormalizedEvent], *, defer: bool) -> None
     per chunk), after the summaries so that every path takes locks in one order.
     """
     if defer:
-        site_summary.mark_stale(e.site for e in new_events if e.family == "chat")
-        room_summary.mark_stale(room_summary.room_ids_of(new_events))
+        deferred_events_stored(stale_marks(new_events), event_counts.tally(new_events))
     else:
         site_summary.apply_new_events(new_events)
         room_summary.apply_new_events(new_events)
-    event_counts.add_new_events(new_events)
+        event_counts.add_new_events(new_events)
 
 
-def rebuild_stale() -> int:
-    """Rebuild every stale site and room; returns how many summaries were rebuilt."""
-    return site_summary.rebuild_stale_sites() + room_summary.rebuild_stale_rooms()
+def stale_marks(events: Iterable[object]) -> Counter[tuple[str, str]]:
+    """What storing these events marks stale on the bulk path, with how many events each:
+    (SITE, site id) for chat events, (ROOM, room id) for xmpp events in a room.
+
+    Counted, so that a caller that tallied a chunk ahead can take out the events that
+    turned out not to be new.
+    """
+    marks: Counter[tuple[str, str]] = Counter()
+    for e in events:
+        if e.family == "chat":
+            marks[SITE, e.site] += 1
+        elif room := room_summary.room_of(e):
+            marks[ROOM, room] += 1
+    return marks
+
+
+def deferred_events_stored(marks: Mapping[tuple[str, str], int], counts: Mapping[tuple[int, str, str], int]) -> None:
+    """`events_stored(..., defer=True)` from tallies (`stale_marks`, `event_counts.tally`)
+    of the new events: the sites and rooms marked stale, the events counted."""
+    site_summary.mark_stale(key for (kind, key), n in marks.items() if kind == SITE and n > 0)
+    room_summary.mark_stale({key for (kind, key), n in marks.items() if kind == ROOM and n > 0})
+    event_counts.add_counts(counts)
+
+
+def rebuild_stale(*, bulk: bool = False) -> int:
+    """Rebuild every stale site and room; returns how many summaries were rebuilt.
+
+    `bulk`: after an import that dominated the event table (its indexes were deferred),
+    when most of what the rebuild adds is new (`site_summary.rebuild_sites`).
+    """
+    return site_summary.rebuild_stale_sites(bulk=bulk) + room_summary.rebuild_stale_rooms()

@@ -115,8 +115,13 @@ def recompute_rooms(room_ids: Iterable[str]) -> None:
             )
 
 
+def room_of(event: object) -> str:
+    """The room whose summary this event counts in ("" for none)."""
+    return event.session if event.family == FAMILY else ""
+
+
 def room_ids_of(events: Iterable[object]) -> set[str]:
-    return {e.session for e in events if e.family == FAMILY and e.session}
+    return {room for e in events if (room := room_of(e))}
 
 
 def apply_new_events(events: Sequence[object]) -> None:

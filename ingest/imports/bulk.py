@@ -5,9 +5,10 @@ PostgreSQL most of an import's time (each row updates five b-trees, and
 after every checkpoint each page it touches is written to the WAL whole),
 while building them once after the load costs a few sorts. So when a file
 is at least as large as the table already is, the import drops them (and
-the site foreign key, checked once at the end instead of once per row),
-loads, and builds them again. Their definitions are kept with the job, so an
-import killed meanwhile leaves them to be built by the next import's end or
+any foreign key the table has, checked once at the end instead of once per
+row; today's schema declares none, see events 0005), loads, and builds
+them again. Their definitions are kept with the job, so an import killed
+meanwhile leaves them to be built by the next import's end or
 by the sweeper (`restore_deferred`); the uid's unique index stays, and with it
 exact de-duplication, for the import and for API workers alike.
 
@@ -18,6 +19,8 @@ accepted) for their duration.
 """
 
 from __future__ import annotations
+
+import re
 
 from django.conf import settings
 from django.db import connection, transaction
@@ -39,6 +42,18 @@ def dominates(remaining_bytes: int) -> bool:
         cursor.execute("SELECT pg_relation_size(%s)", [TABLE])
         table_bytes = cursor.fetchone()[0]
     return remaining_bytes >= table_bytes
+
+
+def _declared_foreign_keys() -> set[str]:
+    """Columns of the event table whose foreign key the models still want in the database."""
+    return {f.column for f in Event._meta.concrete_fields if f.is_relation and f.db_constraint}
+
+
+def _still_declared(definition: str) -> bool:
+    """Whether a deferred foreign key is still part of the schema: one saved by an import
+    killed before a migration dropped the constraint (events 0005) is not built again."""
+    match = re.match(r"FOREIGN KEY \((\w+)\)", definition)
+    return bool(match) and match.group(1) in _declared_foreign_keys()
 
 
 def _deferrable(cursor) -> list[tuple[str, str, str]]:  # noqa: ANN001 - a database cursor
@@ -87,7 +102,7 @@ def restore_deferred() -> int:
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
         present = {name for _, name, _ in _deferrable(cursor)}
         for name, (kind, definition) in sorted(wanted.items()):
-            if name in present:
+            if name in present or (kind != "index" and not _still_declared(definition)):
                 continue
             if kind == "index":
                 cursor.execute(definition)

@@ -8,17 +8,21 @@ provenance `RawBatch` and the caller's checkpoint (`store`).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import ctypes
+import gc
 import io
 import os
 import re
 import signal
 import time
-from collections import deque
-from collections.abc import Iterable, Iterator
+from array import array as IntArray
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import accumulate
 from multiprocessing import get_context
 from typing import NamedTuple, TypeVar
 
@@ -29,9 +33,10 @@ from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.framing import RawRecord
+from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
-from reports import maintenance
+from reports import event_counts, maintenance
 
 T = TypeVar("T")
 PR_SET_PDEATHSIG = 1
@@ -39,7 +44,6 @@ PR_SET_PDEATHSIG = 1
 # The columns a chunk brings; `batch_id` is added when it is stored.
 COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
 _NAMES = ", ".join(COLUMNS)
-_STORED = "id, uid, family, kind, category, site_id, session, actor, ts, online"
 # COPY text escapes, as events.db.copy_text writes them.
 _COPY_ESCAPE = re.compile(r"\\(.)")
 _UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
@@ -72,12 +76,30 @@ class Prepared:
     events: int  # valid records, duplicates within the chunk included
     uids: list[str]  # distinct, sorted
     copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
-    # PostgreSQL: the columns of each row but its text and line, in `uids` order;
-    # elsewhere the rows themselves.
-    rows: list[tuple] = field(default_factory=list)
+    ends: IntArray = field(default_factory=lambda: IntArray("Q"))  # PostgreSQL: where each row's text ends in `copy`
+    rows: list[tuple] = field(default_factory=list)  # SQLite: the rows, in `uids` order
     rejections: list[RejectedRecord] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
     details: dict[str, dict] = field(default_factory=dict)  # uid -> its family's detail row (xmpp stanza)
+    # Tallies of the events, for the summaries' upkeep: what they mark stale
+    # (`maintenance.stale_marks`) and the dashboard's rollup (`event_counts.tally`).
+    marks: Counter[tuple[str, str]] = field(default_factory=Counter)
+    counts: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+
+
+@dataclass(slots=True)
+class Inserted:
+    """What inserting a chunk's events did."""
+
+    count: int = 0  # events stored
+    skipped: list[str] = field(default_factory=list)  # ids of the chunk's events it did not store
+    ids: list[tuple[int, str]] = field(default_factory=list)  # (event id, uid) where the insert returned them
+
+    def __iadd__(self, other: Inserted) -> Inserted:
+        self.count += other.count
+        self.skipped += other.skipped
+        self.ids += other.ids
+        return self
 
 
 @dataclass(slots=True)
@@ -88,17 +110,30 @@ class Stored:
     batch: RawBatch
 
 
+ONLINE_TEXT = {None: "\\N", True: "t", False: "f"}
+TABS_PER_LINE = len(COLUMNS) - 1
+
+
 def _copy_line(event: NormalizedEvent, line: int) -> str:
     """One row in COPY text format; fields are escaped only when they need it (rarely)."""
-    texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
-    joined = "".join(texts)
-    if "\\" in joined or "\t" in joined or "\n" in joined or "\r" in joined:
-        texts = tuple(map(copy_text, texts))
     raw = event.payload_json.decode()  # type: ignore[union-attr]  # always set by validation
-    if "\\" in raw or "\t" in raw or "\r" in raw or "\n" in raw:
-        raw = copy_text(raw)
-    online = "\\N" if event.online is None else ("t" if event.online else "f")
-    return "\t".join(texts) + f"\t{event.ts!r}\t{online}\t{raw}\t{line}\n"
+    text = (
+        f"{event.uid}\t{event.family}\t{event.kind}\t{event.category}\t{event.site}\t{event.session}"
+        f"\t{event.actor}\t{event.ts!r}\t{ONLINE_TEXT[event.online]}\t{raw}\t{line}\n"
+    )
+    # No field held a tab, newline, carriage return or backslash (but the NULL marker's own,
+    # `\N`, the online column of nearly every record): nothing to escape.
+    backslashes = 1 if event.online is None else 0
+    if (
+        text.count("\\") == backslashes
+        and "\r" not in text
+        and text.count("\t") == TABS_PER_LINE
+        and text.count("\n") == 1
+    ):
+        return text
+    texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
+    online = ONLINE_TEXT[event.online]
+    return "\t".join(map(copy_text, texts)) + f"\t{event.ts!r}\t{online}\t{copy_text(raw)}\t{line}\n"
 
 
 def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool = False) -> Prepared:
@@ -123,10 +158,13 @@ def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool 
         rejections=chunk.rejections,
         sites=sorted({event.site for _, event in first.values()}),
         details={uid: event.detail for uid, (_, event) in first.items() if event.detail},
+        marks=maintenance.stale_marks(event for _, event in first.values()),
+        counts=event_counts.tally(event for _, event in first.values()),
     )
     if postgresql:
-        prepared.copy = "".join([_copy_line(first[uid][1], first[uid][0]) for uid in uids]).encode()
-        prepared.rows = [_row(first[uid][1], first[uid][0])[:-2] for uid in uids]
+        kept = [first[uid] for uid in uids]
+        lines = [_copy_line(event, line).encode() for line, event in kept]
+        prepared.copy, prepared.ends = b"".join(lines), IntArray("Q", accumulate(map(len, lines)))
     else:
         prepared.rows = [_row(first[uid][1], first[uid][0]) for uid in uids]
     return prepared
@@ -151,40 +189,94 @@ def prepared_chunks(
     Memory stays bounded: at most `workers + 1` chunks wait to be stored.
     """
     postgresql = is_postgresql()
-    if workers <= 0:
-        for records, extra in chunks:
-            yield prepare(records, time.time(), postgresql, array), extra
-        return
-    # Forked workers inherit this process's settings, and its database connections, which
-    # they never touch: a forked worker leaves with os._exit, closing none of them.
-    with ProcessPoolExecutor(
-        workers, mp_context=get_context("fork"), initializer=_end_with_parent, initargs=(os.getpid(),)
-    ) as pool:
-        pending: deque[tuple[Future[Prepared], T]] = deque()
-        for records, extra in chunks:
-            pending.append((pool.submit(prepare, records, time.time(), postgresql, array), extra))
-            if len(pending) > workers:
+    with collector_paused() as collect:
+        if workers <= 0:
+            for records, extra in chunks:
+                yield prepare(records, time.time(), postgresql, array), extra
+                collect()
+            return
+        # Forked workers inherit this process's settings, and its database connections, which
+        # they never touch: a forked worker leaves with os._exit, closing none of them.
+        with ProcessPoolExecutor(
+            workers, mp_context=get_context("fork"), initializer=_start_worker, initargs=(os.getpid(),)
+        ) as pool:
+            pending: deque[tuple[Future[Prepared], T]] = deque()
+            for records, extra in chunks:
+                pending.append((pool.submit(_prepare_collected, records, time.time(), postgresql, array), extra))
+                if len(pending) > workers:
+                    future, extra = pending.popleft()
+                    yield future.result(), extra
+                    collect()
+            while pending:
                 future, extra = pending.popleft()
                 yield future.result(), extra
-        while pending:
-            future, extra = pending.popleft()
-            yield future.result(), extra
+                collect()
 
 
-def _end_with_parent(parent: int) -> None:
+COLLECT_EVERY = 8  # chunks
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[Callable[[], None]]:
+    """Python's cyclic garbage collector paused; the caller collects once per chunk.
+
+    A chunk allocates ~10 objects per record (framed lines, decoded records, events, rows)
+    that all live until the chunk is done, so the collector's automatic passes, triggered
+    by allocations, walk them again and again: half of the validation time. Records make
+    no reference cycles (reference counting frees them); a collection every few chunks
+    (`collect`, called once per chunk) frees whatever else did, so memory stays bounded.
+    """
+    count = 0
+
+    def collect() -> None:
+        nonlocal count
+        count += 1
+        if count % COLLECT_EVERY == 0:
+            gc.collect()
+
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield collect
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+_prepared_here = 0  # chunks this worker process prepared
+
+
+def _prepare_collected(records: list[RawRecord], now: float, postgresql: bool, array: bool) -> Prepared:
+    """`prepare` in a worker process, whose collector is paused (`collector_paused`)."""
+    global _prepared_here  # noqa: PLW0603 - per worker process
+    _prepared_here += 1
+    if _prepared_here % COLLECT_EVERY == 0:
+        gc.collect()
+    return prepare(records, now, postgresql, array)
+
+
+def _start_worker(parent: int) -> None:
     """A worker ends when the import does, even killed with SIGKILL: an orphan would keep
-    the import's stdout open and wait forever on a queue nobody reads."""
+    the import's stdout open and wait forever on a queue nobody reads. What it inherited
+    (Django, the settings) lives as long as it does: kept out of the collector's passes."""
     with contextlib.suppress(OSError, AttributeError):  # Linux only; elsewhere an orphan stays
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the line above
         os._exit(1)
+    gc.freeze()
+    gc.disable()  # for the worker's lifetime: `_prepare_collected` collects every few chunks
 
 
 # -- storing -----------------------------------------------------------------------
 
 
-def store(prepared: Prepared, *, source: str, job_id: int | None, byte_start: int) -> Stored:
-    """Store a prepared chunk under a new provenance batch (call inside the checkpoint's transaction)."""
+def store(
+    prepared: Prepared, *, source: str, job_id: int | None, byte_start: int, seen: SeenIds | None = None
+) -> Stored:
+    """Store a prepared chunk under a new provenance batch (call inside the checkpoint's transaction).
+
+    `seen` (PostgreSQL): the ids possibly stored already; only those are looked up.
+    """
     batch = RawBatch.objects.create(
         source=source,
         import_job_id=job_id,
@@ -196,32 +288,89 @@ def store(prepared: Prepared, *, source: str, job_id: int | None, byte_start: in
         status=RawBatch.Status.DONE,
         processed_at=timezone.now(),
     )
-    Site.objects.bulk_create([Site(code=code) for code in prepared.sites], ignore_conflicts=True, batch_size=1000)
-    new, refused = _insert_isolating(prepared, batch.pk)
+    _add_sites(prepared.sites)
+    inserted, refused = _insert_isolating(prepared, batch.pk, seen)
     Stanza.objects.bulk_create(
-        [Stanza(event_id=e.id, **prepared.details[e.uid]) for e in new if e.uid in prepared.details], batch_size=1000
+        [Stanza(event_id=pk, **prepared.details[uid]) for pk, uid in inserted.ids if uid in prepared.details],
+        batch_size=1000,
     )
-    maintenance.events_stored(new, defer=True)
+    maintenance.deferred_events_stored(*_tallies_of_new(prepared, inserted.skipped))
     rejections = prepared.rejections + refused
     Rejection.objects.bulk_create(
         [Rejection.from_record(batch, r) for r in rejections],
         batch_size=1000,
     )
-    result = Stored(len(new), prepared.events - len(new) - len(refused), len(rejections), batch)
+    result = Stored(inserted.count, prepared.events - inserted.count - len(refused), len(rejections), batch)
     batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
     batch.save(update_fields=["accepted", "duplicates", "rejected"])
     return result
 
 
-def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
+def _add_sites(codes: list[str]) -> None:
+    """Create the sites not there yet (a chunk names most of a file's sites, every time)."""
+    if not is_postgresql():
+        Site.objects.bulk_create([Site(code=code) for code in codes], ignore_conflicts=True, batch_size=1000)
+        return
+    with connection.cursor() as cursor:  # one statement, no model instances
+        cursor.execute(
+            "INSERT INTO events_site (code, first_seen) SELECT code, now() FROM unnest(%s::text[]) AS code"
+            " ON CONFLICT (code) DO NOTHING",
+            [codes],
+        )
+
+
+def _tallies_of_new(
+    prepared: Prepared, skipped: list[str]
+) -> tuple[Counter[tuple[str, str]], Counter[tuple[int, str, str]]]:
+    """The tallies of the events stored: the chunk's, less those of the few it skipped
+    (stored already, or refused)."""
+    if not skipped:
+        return prepared.marks, prepared.counts
+    events = _events_of(prepared, skipped)
+    marks, counts = prepared.marks.copy(), prepared.counts.copy()
+    marks.subtract(maintenance.stale_marks(events))
+    counts.subtract(event_counts.tally(events))
+    return marks, counts
+
+
+def _events_of(prepared: Prepared, uids: list[str]) -> list[StoredEvent]:
+    """The chunk's events with these ids, read back from its rows (SQLite) or COPY text."""
+    positions = [bisect.bisect_left(prepared.uids, uid) for uid in uids]
+    if not prepared.copy:
+        return [StoredEvent(None, *prepared.rows[i][:9]) for i in positions]
+    ends, events = prepared.ends, []
+    for i in positions:
+        line = prepared.copy[ends[i - 1] if i else 0 : ends[i]].decode()
+        uid, family, kind, category, site, session, actor, ts = map(_unescape, line.split("\t")[:8])
+        events.append(StoredEvent(None, uid, family, kind, category, site, session, actor, float(ts), None))
+    return events
+
+
+def _unescape(text: str) -> str:
+    return _COPY_ESCAPE.sub(lambda m: _UNESCAPE[m.group(1)], text) if "\\" in text else text
+
+
+def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted:
     if not prepared.uids:
-        return []
+        return Inserted()
     if not is_postgresql():
         rows = [(*row, batch_id) for row in prepared.rows]
-        returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", _STORED)
-        return list(map(StoredEvent._make, returned))
+        returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", "id, uid")
+        return _inserted(prepared, returned)
+    return _insert_postgresql(prepared, batch_id, seen)
+
+
+def _inserted(prepared: Prepared, returned: list[tuple]) -> Inserted:
+    """What an insert that returned (id, uid) of the rows it stored did."""
+    stored = {uid for _, uid in returned}
+    return Inserted(len(returned), [uid for uid in prepared.uids if uid not in stored], [tuple(r) for r in returned])
+
+
+def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted:
+    # The ids that may be stored already: all of them, unless a filter knows better.
+    asked = prepared.uids if seen is None else seen.add_returning_seen(prepared.uids)
     with connection.cursor() as cursor:
-        if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id)) is not None:
+        if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id, asked)) is not None:
             return stored
         # A temporary table lives as long as the session: created once per import.
         cursor.execute(
@@ -232,23 +381,27 @@ def _insert(prepared: Prepared, batch_id: int) -> list[StoredEvent]:
             cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
         cursor.execute(
             f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging"
-            f" ON CONFLICT (uid) DO NOTHING RETURNING {_STORED}",
+            " ON CONFLICT (uid) DO NOTHING RETURNING id, uid",
             [batch_id],
         )
-        stored = list(map(StoredEvent._make, cursor.fetchall()))
+        inserted = _inserted(prepared, cursor.fetchall())
         cursor.execute("TRUNCATE import_staging")
-    return stored
+    return inserted
 
 
-def _copy_new(cursor, prepared: Prepared, batch_id: int) -> list[StoredEvent] | None:  # noqa: ANN001
+def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> Inserted | None:  # noqa: ANN001
     """COPY the events whose ids are not stored yet straight into the table (rows are
     written in batches, unlike INSERT's one by one); None if another writer stored one
-    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT."""
-    cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [prepared.uids])
-    stored = {uid for (uid,) in cursor.fetchall()}
-    lines = prepared.copy.splitlines(keepends=True) if stored else None
+    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT.
+
+    Only the `asked` ids are looked up: the others are known not to be stored.
+    """
+    stored: set[str] = set()
+    if asked:
+        cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [asked])
+        stored = {uid for (uid,) in cursor.fetchall()}
     new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
-    data = prepared.copy if lines is None else b"".join(lines[i] for i in new)
+    data = _rows_text(prepared, new) if stored else prepared.copy
     try:
         with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
             cursor.cursor.copy_expert(
@@ -257,11 +410,12 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int) -> list[StoredEvent] | 
             )
     except IntegrityError:
         return None
-    rows = prepared.rows
-    return [StoredEvent(None, *rows[i]) for i in new]  # type: ignore[arg-type]
+    return Inserted(len(new), sorted(stored))
 
 
-def _insert_isolating(prepared: Prepared, batch_id: int) -> tuple[list[StoredEvent], list[RejectedRecord]]:
+def _insert_isolating(
+    prepared: Prepared, batch_id: int, seen: SeenIds | None = None
+) -> tuple[Inserted, list[RejectedRecord]]:
     """Insert the chunk's events; a record the database refuses (a value it cannot hold, a
     constraint) becomes a rejection with the database's reason instead of failing its chunk.
 
@@ -270,26 +424,40 @@ def _insert_isolating(prepared: Prepared, batch_id: int) -> tuple[list[StoredEve
     """
     try:
         with transaction.atomic():
-            return _insert(prepared, batch_id), []
+            return _insert(prepared, batch_id, seen), []
     except (DataError, IntegrityError, InternalError) as error:
         if not connection.is_usable():
             raise  # the connection is gone: the import stops with a resumable error
         if len(prepared.uids) == 1:
             line, raw = _line_and_raw(prepared)
-            return [], [rejected(line, REFUSED + _first_line(error), raw.encode())]
+            return Inserted(0, list(prepared.uids)), [rejected(line, REFUSED + _first_line(error), raw.encode())]
     middle = len(prepared.uids) // 2
-    stored: list[StoredEvent] = []
+    inserted = Inserted()
     refused: list[RejectedRecord] = []
     for half in (_subset(prepared, slice(None, middle)), _subset(prepared, slice(middle, None))):
-        half_stored, half_refused = _insert_isolating(half, batch_id)
-        stored += half_stored
+        half_inserted, half_refused = _insert_isolating(half, batch_id)
+        inserted += half_inserted
         refused += half_refused
-    return stored, refused
+    return inserted, refused
 
 
 def _first_line(error: Exception) -> str:
     text = str(error).strip()
     return text.splitlines()[0] if text else type(error).__name__
+
+
+def _rows_text(prepared: Prepared, keep: list[int]) -> bytes:
+    """The COPY text of the rows at the (ascending) positions `keep`: the text between the
+    rows left out is taken in whole slices (those are few: ids stored already)."""
+    copy, ends, pieces, start = prepared.copy, prepared.ends, [], 0
+    kept = set(keep)
+    for i in range(len(prepared.uids)):
+        if i not in kept:
+            end_before = ends[i - 1] if i else 0
+            pieces.append(copy[start:end_before])
+            start = ends[i]
+    pieces.append(copy[start:])
+    return b"".join(pieces)
 
 
 def _subset(prepared: Prepared, part: slice) -> Prepared:
@@ -303,6 +471,7 @@ def _subset(prepared: Prepared, part: slice) -> Prepared:
         events=0,
         uids=prepared.uids[part],
         copy=b"".join(lines[part]),
+        ends=IntArray("Q", accumulate(map(len, lines[part]))),
         rows=prepared.rows[part],
         details=prepared.details,
     )

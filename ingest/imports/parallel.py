@@ -129,6 +129,7 @@ def finish_import(job: ImportJob) -> ImportJob:
     job.accepted, job.duplicates, job.rejected = (totals[k] or 0 for k in ("accepted", "duplicates", "rejected"))
     job.finished_at = job.finished_at or timezone.now()
     job.save(update_fields=["accepted", "duplicates", "rejected", "finished_at", "updated_at"])
+    dominating = bool(ImportJob.objects.get(pk=job.pk).deferred_ddl)
     bulk.restore_deferred()  # before the rebuild, which reads through them
-    maintenance.rebuild_stale()
+    maintenance.rebuild_stale(bulk=dominating)
     return job

@@ -163,12 +163,14 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
         )
         start = part.next_offset
         chunks = iter(lambda: list(islice(records, chunk_lines)), [])
-        for prepared in (loader.prepare(raw, now, is_postgresql()) for raw in chunks):
-            stored = _store_range_chunk(range_id, start, prepared)
-            if stored is None:
-                return None  # another delivery moved this range on: it carries on from there
-            part, start = stored, prepared.end_offset
-            ImportJob.objects.filter(pk=part.job_id).update(updated_at=timezone.now())  # still advancing
+        with loader.collector_paused() as collect:
+            for prepared in (loader.prepare(raw, now, is_postgresql()) for raw in chunks):
+                stored = _store_range_chunk(range_id, start, prepared)
+                if stored is None:
+                    return None  # another delivery moved this range on: it carries on from there
+                part, start = stored, prepared.end_offset
+                ImportJob.objects.filter(pk=part.job_id).update(updated_at=timezone.now())  # still advancing
+                collect()
     if start >= part.byte_end and part.status != ImportRange.Status.DONE:  # an empty range
         ImportRange.objects.filter(pk=range_id, next_offset=start).update(
             status=ImportRange.Status.DONE, processed_at=timezone.now()

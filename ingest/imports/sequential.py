@@ -20,6 +20,7 @@ from ingest.framing import ARRAY, RawRecord, detect_framing, iter_records, open_
 from ingest.imports import bulk, loader
 from ingest.imports.identity import ConcurrentImport, TailKeeper
 from ingest.imports.jobs import find_job
+from ingest.imports.seen import SeenIds, seen_ids_of_table
 from ingest.models import ImportJob
 from reports import maintenance
 
@@ -49,8 +50,12 @@ def import_file(
         job = found.job
         if found.notice and on_notice:
             on_notice(found.notice)
-        if bulk.dominates(_bytes_left(path, raw_stream, job)):
+        left = _bytes_left(path, raw_stream, job)
+        dominating = bulk.dominates(left)
+        seen = None
+        if dominating:
             bulk.defer_indexes(job)
+            seen = seen_ids_of_table(left // BYTES_PER_RECORD)
         stream = TailKeeper(raw_stream, job.next_offset, found.before)
         records = iter_records(
             stream,  # type: ignore[arg-type]
@@ -62,15 +67,21 @@ def import_file(
         )
         chunks = _chunks_with_hashes(records, chunk_lines, stream)
         for prepared, checkpoint_hash in loader.prepared_chunks(chunks, workers, array=framing == ARRAY):
-            _store_file_chunk(job, path, prepared, checkpoint_hash)
+            _store_file_chunk(job, path, prepared, checkpoint_hash, seen)
             if on_progress:
                 on_progress(job)
     if job.finished_at is None:
         job.finished_at = timezone.now()
         job.save(update_fields=["finished_at"])
+    dominating = dominating or bool(job.deferred_ddl)  # a resumed import may have deferred them before
     bulk.restore_deferred()  # before the rebuild, which reads through them
-    maintenance.rebuild_stale()
+    maintenance.rebuild_stale(bulk=dominating)
     return job
+
+
+# For sizing the filter of stored ids: records are rarely shorter (a gzip file's bytes
+# are counted compressed, so its estimate is low: the filter then errs towards "maybe").
+BYTES_PER_RECORD = 100
 
 
 def _bytes_left(path: str, stream: object, job: ImportJob) -> int:
@@ -90,11 +101,13 @@ def _chunks_with_hashes(
 
 
 @transaction.atomic
-def _store_file_chunk(job: ImportJob, path: str, prepared: loader.Prepared, checkpoint_hash: str) -> None:
+def _store_file_chunk(
+    job: ImportJob, path: str, prepared: loader.Prepared, checkpoint_hash: str, seen: SeenIds | None
+) -> None:
     locked = ImportJob.objects.select_for_update().get(pk=job.pk)
     if locked.next_offset != job.next_offset:
         raise ConcurrentImport(f"{path} is being imported by another process")
-    stored = loader.store(prepared, source=path, job_id=job.pk, byte_start=job.next_offset)
+    stored = loader.store(prepared, source=path, job_id=job.pk, byte_start=job.next_offset, seen=seen)
     job.next_offset = prepared.end_offset
     job.next_line = prepared.next_line
     job.checkpoint_hash = checkpoint_hash
@@ -115,5 +128,4 @@ def rebuild_abandoned_stale_summaries(quiet_seconds: int = 600) -> int:
     cutoff = timezone.now() - timezone.timedelta(seconds=quiet_seconds)
     if ImportJob.objects.filter(finished_at__isnull=True, updated_at__gte=cutoff).exists():
         return 0
-    bulk.restore_deferred()
-    return maintenance.rebuild_stale()
+    return maintenance.rebuild_stale(bulk=bulk.restore_deferred() > 0)
