@@ -130,9 +130,9 @@ class RawBatch(models.Model):
     rejected = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
-    # When the broker last took it (null: never, e.g. while the broker was down)
-    # and when a worker last started on it; the sweeper uses both.
-    enqueued_at = models.DateTimeField(null=True, blank=True)
+    # When a worker last took it: a claim older than PROCESSING_TIMEOUT_SECONDS is taken
+    # for lost with its worker (ingest/batches.py). Workers are woken, not sent batches, so
+    # there is no "enqueued" time to keep (import ranges have one: ImportRange).
     claimed_at = models.DateTimeField(null=True, blank=True)
     processed_at = models.DateTimeField(null=True, blank=True)
     # Why the last attempt failed (empty when none did).

@@ -21,12 +21,6 @@ def sample_data() -> Path:
     return SAMPLES
 
 
-@pytest.fixture(scope="session")
-def shared_data(sample_data: Path) -> Path:
-    """Former name of `sample_data`, kept while branches that use it are merged."""
-    return sample_data
-
-
 @pytest.fixture
 def database_url(transactional_db: None) -> str:
     """A DATABASE_URL naming the test database this test runs against."""

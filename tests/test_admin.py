@@ -32,11 +32,11 @@ def expected_rows(path: Path) -> dict[str, dict[str, int]]:
 
 
 @pytest.fixture
-def data(db: None, shared_data: Path) -> Path:
+def data(db: None, sample_data: Path) -> Path:
     """small.jsonl (chat), edge.jsonl (every rejection kind) and the xmpp sample, imported."""
     for name in ("chat/small.jsonl", "chat/edge.jsonl", "xmpp/chatid_sample.json"):
-        call_command("import_jsonl", str(shared_data / name))
-    return shared_data
+        call_command("import_jsonl", str(sample_data / name))
+    return sample_data
 
 
 def changelist(client, model: str, **params: str):

@@ -58,11 +58,11 @@ def nested(depth: int) -> object:
 
 
 @pytest.fixture
-def site(live_stack, shared_data: Path, tmp_path: Path, monkeypatch):
+def site(live_stack, sample_data: Path, tmp_path: Path, monkeypatch):
     """Sample data imported, records refused for nesting deeper than today's limit, an analyst
     user, and a server whose limit is higher (as after raising MAX_NESTING)."""
     for name in ("chat/small.jsonl", "xmpp/chatid_sample.json", "interactions/eye_sample.jsonl"):
-        call_command("import_jsonl", str(shared_data / name))
+        call_command("import_jsonl", str(sample_data / name))
     meta = nested(120)  # deeper than MAX_NESTING (100)
     deep = [
         {"id": f"deep-{i}", "type": "message", "from": "v1", "site_id": "617", "timestamp": 1429030000 + i,
@@ -99,7 +99,7 @@ def shot(page, name: str, selector: str | None = None) -> None:
     target.screenshot(path=str(SHOTS / f"{name}.png"), **({} if selector else {"full_page": True}))
 
 
-def test_an_analyst_answers_questions_from_the_admin(page, shared_data):
+def test_an_analyst_answers_questions_from_the_admin(page, sample_data):
     # Log in: the admin is Switchboard's.
     page.goto("/admin/")
     page.fill("#id_username", "analyst")
@@ -118,7 +118,7 @@ def test_an_analyst_answers_questions_from_the_admin(page, shared_data):
     page.press("input[name=until]", "Enter")
     page.wait_for_url(re.compile(r"until="))  # the filtered list, not the one before it
     records = {}
-    for line in (shared_data / "chat/small.jsonl").read_bytes().splitlines():
+    for line in (sample_data / "chat/small.jsonl").read_bytes().splitlines():
         record = orjson.loads(line)
         records.setdefault(record["id"], record)
     expected = [r for r in records.values() if r["site_id"] == "617" and 1429027200 <= r["timestamp"] < 1429030800]
@@ -135,7 +135,7 @@ def test_an_analyst_answers_questions_from_the_admin(page, shared_data):
             drawn[int(column.get_attribute("data-start"))] = total
     assert drawn == by_hour
     expected_sites = {}
-    for line in (shared_data / "chat/small.expected").read_text().splitlines():
+    for line in (sample_data / "chat/small.expected").read_text().splitlines():
         site_id, *fields = line.split(",")
         expected_sites[site_id] = {k: int(v) for k, v in (f.split("=") for f in fields)}
     for bar in page.locator("#site-chart g.bar").all():

@@ -622,8 +622,8 @@ def test_a_rejection_keeps_the_whole_record_within_the_size_limit_else_its_reada
 # -- the shared file with every rejection kind ---------------------------------
 
 
-def test_every_rejection_of_edge_jsonl_has_its_line_and_reason(shared_data):
-    with (shared_data / "chat" / "edge.jsonl").open("rb") as stream:
+def test_every_rejection_of_edge_jsonl_has_its_line_and_reason(sample_data):
+    with (sample_data / "chat" / "edge.jsonl").open("rb") as stream:
         chunk = validate_into(Chunk(), iter_records(stream, "ndjson"), time.time())
     assert [(r.line, r.reason) for r in chunk.rejections] == [
         (21, "not valid JSON: unexpected end of data: line 1 column 78 (char 77)"),

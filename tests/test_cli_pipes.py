@@ -26,15 +26,15 @@ COMMANDS = [
 
 
 @pytest.fixture
-def imported(database_url: str, shared_data: Path) -> str:
+def imported(database_url: str, sample_data: Path) -> str:
     for name in ("chat/small.jsonl", "xmpp/chatid_sample.json"):
-        call_command("import_jsonl", str(shared_data / name))
+        call_command("import_jsonl", str(sample_data / name))
     return database_url
 
 
 @pytest.mark.parametrize("args", COMMANDS, ids=lambda args: args[0])
-def test_a_closed_pipe_ends_a_command_quietly(imported, shared_data, args):
-    args = [a.format(edge=shared_data / "chat/edge.jsonl") for a in args]
+def test_a_closed_pipe_ends_a_command_quietly(imported, sample_data, args):
+    args = [a.format(edge=sample_data / "chat/edge.jsonl") for a in args]
     env = {**os.environ, "DATABASE_URL": imported}
     process = subprocess.Popen(
         [sys.executable, str(REPO / "manage.py"), *args],

@@ -54,10 +54,10 @@ def counted_from_events() -> list[tuple]:
 
 
 @pytest.fixture
-def data(db: None, shared_data: Path) -> Path:
+def data(db: None, sample_data: Path) -> Path:
     for name in ("chat/small.jsonl", "xmpp/chatid_sample.json", "interactions/eye_sample.jsonl"):
-        call_command("import_jsonl", str(shared_data / name))
-    return shared_data
+        call_command("import_jsonl", str(sample_data / name))
+    return sample_data
 
 
 @pytest.fixture
@@ -69,23 +69,23 @@ def analyst(client, db: None):
 # -- the rollup -------------------------------------------------------------------------
 
 
-def test_bulk_imports_count_every_new_event_once(data, shared_data):
+def test_bulk_imports_count_every_new_event_once(data, sample_data):
     assert rollup() == counted_from_events()
     assert sum(n for *_, n in rollup()) == 1941 + 340 + 20
-    call_command("import_jsonl", str(shared_data / "chat/small.jsonl"))  # the same file again: nothing new
+    call_command("import_jsonl", str(sample_data / "chat/small.jsonl"))  # the same file again: nothing new
     assert rollup() == counted_from_events()
     assert event_counts.rebuild() == len(counted_from_events()) and rollup() == counted_from_events()
 
 
-def test_the_worker_path_counts_once_across_batches_retries_and_rollbacks(db, shared_data):
+def test_the_worker_path_counts_once_across_batches_retries_and_rollbacks(db, sample_data):
     app, _ = create_application("site")
-    lines = (shared_data / "chat/small.jsonl").read_bytes().splitlines(keepends=True)
+    lines = (sample_data / "chat/small.jsonl").read_bytes().splitlines(keepends=True)
     # Overlapping batches: every line is posted twice, in different batches.
     for start in range(0, len(lines), 300):
         batch = receive_batch(app, b"".join(lines[max(0, start - 150) : start + 300]), "application/x-ndjson", "", 1)
         process_batch(batch.pk)
         process_batch(batch.pk)  # a second delivery changes nothing
-    assert Event.objects.count() == len(distinct_records(shared_data / "chat/small.jsonl"))
+    assert Event.objects.count() == len(distinct_records(sample_data / "chat/small.jsonl"))
     assert rollup() == counted_from_events()
 
     before = rollup()

@@ -25,10 +25,10 @@ FILES = ("chat/small.jsonl", "chat/edge.jsonl", "xmpp/chatid_sample.json", "inte
 
 
 @pytest.fixture
-def data(db: None, shared_data: Path) -> Path:
+def data(db: None, sample_data: Path) -> Path:
     for name in FILES:
-        call_command("import_jsonl", str(shared_data / name))
-    return shared_data
+        call_command("import_jsonl", str(sample_data / name))
+    return sample_data
 
 
 @pytest.fixture

@@ -246,12 +246,12 @@ def secondary_indexes() -> set[str]:
     return {name for name, info in found.items() if info["index"] and not info["unique"] and not info["primary_key"]}
 
 
-def test_a_dominating_file_is_loaded_with_its_indexes_built_after(tmp_path, settings, shared_data):
+def test_a_dominating_file_is_loaded_with_its_indexes_built_after(tmp_path, settings, sample_data):
     settings.SWITCHBOARD = {**settings.SWITCHBOARD, "IMPORT_DEFER_INDEXES_BYTES": 0}
     wanted = {index.name for index in Event._meta.indexes}
     assert wanted <= secondary_indexes()
-    source = shared_data / "chat" / "mixed.jsonl"
-    summary = (shared_data / "chat" / "mixed.expected").read_text()
+    source = sample_data / "chat" / "mixed.jsonl"
+    summary = (sample_data / "chat" / "mixed.expected").read_text()
     outcome = chat_oracle.read_ndjson(source.read_bytes(), time.time())
 
     if connection.vendor == "postgresql":
@@ -317,8 +317,8 @@ def test_an_id_stored_behind_the_filters_back_is_counted_a_duplicate(tmp_path):
     assert sorted(EventCount.objects.values_list("site", "events")) == [("s0", 2), ("s2", 2)]
 
 
-def test_a_bulk_rebuild_of_actors_keeps_the_ones_there_and_adds_the_rest(tmp_path, shared_data):
-    source = shared_data / "chat" / "mixed.jsonl"
+def test_a_bulk_rebuild_of_actors_keeps_the_ones_there_and_adds_the_rest(tmp_path, sample_data):
+    source = sample_data / "chat" / "mixed.jsonl"
     run(str(source))
     actors = sorted(SiteActor.objects.values_list("site_id", "role", "actor"))
     summary = [row.classic() for row in site_summary.summary_rows()]
@@ -340,13 +340,13 @@ def site_foreign_keys(cursor) -> dict[str, str]:  # noqa: ANN001 - a database cu
     return dict(cursor.fetchall())
 
 
-def test_a_dominating_file_loads_when_events_have_no_site_foreign_key(tmp_path, settings, shared_data):
+def test_a_dominating_file_loads_when_events_have_no_site_foreign_key(tmp_path, settings, sample_data):
     """Events name their site without a database constraint (events 0005): the loader
     defers only the indexes, and adds back nothing that was not there."""
     settings.SWITCHBOARD = {**settings.SWITCHBOARD, "IMPORT_DEFER_INDEXES_BYTES": 0}
     wanted = {index.name for index in Event._meta.indexes}
-    source = shared_data / "chat" / "mixed.jsonl"
-    summary = (shared_data / "chat" / "mixed.expected").read_text()
+    source = sample_data / "chat" / "mixed.jsonl"
+    summary = (sample_data / "chat" / "mixed.expected").read_text()
     if connection.vendor != "postgresql":  # no constraints to drop: the plain import
         assert run(str(source), "--summary")[0] == summary
         return

@@ -49,9 +49,9 @@ def oracle_counts(outcome: chat_oracle.Outcome) -> dict[str, int]:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_each_shared_file_gives_its_expected_summary_and_counts(name, shared_data, live_stack, manage):
-    path = shared_data / "chat" / f"{name}.jsonl"
-    summary, counts = expected(name, shared_data)
+def test_each_shared_file_gives_its_expected_summary_and_counts(name, sample_data, live_stack, manage):
+    path = sample_data / "chat" / f"{name}.jsonl"
+    summary, counts = expected(name, sample_data)
 
     code, out, err = run_import(live_stack, str(path), "--summary")
     assert code == 0, err
@@ -77,9 +77,9 @@ def test_each_shared_file_gives_its_expected_summary_and_counts(name, shared_dat
 
 
 @pytest.mark.slow
-def test_stdout_is_empty_without_summary(shared_data, live_stack):
-    path = shared_data / "chat" / "small.jsonl"
-    summary, counts = expected("small", shared_data)
+def test_stdout_is_empty_without_summary(sample_data, live_stack):
+    path = sample_data / "chat" / "small.jsonl"
+    summary, counts = expected("small", sample_data)
 
     code, out, err = run_import(live_stack, str(path), "--chunk-lines=300")
     assert code == 0, err
@@ -91,8 +91,8 @@ def test_stdout_is_empty_without_summary(shared_data, live_stack):
 
 
 @pytest.mark.slow
-def test_a_missing_file_fails_clearly_and_imports_nothing(shared_data, manage, tmp_path):
-    present = shared_data / "chat" / "small.jsonl"
+def test_a_missing_file_fails_clearly_and_imports_nothing(sample_data, manage, tmp_path):
+    present = sample_data / "chat" / "small.jsonl"
     missing = tmp_path / "no-such.jsonl"
 
     done = manage("import_jsonl", str(present), str(missing), "--summary")
@@ -136,9 +136,9 @@ def json_array_bytes(values: list[object]) -> bytes:
 @pytest.mark.django_db
 @pytest.mark.parametrize("variant", ["gzip", "array", "array-gzip"])
 @pytest.mark.parametrize("name", ["edge", "mixed"])
-def test_gzip_and_json_array_files_give_the_same_summary(name, variant, shared_data, tmp_path):
-    source = shared_data / "chat" / f"{name}.jsonl"
-    summary, counts = expected(name, shared_data)
+def test_gzip_and_json_array_files_give_the_same_summary(name, variant, sample_data, tmp_path):
+    source = sample_data / "chat" / f"{name}.jsonl"
+    summary, counts = expected(name, sample_data)
     if variant == "gzip":
         path = tmp_path / f"{name}.jsonl.gz"
         path.write_bytes(gzip.compress(source.read_bytes()))
@@ -180,9 +180,9 @@ def summary_events(summary: str, source: Path) -> int:
 
 
 @pytest.mark.django_db
-def test_several_files_in_one_command(shared_data):
+def test_several_files_in_one_command(sample_data):
     names = ["edge", "external_small", "small", "external_bad"]  # the last resends 9 ids of the second
-    paths = [shared_data / "chat" / f"{name}.jsonl" for name in names]
+    paths = [sample_data / "chat" / f"{name}.jsonl" for name in names]
 
     out, err = call("import_jsonl", *map(str, paths), "--summary")
 
@@ -202,11 +202,11 @@ def test_several_files_in_one_command(shared_data):
 
 
 @pytest.mark.django_db
-def test_all_shared_lines_shuffled_with_resends_give_the_oracles_summary(shared_data, tmp_path):
+def test_all_shared_lines_shuffled_with_resends_give_the_oracles_summary(sample_data, tmp_path):
     rng = random.Random(5150)
     lines = []
     for name in CHAT_FILES:
-        data = (shared_data / "chat" / f"{name}.jsonl").read_bytes().removeprefix(chat_oracle.BOM)
+        data = (sample_data / "chat" / f"{name}.jsonl").read_bytes().removeprefix(chat_oracle.BOM)
         lines += data.removesuffix(b"\n").split(b"\n")
     lines += rng.sample(lines, 3000)  # resends of valid, invalid and blank lines alike
     rng.shuffle(lines)

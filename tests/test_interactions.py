@@ -66,9 +66,9 @@ def stored_report() -> dict:
 
 
 @pytest.mark.django_db
-def test_import_of_eye_sample_gives_the_expected_json(shared_data):
-    expected = json.loads((shared_data / "interactions" / "eye_sample.expected.json").read_text())
-    call_command("import_jsonl", str(shared_data / "interactions" / "eye_sample.jsonl"), stderr=io.StringIO())
+def test_import_of_eye_sample_gives_the_expected_json(sample_data):
+    expected = json.loads((sample_data / "interactions" / "eye_sample.expected.json").read_text())
+    call_command("import_jsonl", str(sample_data / "interactions" / "eye_sample.jsonl"), stderr=io.StringIO())
     job = ImportJob.objects.get()
     assert {"accepted": job.accepted, "duplicates": job.duplicates, "rejected": job.rejected, **stored_report()} == (
         expected
@@ -77,9 +77,9 @@ def test_import_of_eye_sample_gives_the_expected_json(shared_data):
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", [7, 8])
-def test_worker_path_in_shuffled_batches_gives_the_expected_json(shared_data, seed):
-    expected = json.loads((shared_data / "interactions" / "eye_sample.expected.json").read_text())
-    lines = (shared_data / "interactions" / "eye_sample.jsonl").read_text().splitlines()
+def test_worker_path_in_shuffled_batches_gives_the_expected_json(sample_data, seed):
+    expected = json.loads((sample_data / "interactions" / "eye_sample.expected.json").read_text())
+    lines = (sample_data / "interactions" / "eye_sample.jsonl").read_text().splitlines()
     records = [json.loads(line) for line in lines]
     rng = random.Random(seed)
     rng.shuffle(records)
@@ -93,8 +93,8 @@ def test_worker_path_in_shuffled_batches_gives_the_expected_json(shared_data, se
 
 
 @pytest.mark.django_db
-def test_eye_sample_rejection_reasons(shared_data):
-    call_command("import_jsonl", str(shared_data / "interactions" / "eye_sample.jsonl"), stderr=io.StringIO())
+def test_eye_sample_rejection_reasons(sample_data):
+    call_command("import_jsonl", str(sample_data / "interactions" / "eye_sample.jsonl"), stderr=io.StringIO())
     assert list(Rejection.objects.values_list("line", "reason")) == [
         (1, "'data' must be an object, got an array"),
         (2, "'timestamp' '01/02/2021' is neither 'YYYY-MM-DD HH:MM:SS[.ffffff]' nor ISO 8601"),

@@ -28,27 +28,27 @@ BROKEN = [
 ]
 
 
-def sample_lines(shared_data) -> list[bytes]:
-    chat = [line for line in (shared_data / "chat" / "small.jsonl").read_bytes().splitlines() if line.strip()]
-    xmpp = [orjson.dumps(r) for r in json.loads((shared_data / "xmpp" / "chatid_sample.json").read_bytes())]
-    eye = (shared_data / "interactions" / "eye_sample.jsonl").read_bytes().splitlines()
+def sample_lines(sample_data) -> list[bytes]:
+    chat = [line for line in (sample_data / "chat" / "small.jsonl").read_bytes().splitlines() if line.strip()]
+    xmpp = [orjson.dumps(r) for r in json.loads((sample_data / "xmpp" / "chatid_sample.json").read_bytes())]
+    eye = (sample_data / "interactions" / "eye_sample.jsonl").read_bytes().splitlines()
     return chat + xmpp + eye + BROKEN
 
 
-def expected(shared_data) -> dict:
+def expected(sample_data) -> dict:
     chat_counts = dict(
-        part.split("=") for part in (shared_data / "chat" / "small.counts").read_text().split()
+        part.split("=") for part in (sample_data / "chat" / "small.counts").read_text().split()
     )  # "rejected=0 duplicates=58"
-    chat_lines = sum(1 for line in (shared_data / "chat" / "small.jsonl").read_bytes().splitlines() if line.strip())
-    eye = json.loads((shared_data / "interactions" / "eye_sample.expected.json").read_text())
+    chat_lines = sum(1 for line in (sample_data / "chat" / "small.jsonl").read_bytes().splitlines() if line.strip())
+    eye = json.loads((sample_data / "interactions" / "eye_sample.expected.json").read_text())
     chat_rejected, chat_duplicates = int(chat_counts["rejected"]), int(chat_counts["duplicates"])
     return {
         "accepted": (chat_lines - chat_rejected - chat_duplicates) + 340 + eye["accepted"],
         "duplicates": chat_duplicates + eye["duplicates"],
         "rejected": chat_rejected + eye["rejected"] + len(BROKEN),
-        "sites": (shared_data / "chat" / "small.expected").read_text().splitlines(),
-        "rooms": (shared_data / "xmpp" / "chatid_sample.rooms.expected").read_text().splitlines(),
-        "totals": (shared_data / "xmpp" / "chatid_sample.totals.expected").read_text().strip(),
+        "sites": (sample_data / "chat" / "small.expected").read_text().splitlines(),
+        "rooms": (sample_data / "xmpp" / "chatid_sample.rooms.expected").read_text().splitlines(),
+        "totals": (sample_data / "xmpp" / "chatid_sample.totals.expected").read_text().strip(),
         "by_type": eye["by_type"],
     }
 
@@ -66,12 +66,12 @@ def observed() -> dict:
 
 
 @pytest.mark.django_db
-def test_one_ndjson_file_mixing_all_families(shared_data, tmp_path):
-    lines = sample_lines(shared_data)
+def test_one_ndjson_file_mixing_all_families(sample_data, tmp_path):
+    lines = sample_lines(sample_data)
     random.Random(4).shuffle(lines)
     path = tmp_path / "mixed_families.jsonl"
     path.write_bytes(b"\r\n".join(lines) + b"\r\n")
-    want = expected(shared_data)
+    want = expected(sample_data)
 
     call_command("import_jsonl", str(path), stderr=io.StringIO())
 
@@ -89,12 +89,12 @@ def test_one_ndjson_file_mixing_all_families(shared_data, tmp_path):
 
 
 @pytest.mark.django_db
-def test_api_like_batches_mixing_all_families(shared_data):
-    values = [orjson.loads(line) for line in sample_lines(shared_data)]
+def test_api_like_batches_mixing_all_families(sample_data):
+    values = [orjson.loads(line) for line in sample_lines(sample_data)]
     rng = random.Random(5)
     values += rng.sample(values, 200)  # resends across batches
     rng.shuffle(values)
-    want = expected(shared_data)
+    want = expected(sample_data)
     accepted = duplicates = rejected = 0
     for i in range(0, len(values), 250):
         batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)

@@ -34,11 +34,11 @@ def post_all(stack, key: str, bodies: list[list[bytes]], clients: int, content_t
 
 
 def test_single_event_posts_from_concurrent_clients_shuffled_and_resent_give_the_exact_summary(
-    live_stack, shared_data, app_key, analyst_token
+    live_stack, sample_data, app_key, analyst_token
 ):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    lines = [line for line in file_lines(shared_data / "chat" / "small.jsonl") if line.strip()]
+    lines = [line for line in file_lines(sample_data / "chat" / "small.jsonl") if line.strip()]
     posts = [[line] for line in lines + rng.sample(lines, k=len(lines) // 10)]  # a tenth resent
     rng.shuffle(posts)
     live_stack.start_web()
@@ -47,16 +47,16 @@ def test_single_event_posts_from_concurrent_clients_shuffled_and_resent_give_the
     batch_ids = post_all(live_stack, app_key, posts, clients=8, content_type="application/json")
     wait_for(lambda: all_done(len(batch_ids)), 120, f"{len(batch_ids)} one-event batches (seed {seed})")
 
-    assert summary_text(live_stack, analyst_token) == (shared_data / "chat" / "small.expected").read_text()
-    counts = expected_counts("small", shared_data)
+    assert summary_text(live_stack, analyst_token) == (sample_data / "chat" / "small.expected").read_text()
+    counts = expected_counts("small", sample_data)
     batches = RawBatch.objects.filter(pk__in=batch_ids)
     assert sum(b.accepted for b in batches) == len(lines) - counts["duplicates"] - counts["rejected"], seed
     assert sum(b.duplicates for b in batches) == counts["duplicates"] + len(posts) - len(lines), seed
     assert Event.objects.count() == len(lines) - counts["duplicates"] - counts["rejected"]
 
 
-def test_several_workers_draining_one_outbox_take_every_batch_once(live_stack, shared_data, app_key, analyst_token):
-    lines = file_lines(shared_data / "chat" / "small.jsonl")
+def test_several_workers_draining_one_outbox_take_every_batch_once(live_stack, sample_data, app_key, analyst_token):
+    lines = file_lines(sample_data / "chat" / "small.jsonl")
     bodies = random_batches(lines, random.Random(5), largest=20)
     live_stack.start_web()
     batch_ids = post_all(live_stack, app_key, bodies, clients=4, content_type="application/x-ndjson")
@@ -75,10 +75,10 @@ def test_several_workers_draining_one_outbox_take_every_batch_once(live_stack, s
     batches = list(RawBatch.objects.filter(pk__in=batch_ids))
     assert {b.attempts for b in batches} == {1}  # no batch was claimed twice
     assert len({b.claimed_at for b in batches}) > 5  # many groups
-    counts = expected_counts("small", shared_data)
+    counts = expected_counts("small", sample_data)
     records = sum(1 for line in lines if line.strip())
     assert sum(b.accepted for b in batches) == records - counts["duplicates"] - counts["rejected"]
-    assert summary_text(live_stack, analyst_token) == (shared_data / "chat" / "small.expected").read_text()
+    assert summary_text(live_stack, analyst_token) == (sample_data / "chat" / "small.expected").read_text()
 
 
 def worker_args(stack, n: int) -> list[str]:
@@ -86,8 +86,8 @@ def worker_args(stack, n: int) -> list[str]:
             "--without-gossip", "--without-mingle", "-n", f"e2e-{stack.port}-{n}-{time.monotonic_ns()}@%h"]  # fmt: skip
 
 
-def test_a_worker_killed_mid_group_loses_and_doubles_nothing(live_stack, shared_data, app_key, analyst_token):
-    lines = file_lines(shared_data / "chat" / "mixed.jsonl")
+def test_a_worker_killed_mid_group_loses_and_doubles_nothing(live_stack, sample_data, app_key, analyst_token):
+    lines = file_lines(sample_data / "chat" / "mixed.jsonl")
     bodies = random_batches(lines, random.Random(13), largest=300)
     live_stack.start_web()
     batch_ids = post_all(live_stack, app_key, bodies, clients=4, content_type="application/x-ndjson")
@@ -107,8 +107,8 @@ def test_a_worker_killed_mid_group_loses_and_doubles_nothing(live_stack, shared_
     assert "workers woken" in sweep.stderr, sweep.stderr
     wait_for(lambda: all_done(len(batch_ids)), 120, "every batch after the restart")
 
-    assert summary_text(live_stack, analyst_token) == (shared_data / "chat" / "mixed.expected").read_text()
-    counts = expected_counts("mixed", shared_data)
+    assert summary_text(live_stack, analyst_token) == (sample_data / "chat" / "mixed.expected").read_text()
+    counts = expected_counts("mixed", sample_data)
     records = sum(1 for line in lines if line.strip())
     batches = list(RawBatch.objects.filter(pk__in=batch_ids))
     assert sum(b.accepted for b in batches) == records - counts["rejected"] - counts["duplicates"]

@@ -69,10 +69,10 @@ def run_import(stack: LiveStack, *args: str) -> tuple[int, str, str]:
     return Import(stack, *args).finish()
 
 
-def expected(name: str, shared_data: Path) -> tuple[str, dict[str, int]]:
-    text = (shared_data / "chat" / f"{name}.counts").read_text().split()
+def expected(name: str, sample_data: Path) -> tuple[str, dict[str, int]]:
+    text = (sample_data / "chat" / f"{name}.counts").read_text().split()
     counts = {k: int(v) for k, v in (item.split("=") for item in text)}
-    return (shared_data / "chat" / f"{name}.expected").read_text(), counts
+    return (sample_data / "chat" / f"{name}.expected").read_text(), counts
 
 
 def counts_line(path: Path, stderr: str) -> dict[str, int]:
@@ -100,9 +100,9 @@ def ranges() -> list[ImportRange]:
 
 
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_parallel_import_gives_the_expected_summary_and_a_rerun_adds_nothing(name, live_stack, shared_data):
-    path = shared_data / "chat" / f"{name}.jsonl"
-    summary, counts = expected(name, shared_data)
+def test_parallel_import_gives_the_expected_summary_and_a_rerun_adds_nothing(name, live_stack, sample_data):
+    path = sample_data / "chat" / f"{name}.jsonl"
+    summary, counts = expected(name, sample_data)
     live_stack.start_worker()
     chunk_bytes = max(200, path.stat().st_size // 8)  # about eight ranges, sub-chunks of 500 lines
     code, out, err = run_import(live_stack, str(path), "--parallel", f"--chunk-bytes={chunk_bytes}",
@@ -136,11 +136,11 @@ def test_parallel_import_gives_the_expected_summary_and_a_rerun_adds_nothing(nam
 
 
 @pytest.mark.django_db
-def test_process_pending_imports_the_ranges_no_worker_took(shared_data, capsys):
+def test_process_pending_imports_the_ranges_no_worker_took(sample_data, capsys):
     """With the broker down the ranges stay pending: the sweeper sees them stale, and
     `process_pending` imports them in its own process (nothing else has to be running)."""
-    path = shared_data / "chat" / "small.jsonl"
-    summary, counts = expected("small", shared_data)
+    path = sample_data / "chat" / "small.jsonl"
+    summary, counts = expected("small", sample_data)
     plan = plan_import(str(path), chunk_bytes=path.stat().st_size // 4)
     assert plan.planned >= 4 and len(plan.unfinished) == plan.planned
     assert not stale_ranges().exists()  # just planned: still within the grace period
@@ -158,9 +158,9 @@ def test_process_pending_imports_the_ranges_no_worker_took(shared_data, capsys):
     assert not stale_ranges().exists()
 
 
-def test_waits_for_workers_and_says_so(live_stack, shared_data):
-    path = shared_data / "chat" / "small.jsonl"
-    summary, counts = expected("small", shared_data)
+def test_waits_for_workers_and_says_so(live_stack, sample_data):
+    path = sample_data / "chat" / "small.jsonl"
+    summary, counts = expected("small", sample_data)
     running = Import(live_stack, str(path), "--parallel", "--chunk-bytes=50000", "--stall-seconds=1", "--summary")
     wait_for(lambda: "waiting for workers: no range taken" in running.stderr, 30, "the no-worker warning")
 
@@ -176,9 +176,9 @@ def test_waits_for_workers_and_says_so(live_stack, shared_data):
     assert_true_lines(path)
 
 
-def test_a_worker_killed_mid_range_counts_nothing_twice(live_stack, shared_data):
-    path = shared_data / "chat" / "mixed.jsonl"
-    summary, counts = expected("mixed", shared_data)
+def test_a_worker_killed_mid_range_counts_nothing_twice(live_stack, sample_data):
+    path = sample_data / "chat" / "mixed.jsonl"
+    summary, counts = expected("mixed", sample_data)
     live_stack.start_worker()
     running = Import(live_stack, str(path), "--parallel", "--chunk-bytes=400000", "--chunk-lines=100",
                      "--stall-seconds=2", "--summary")  # fmt: skip
@@ -215,11 +215,11 @@ def records_in(path: Path, batch: ImportRange) -> int:
     return sum(1 for _, raw, _ in iter_ndjson(data, offset=batch.byte_start) if type(raw) is not bytes or raw.strip())
 
 
-def test_gzip_and_json_array_files_fall_back_to_the_sequential_import(live_stack, shared_data, tmp_path):
-    summary, counts = expected("small", shared_data)
+def test_gzip_and_json_array_files_fall_back_to_the_sequential_import(live_stack, sample_data, tmp_path):
+    summary, counts = expected("small", sample_data)
     compressed = tmp_path / "small.jsonl.gz"
-    compressed.write_bytes(gzip.compress((shared_data / "chat" / "small.jsonl").read_bytes()))
-    array = shared_data / "xmpp" / "chatid_sample.json"
+    compressed.write_bytes(gzip.compress((sample_data / "chat" / "small.jsonl").read_bytes()))
+    array = sample_data / "xmpp" / "chatid_sample.json"
 
     code, out, err = run_import(live_stack, str(compressed), str(array), "--parallel", "--summary")
     assert code == 0, err

@@ -59,9 +59,9 @@ def site_url(site_id: str, fmt: str = "") -> str:
 
 
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_site_summary_text_and_json_equal_the_expected_file(analyst, shared_data, name):
-    import_file(str(shared_data / "chat" / f"{name}.jsonl"))
-    expected = (shared_data / "chat" / f"{name}.expected").read_text()
+def test_site_summary_text_and_json_equal_the_expected_file(analyst, sample_data, name):
+    import_file(str(sample_data / "chat" / f"{name}.jsonl"))
+    expected = (sample_data / "chat" / f"{name}.expected").read_text()
 
     by_param = analyst.get("/api/sites/summary/?format=txt")
     by_accept = analyst.get("/api/sites/summary/", HTTP_ACCEPT="text/plain")
@@ -86,9 +86,9 @@ def test_site_summary_text_and_json_equal_the_expected_file(analyst, shared_data
         assert parse_http_date(response["Last-Modified"]) == int(max(refreshed).timestamp())
 
 
-def test_one_site_in_json_and_text(analyst, shared_data):
-    import_file(str(shared_data / "chat" / "edge.jsonl"))
-    lines = (shared_data / "chat" / "edge.expected").read_text().splitlines()
+def test_one_site_in_json_and_text(analyst, sample_data):
+    import_file(str(sample_data / "chat" / "edge.jsonl"))
+    lines = (sample_data / "chat" / "edge.expected").read_text().splitlines()
     assert {parse_classic(line)["site_id"] for line in lines} >= {"42", "sité-ü"}
 
     for line in lines:
@@ -103,8 +103,8 @@ def test_one_site_in_json_and_text(analyst, shared_data):
         assert text["X-Summary-Stale-Sites"] == "0"
 
 
-def test_unknown_site_is_a_json_404_in_either_format(analyst, shared_data):
-    import_file(str(shared_data / "chat" / "external_small.jsonl"))
+def test_unknown_site_is_a_json_404_in_either_format(analyst, sample_data):
+    import_file(str(sample_data / "chat" / "external_small.jsonl"))
 
     for response in (
         analyst.get(site_url("nope")),
@@ -141,8 +141,8 @@ def test_site_ids_with_any_characters_are_reachable(analyst, tmp_path):
         assert response.json()["emails"] == 1
 
 
-def test_stale_sites_are_shown_as_they_are_not_recomputed(analyst, shared_data):
-    import_file(str(shared_data / "chat" / "small.jsonl"))
+def test_stale_sites_are_shown_as_they_are_not_recomputed(analyst, sample_data):
+    import_file(str(sample_data / "chat" / "small.jsonl"))
     before = analyst.get("/api/sites/summary/").json()
     # What a bulk import does while it runs: counters wait for its final rebuild.
     with transaction.atomic():
@@ -157,7 +157,7 @@ def test_stale_sites_are_shown_as_they_are_not_recomputed(analyst, shared_data):
     assert text["X-Summary-Stale-Sites"] == "1" and one["X-Summary-Stale-Sites"] == "1"
     assert [s["site_id"] for s in payload["sites"] if s["stale"]] == ["617"] and one.json()["stale"] is True
     assert [{**s, "stale": False} for s in payload["sites"]] == before["sites"]  # same counts, same times
-    assert text.content.decode() == (shared_data / "chat" / "small.expected").read_text()
+    assert text.content.decode() == (sample_data / "chat" / "small.expected").read_text()
     assert SiteSummary.objects.get(site_id="617").stale  # reading did not rebuild it
 
 
@@ -179,10 +179,10 @@ def test_empty_summaries(analyst):
 # -- room summary ------------------------------------------------------------
 
 
-def test_room_summary_equals_the_expected_files(analyst, shared_data, manage):
-    import_file(str(shared_data / "xmpp" / "chatid_sample.json"))
-    rooms = (shared_data / "xmpp" / "chatid_sample.rooms.expected").read_text()
-    totals = (shared_data / "xmpp" / "chatid_sample.totals.expected").read_text()
+def test_room_summary_equals_the_expected_files(analyst, sample_data, manage):
+    import_file(str(sample_data / "xmpp" / "chatid_sample.json"))
+    rooms = (sample_data / "xmpp" / "chatid_sample.rooms.expected").read_text()
+    totals = (sample_data / "xmpp" / "chatid_sample.totals.expected").read_text()
 
     text = analyst.get("/api/rooms/summary/?format=txt")
     by_accept = analyst.get("/api/rooms/summary/", HTTP_ACCEPT="text/plain")
@@ -213,10 +213,10 @@ def test_room_summary_equals_the_expected_files(analyst, shared_data, manage):
 # -- events -------------------------------------------------------------------
 
 
-def chat_records(shared_data: Path) -> list[dict]:
+def chat_records(sample_data: Path) -> list[dict]:
     """small.jsonl, de-duplicated by id (it has no invalid lines)."""
     records: dict[str, dict] = {}
-    for line in (shared_data / "chat" / "small.jsonl").read_text().splitlines():
+    for line in (sample_data / "chat" / "small.jsonl").read_text().splitlines():
         record = json.loads(line)
         records.setdefault(record["id"], record)
     return list(records.values())
@@ -237,24 +237,24 @@ def tie_records() -> list[dict]:
 
 
 @pytest.fixture(scope="class")
-def dataset(django_db_setup, django_db_blocker, shared_data, tmp_path_factory) -> Iterator[dict]:
+def dataset(django_db_setup, django_db_blocker, sample_data, tmp_path_factory) -> Iterator[dict]:
     """Chat, xmpp and interaction samples plus a site whose events share one second,
     stored once for the class in a transaction that is rolled back after it."""
     ties = tmp_path_factory.mktemp("ties") / "ties.jsonl"
     ties.write_text("".join(json.dumps(r) + "\n" for r in tie_records()))
     files = [
-        shared_data / "chat" / "small.jsonl",
-        shared_data / "xmpp" / "chatid_sample.json",
-        shared_data / "interactions" / "eye_sample.jsonl",
+        sample_data / "chat" / "small.jsonl",
+        sample_data / "xmpp" / "chatid_sample.json",
+        sample_data / "interactions" / "eye_sample.jsonl",
         ties,
     ]
     with django_db_blocker.unblock(), transaction.atomic():
         for path in files:
             import_file(str(path))
         yield {
-            "chat": chat_records(shared_data),
-            "xmpp": json.loads((shared_data / "xmpp" / "chatid_sample.json").read_text()),
-            "interactions": json.loads((shared_data / "interactions" / "eye_sample.expected.json").read_text()),
+            "chat": chat_records(sample_data),
+            "xmpp": json.loads((sample_data / "xmpp" / "chatid_sample.json").read_text()),
+            "interactions": json.loads((sample_data / "interactions" / "eye_sample.expected.json").read_text()),
             "ties": tie_records(),
         }
         transaction.set_rollback(True)
@@ -403,8 +403,8 @@ class TestEvents:
         assert [e["epoch"] for e in events] == sorted(r["timestamp"] for r in expected)
         assert {e["family"] for e in events} == {"xmpp"}
 
-    def test_room_query_matches_the_room_summary(self, analyst, dataset, shared_data):
-        rooms = (shared_data / "xmpp" / "chatid_sample.rooms.expected").read_text().splitlines()
+    def test_room_query_matches_the_room_summary(self, analyst, dataset, sample_data):
+        rooms = (sample_data / "xmpp" / "chatid_sample.rooms.expected").read_text().splitlines()
         for line in rooms[:5]:
             room_id, events_field = line.split(",")[:2]
             events, _ = walk(analyst, f"/api/events/?session={room_id}&page_size=1000")
@@ -501,8 +501,8 @@ ANALYST_URLS = [
 
 
 @pytest.fixture
-def small(shared_data) -> None:
-    import_file(str(shared_data / "chat" / "external_small.jsonl"))  # the site "1"
+def small(sample_data) -> None:
+    import_file(str(sample_data / "chat" / "external_small.jsonl"))  # the site "1"
 
 
 @pytest.mark.parametrize("url", ANALYST_URLS)
@@ -532,7 +532,7 @@ def test_credentials_and_roles(small, url):
 
 
 @pytest.mark.parametrize("url", ANALYST_URLS)
-def test_token_and_admin_session_may_read(small, analyst, shared_data, url):
+def test_token_and_admin_session_may_read(small, analyst, sample_data, url):
     session = APIClient()
     session.force_login(User.objects.create_superuser("admin"))  # a real session cookie, as the admin's login sets
 
@@ -540,4 +540,4 @@ def test_token_and_admin_session_may_read(small, analyst, shared_data, url):
         response = client.get(url)
         assert response.status_code == 200, response.content
         if "format=txt" in url:
-            assert response.content.decode() == (shared_data / "chat" / "external_small.expected").read_text()
+            assert response.content.decode() == (sample_data / "chat" / "external_small.expected").read_text()

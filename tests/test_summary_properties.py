@@ -33,10 +33,10 @@ from tests import chat_oracle
 CHAT_FILES = ["small", "mixed", "edge", "external_small", "external_bad"]
 
 
-def counts_file(shared_data, name: str) -> dict[str, int]:
+def counts_file(sample_data, name: str) -> dict[str, int]:
     return {
         k: int(v)
-        for k, v in (item.split("=") for item in (shared_data / "chat" / f"{name}.counts").read_text().split())
+        for k, v in (item.split("=") for item in (sample_data / "chat" / f"{name}.counts").read_text().split())
     }
 
 
@@ -48,19 +48,19 @@ def classic_rows() -> list[str]:
 
 
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_the_oracle_reproduces_the_shared_expected_files(shared_data, name):
-    outcome = chat_oracle.read_ndjson((shared_data / "chat" / f"{name}.jsonl").read_bytes(), time.time())
+def test_the_oracle_reproduces_the_shared_expected_files(sample_data, name):
+    outcome = chat_oracle.read_ndjson((sample_data / "chat" / f"{name}.jsonl").read_bytes(), time.time())
     assert (
         chat_oracle.summary_lines(outcome.accepted)
-        == (shared_data / "chat" / f"{name}.expected").read_text().splitlines()
+        == (sample_data / "chat" / f"{name}.expected").read_text().splitlines()
     )
-    assert {"rejected": outcome.rejected, "duplicates": outcome.duplicates} == counts_file(shared_data, name)
+    assert {"rejected": outcome.rejected, "duplicates": outcome.duplicates} == counts_file(sample_data, name)
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_the_application_accepts_exactly_the_oracles_events(shared_data, name):
-    path = shared_data / "chat" / f"{name}.jsonl"
+def test_the_application_accepts_exactly_the_oracles_events(sample_data, name):
+    path = sample_data / "chat" / f"{name}.jsonl"
     outcome = chat_oracle.read_ndjson(path.read_bytes(), time.time())
 
     import_file(str(path))
@@ -77,21 +77,21 @@ def test_the_application_accepts_exactly_the_oracles_events(shared_data, name):
 @pytest.mark.django_db
 @pytest.mark.parametrize("statement_rows", [300, 7])
 @pytest.mark.parametrize("name", ["small", "mixed"])
-def test_the_worker_path_gives_the_expected_files_in_large_shuffled_batches(shared_data, name, statement_rows,
+def test_the_worker_path_gives_the_expected_files_in_large_shuffled_batches(sample_data, name, statement_rows,
                                                                            monkeypatch):  # fmt: skip
     """Real data in worker-sized batches: many sites and messages per batch, so the
     set-based lookups span several statements (`statement_rows`)."""
     monkeypatch.setattr(site_summary, "VALUES_PER_QUERY", statement_rows)
     # Stored spans are read per stretch of a site's messages: short stretches split them often.
     monkeypatch.setattr(site_summary, "SPAN_READ_GAP", 60.0 if statement_rows == 7 else 3600.0)
-    lines = (shared_data / "chat" / f"{name}.jsonl").read_bytes().splitlines()
+    lines = (sample_data / "chat" / f"{name}.jsonl").read_bytes().splitlines()
     random.Random(statement_rows).shuffle(lines)
     for start in range(0, len(lines), 1000):
         body = b"\n".join(lines[start : start + 1000]) + b"\n"
         chunk = validate_into(Chunk(), iter_ndjson(io.BytesIO(body)), time.time())
         with transaction.atomic():
             store_chunk(RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING), chunk)
-    assert classic_rows() == (shared_data / "chat" / f"{name}.expected").read_text().splitlines()
+    assert classic_rows() == (sample_data / "chat" / f"{name}.expected").read_text().splitlines()
     spans = stored_spans()
     site_summary.rebuild_all_sites()
     assert stored_spans() == spans

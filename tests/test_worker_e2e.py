@@ -47,8 +47,8 @@ def random_batches(lines: list[bytes], rng: random.Random, largest: int) -> list
     return [batch for batch in batches if any(line.strip() for line in batch)]
 
 
-def expected_counts(name: str, shared_data: Path) -> dict[str, int]:
-    text = (shared_data / "chat" / f"{name}.counts").read_text().split()
+def expected_counts(name: str, sample_data: Path) -> dict[str, int]:
+    text = (sample_data / "chat" / f"{name}.counts").read_text().split()
     return {k: int(v) for k, v in (item.split("=") for item in text)}
 
 
@@ -70,10 +70,10 @@ def manage(stack: LiveStack, *args: str, **env: str) -> subprocess.CompletedProc
 
 
 @pytest.mark.parametrize("name", CHAT_FILES)
-def test_shuffled_batches_posted_twice_give_the_expected_summary(name, live_stack, shared_data, app_key, analyst_token):
+def test_shuffled_batches_posted_twice_give_the_expected_summary(name, live_stack, sample_data, app_key, analyst_token):
     seed = random.randrange(1 << 30)
     rng = random.Random(seed)
-    lines = file_lines(shared_data / "chat" / f"{name}.jsonl")
+    lines = file_lines(sample_data / "chat" / f"{name}.jsonl")
     batches = random_batches(lines, rng, largest=max(2, len(lines) // 40))
     twice = set(rng.sample(range(len(batches)), k=max(1, len(batches) // 6)))
     live_stack.start_web()
@@ -89,22 +89,22 @@ def test_shuffled_batches_posted_twice_give_the_expected_summary(name, live_stac
                 first_posts.append(batch_ids[-1])
     wait_for(lambda: all_done(len(batch_ids)), 180, f"{len(batch_ids)} batches (seed {seed})")
 
-    expected = (shared_data / "chat" / f"{name}.expected").read_text()
+    expected = (sample_data / "chat" / f"{name}.expected").read_text()
     assert summary_text(live_stack, analyst_token) == expected, f"seed {seed}"
-    counts = expected_counts(name, shared_data)
+    counts = expected_counts(name, sample_data)
     records = sum(1 for line in lines if line.strip())
     done = RawBatch.objects.filter(pk__in=batch_ids)
     assert sum(b.accepted for b in done) == records - counts["rejected"] - counts["duplicates"], f"seed {seed}"
     assert sum(b.rejected for b in done if b.pk in first_posts) == counts["rejected"], f"seed {seed}"
 
 
-def test_posts_while_the_broker_is_down_are_processed_when_it_returns(live_stack, shared_data, app_key, analyst_token):
+def test_posts_while_the_broker_is_down_are_processed_when_it_returns(live_stack, sample_data, app_key, analyst_token):
     good_broker = live_stack.env["CELERY_BROKER_URL"]
     # Nothing listens on this port: every enqueue fails.
     down = f"redis://127.0.0.1:{free_port()}/0"
     live_stack.env["CELERY_BROKER_URL"] = down
     live_stack.start_web()
-    lines = file_lines(shared_data / "chat" / "small.jsonl")
+    lines = file_lines(sample_data / "chat" / "small.jsonl")
     batches = random_batches(lines, random.Random(7), largest=100)
 
     for batch in batches:
@@ -122,12 +122,12 @@ def test_posts_while_the_broker_is_down_are_processed_when_it_returns(live_stack
     assert f"{len(batches)} stale batches: workers woken" in sweep.stderr, sweep.stderr
     wait_for(lambda: all_done(len(batches)), 120, "the pending batches")
 
-    expected = (shared_data / "chat" / "small.expected").read_text()
+    expected = (sample_data / "chat" / "small.expected").read_text()
     assert summary_text(live_stack, analyst_token) == expected
 
 
-def test_a_worker_killed_mid_batch_loses_nothing(live_stack, shared_data, app_key, analyst_token):
-    lines = file_lines(shared_data / "chat" / "mixed.jsonl")
+def test_a_worker_killed_mid_batch_loses_nothing(live_stack, sample_data, app_key, analyst_token):
+    lines = file_lines(sample_data / "chat" / "mixed.jsonl")
     batches = random_batches(lines, random.Random(11), largest=3000)
     live_stack.start_web()
     for batch in batches:
@@ -157,9 +157,9 @@ def test_a_worker_killed_mid_batch_loses_nothing(live_stack, shared_data, app_ke
     assert sweep.returncode == 0, sweep.stderr
     wait_for(lambda: all_done(len(batches)), 180, "all batches after the restart")
 
-    expected = (shared_data / "chat" / "mixed.expected").read_text()
+    expected = (sample_data / "chat" / "mixed.expected").read_text()
     assert summary_text(live_stack, analyst_token) == expected
-    counts = expected_counts("mixed", shared_data)
+    counts = expected_counts("mixed", sample_data)
     records = sum(1 for line in lines if line.strip())
     batches_done = RawBatch.objects.all()
     assert sum(b.accepted for b in batches_done) == records - counts["rejected"] - counts["duplicates"]

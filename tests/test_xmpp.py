@@ -27,14 +27,14 @@ from reports.models import RoomSummary
 NOW = time.time()
 
 
-def expected_lines(shared_data) -> tuple[list[str], str]:
-    rooms = (shared_data / "xmpp" / "chatid_sample.rooms.expected").read_text().splitlines()
-    totals = (shared_data / "xmpp" / "chatid_sample.totals.expected").read_text().strip()
+def expected_lines(sample_data) -> tuple[list[str], str]:
+    rooms = (sample_data / "xmpp" / "chatid_sample.rooms.expected").read_text().splitlines()
+    totals = (sample_data / "xmpp" / "chatid_sample.totals.expected").read_text().strip()
     return rooms, totals
 
 
-def sample(shared_data) -> list[dict]:
-    return json.loads((shared_data / "xmpp" / "chatid_sample.json").read_text())
+def sample(sample_data) -> list[dict]:
+    return json.loads((sample_data / "xmpp" / "chatid_sample.json").read_text())
 
 
 def store_values(values: list[object]) -> StoreResult:
@@ -67,9 +67,9 @@ def xmpp_record(**fields: object) -> dict:
 
 
 @pytest.mark.django_db
-def test_import_of_the_sample_gives_the_expected_rooms_and_totals(shared_data):
-    call_command("import_jsonl", str(shared_data / "xmpp" / "chatid_sample.json"), stderr=io.StringIO())
-    rooms, totals = expected_lines(shared_data)
+def test_import_of_the_sample_gives_the_expected_rooms_and_totals(sample_data):
+    call_command("import_jsonl", str(sample_data / "xmpp" / "chatid_sample.json"), stderr=io.StringIO())
+    rooms, totals = expected_lines(sample_data)
 
     out = io.StringIO()
     call_command("room_summary", stdout=out)
@@ -81,19 +81,19 @@ def test_import_of_the_sample_gives_the_expected_rooms_and_totals(shared_data):
     assert not RoomSummary.objects.filter(stale=True).exists()
 
 
-def test_room_summary_command_in_a_child_process(shared_data, manage):
-    imported = manage("import_jsonl", str(shared_data / "xmpp" / "chatid_sample.json"))
+def test_room_summary_command_in_a_child_process(sample_data, manage):
+    imported = manage("import_jsonl", str(sample_data / "xmpp" / "chatid_sample.json"))
     assert imported.returncode == 0, imported.stderr
     result = manage("room_summary")
     assert result.returncode == 0, result.stderr
-    rooms, totals = expected_lines(shared_data)
+    rooms, totals = expected_lines(sample_data)
     assert result.stdout.splitlines() == [*rooms, totals]
 
 
 @pytest.mark.django_db
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_worker_path_in_shuffled_batches_with_repeats(shared_data, seed):
-    records = sample(shared_data)
+def test_worker_path_in_shuffled_batches_with_repeats(sample_data, seed):
+    records = sample(sample_data)
     rng = random.Random(seed)
     stream = records + rng.sample(records, 120)  # every resend must count once
     rng.shuffle(stream)
@@ -104,33 +104,33 @@ def test_worker_path_in_shuffled_batches_with_repeats(shared_data, seed):
         result = store_values(batch)
         accepted += result.accepted
         duplicates += result.duplicates
-    rooms, totals = expected_lines(shared_data)
+    rooms, totals = expected_lines(sample_data)
     assert (accepted, duplicates) == (340, 120)
     assert classic_rows() == rooms
     assert room_summary.room_totals().classic() == totals
 
 
 @pytest.mark.django_db
-def test_incremental_rows_equal_a_full_rebuild(shared_data):
-    records = sample(shared_data)
+def test_incremental_rows_equal_a_full_rebuild(sample_data):
+    records = sample(sample_data)
     for i in range(0, len(records), 37):
         store_values(records[i : i + 37])
     incremental = classic_rows()
     RoomSummary.objects.all().delete()
     assert room_summary.rebuild_all_rooms() == 19
-    assert classic_rows() == incremental == expected_lines(shared_data)[0]
+    assert classic_rows() == incremental == expected_lines(sample_data)[0]
 
 
 @pytest.mark.django_db
-def test_bulk_path_marks_rooms_stale_until_the_rebuild(shared_data):
-    records = sample(shared_data)
+def test_bulk_path_marks_rooms_stale_until_the_rebuild(sample_data):
+    records = sample(sample_data)
     batch = RawBatch.objects.create(source="file", status=RawBatch.Status.PROCESSING)
     with transaction.atomic():
         store_chunk(batch, validate_values(records, time.time()), defer_summaries=True)
     assert RoomSummary.objects.filter(stale=True).count() == 19
     assert room_summary.room_totals().stale_rooms == 19
     assert room_summary.rebuild_stale_rooms() == 19
-    assert classic_rows() == expected_lines(shared_data)[0]
+    assert classic_rows() == expected_lines(sample_data)[0]
     assert room_summary.room_totals().stale_rooms == 0
 
 
@@ -262,9 +262,9 @@ def test_future_xmpp_events_are_rejected():
 
 
 @pytest.mark.django_db(transaction=True)
-def test_concurrent_batches_of_the_same_rooms_stay_exact(shared_data):
+def test_concurrent_batches_of_the_same_rooms_stay_exact(sample_data):
     """Row locks serialize the recomputation of a room, so no batch's events are lost."""
-    records = sample(shared_data)
+    records = sample(sample_data)
     random.Random(9).shuffle(records)
     parts = [records[i::4] for i in range(4)]
     errors: list[BaseException] = []
@@ -284,7 +284,7 @@ def test_concurrent_batches_of_the_same_rooms_stay_exact(shared_data):
     for thread in threads:
         thread.join()
     assert errors == []
-    assert classic_rows() == expected_lines(shared_data)[0]
+    assert classic_rows() == expected_lines(sample_data)[0]
 
 
 @pytest.fixture
@@ -300,8 +300,8 @@ def room_admin_urls():
 
 
 @pytest.mark.django_db
-def test_room_admin_lists_rooms_read_only(shared_data, client, django_user_model, room_admin_urls):
-    store_values(sample(shared_data)[:40])
+def test_room_admin_lists_rooms_read_only(sample_data, client, django_user_model, room_admin_urls):
+    store_values(sample(sample_data)[:40])
     client.force_login(django_user_model.objects.create_superuser("analyst", "a@example.com", "pw"))
     listing = client.get(reverse("admin:reports_roomsummary_changelist"))
     assert listing.status_code == 200
