@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import islice
+from typing import IO
 
-from django.db import connection
+from django.db import IntegrityError, connection, transaction
 
 ROWS_PER_STATEMENT = 500
+UNIQUE_VIOLATION = "23505"  # PostgreSQL's SQLSTATE
 
 
 def chunked(rows: Sequence[Sequence[object]], size: int) -> Iterator[Sequence[Sequence[object]]]:
@@ -39,6 +41,24 @@ def insert_ignoring_conflicts(
 
 def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
+
+
+def copy_unless_raced(cursor, sql: str, data: IO) -> bool:  # noqa: ANN001 - a database cursor
+    """Run a `COPY ... FROM STDIN` under a savepoint; False if a unique index refused it.
+
+    A COPY of rows whose ids were just found not stored is refused that way only when
+    another writer stored one of them meanwhile: the caller reads the stored ids again
+    (or inserts ON CONFLICT). Any other refusal (a constraint, a value the column cannot
+    hold) raises, for the caller to set the refused record aside.
+    """
+    try:
+        with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
+            cursor.cursor.copy_expert(sql, data)
+    except IntegrityError as error:
+        if getattr(error.__cause__, "pgcode", None) != UNIQUE_VIOLATION:
+            raise
+        return False
+    return True
 
 
 def copy_text(value: object) -> str:

@@ -22,12 +22,9 @@ retried only by `manage.py retry_failed`.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import gc
 import logging
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,6 +36,7 @@ from django.utils import timezone
 from events.db import update_rows
 from ingest import wakeups
 from ingest.body import decode_body, iter_body_records
+from ingest.collector import collector_paused
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into
 from ingest.site_access import reject_sites_not_allowed
@@ -197,30 +195,12 @@ class GroupOutcome:
     failed: int  # batches that went back to pending (or ended failed) with an error
 
 
-@contextlib.contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Python's cycle collector off for the span of one group.
-
-    A group makes some 10 container objects per record (the parsed record, its
-    event, rows); every 700 of them start a collection, and the older generations'
-    ones walk every object of the process (Django, Celery and the group): 40 % of a
-    worker's CPU in a drain of 1,000-event batches. Nearly all of a group is freed
-    by reference counting when it ends; a group is bounded (GROUP_RECORDS,
-    GROUP_BYTES), so what the collector would have found meanwhile is too.
-    """
-    if not gc.isenabled():
-        yield
-        return
-    gc.disable()
-    try:
-        yield
-    finally:
-        gc.enable()
-
-
 def process_group(batch_ids: list[int]) -> GroupOutcome:
-    """Validate claimed batches (no transaction held) and store them in one transaction."""
-    with _collector_paused():
+    """Validate claimed batches (no transaction held) and store them in one transaction.
+
+    The cycle collector is off meanwhile: a group is bounded (GROUP_RECORDS, GROUP_BYTES)
+    and freed by reference counting when it ends (ingest/collector.py)."""
+    with collector_paused():
         return _process_group(batch_ids)
 
 

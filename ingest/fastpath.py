@@ -140,6 +140,8 @@ def _security_headers(secure: bool) -> list[tuple[str, str]]:
 
 def wsgi(django_app: Callable) -> Callable:
     """`django_app` with app posts served before it."""
+    # Built once, as Django's middleware reads its settings once: over HTTP and over HTTPS.
+    security = {secure: _security_headers(secure) for secure in (False, True)}
 
     def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if not _served_here(environ):
@@ -166,7 +168,7 @@ def wsgi(django_app: Callable) -> Callable:
                 ("Content-Type", "application/json"),
                 ("Content-Length", str(len(body))),
                 *headers.items(),
-                *_security_headers(is_secure(environ)),
+                *security[is_secure(environ)],
             ],
         )
         return [body]

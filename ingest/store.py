@@ -12,10 +12,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import orjson
-from django.db import DatabaseError, IntegrityError, connection, transaction
+from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from events.db import chunked, copy_text, insert_ignoring_conflicts, is_postgresql
+from events.db import chunked, copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
 from events.models import Event, Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
@@ -46,7 +46,6 @@ def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
 
 
 COPY_ATTEMPTS = 3  # straight COPYs of a group's new events before it is inserted ON CONFLICT instead
-UNIQUE_VIOLATION = "23505"
 
 
 def _copy_lines(rows: Sequence[tuple]) -> list[str]:
@@ -71,15 +70,9 @@ def _copy_new_events(rows: Sequence[tuple], lines: Sequence[str]) -> set[str] | 
             new = [i for i, uid in enumerate(uids) if uid not in stored]
             if not new:
                 return set()
-            try:
-                with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
-                    cursor.cursor.copy_expert(copy, io.StringIO("".join([lines[i] for i in new])))
-            except IntegrityError as error:
-                if getattr(error.__cause__, "pgcode", None) != UNIQUE_VIOLATION:
-                    raise  # a record the database refuses: the caller isolates it
-                logger.debug("COPY %d of %d events met an id another writer stored", attempt, len(new))
-                continue
-            return {uids[i] for i in new}
+            if copy_unless_raced(cursor, copy, io.StringIO("".join([lines[i] for i in new]))):
+                return {uids[i] for i in new}
+            logger.debug("COPY %d of %d events met an id another writer stored", attempt, len(new))
     return None
 
 

@@ -560,8 +560,8 @@ def rebuild_sites(site_ids: Iterable[str], *, bulk: bool = False) -> None:
     """Recompute sites from their stored events, a few hundred per transaction.
 
     Set-based: one ordered pass over the sites' statuses gives their spans (the
-    semantics above, in Python); the messages are then counted against the
-    stored spans in SQL (one index probe each), the actors with one insert.
+    semantics above, in Python); the messages are then streamed once and counted
+    against those spans here (a bisect each), the actors added with one insert.
     `bulk` (after an import that dominated the event table): the actors of all
     the sites are added first, with the actor table's unique index built after.
     """

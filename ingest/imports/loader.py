@@ -19,7 +19,7 @@ import signal
 import time
 from array import array as IntArray
 from collections import Counter, deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -29,9 +29,10 @@ from typing import NamedTuple, TypeVar
 from django.db import DataError, IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
 
-from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
+from events.db import copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.registry import NormalizedEvent
+from ingest.collector import COLLECT_EVERY, collector_paused
 from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
@@ -213,41 +214,11 @@ def prepared_chunks(
                 collect()
 
 
-COLLECT_EVERY = 8  # chunks
-
-
-@contextlib.contextmanager
-def collector_paused() -> Iterator[Callable[[], None]]:
-    """Python's cyclic garbage collector paused; the caller collects once per chunk.
-
-    A chunk allocates ~10 objects per record (framed lines, decoded records, events, rows)
-    that all live until the chunk is done, so the collector's automatic passes, triggered
-    by allocations, walk them again and again: half of the validation time. Records make
-    no reference cycles (reference counting frees them); a collection every few chunks
-    (`collect`, called once per chunk) frees whatever else did, so memory stays bounded.
-    """
-    count = 0
-
-    def collect() -> None:
-        nonlocal count
-        count += 1
-        if count % COLLECT_EVERY == 0:
-            gc.collect()
-
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield collect
-    finally:
-        if was_enabled:
-            gc.enable()
-
-
 _prepared_here = 0  # chunks this worker process prepared
 
 
 def _prepare_collected(records: list[RawRecord], now: float, postgresql: bool, array: bool) -> Prepared:
-    """`prepare` in a worker process, whose collector is paused (`collector_paused`)."""
+    """`prepare` in a worker process, whose collector is paused (ingest/collector.py)."""
     global _prepared_here  # noqa: PLW0603 - per worker process
     _prepared_here += 1
     if _prepared_here % COLLECT_EVERY == 0:
@@ -402,13 +373,8 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> In
         stored = {uid for (uid,) in cursor.fetchall()}
     new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
     data = _rows_text(prepared, new) if stored else prepared.copy
-    try:
-        with transaction.atomic(), connection.wrap_database_errors:  # psycopg2's errors as Django's
-            cursor.cursor.copy_expert(
-                f"COPY events_event ({_NAMES}, batch_id) FROM STDIN",
-                io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id)),
-            )
-    except IntegrityError:
+    copy = f"COPY events_event ({_NAMES}, batch_id) FROM STDIN"
+    if not copy_unless_raced(cursor, copy, io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id))):
         return None
     return Inserted(len(new), sorted(stored))
 

@@ -21,6 +21,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from events.db import is_postgresql
+from ingest.collector import collector_paused
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
 from ingest.imports import bulk, loader
 from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint, window_hash
@@ -163,7 +164,7 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
         )
         start = part.next_offset
         chunks = iter(lambda: list(islice(records, chunk_lines)), [])
-        with loader.collector_paused() as collect:
+        with collector_paused() as collect:
             for prepared in (loader.prepare(raw, now, is_postgresql()) for raw in chunks):
                 stored = _store_range_chunk(range_id, start, prepared)
                 if stored is None:
