@@ -3,16 +3,14 @@
 # Slim (Debian's slim Python image, no compiler: every dependency is a wheel),
 # non-root (uid 10001; the code is root's and read-only to it), pinned (the base
 # image by exact version, the interpreter CI tests with; Python packages by the
-# full freeze in requirements.txt).
+# hash-locked runtime set in requirements.txt; no test tooling, no client).
 
 FROM python:3.11.7-slim-bookworm AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 RUN python -m venv /opt/venv
-# requirements.txt installs the client (contrib/client) in place: it must be at its final path.
 COPY requirements.txt ./
-COPY contrib/client contrib/client
-RUN /opt/venv/bin/pip install -r requirements.txt
+RUN /opt/venv/bin/pip install --require-hashes -r requirements.txt
 
 FROM python:3.11.7-slim-bookworm
 ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 BIND=0.0.0.0:8000

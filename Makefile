@@ -1,17 +1,19 @@
 # `make run` and `make test` work from a fresh clone: they create .venv and
-# install the pinned requirements when requirements.txt changes.
+# install the pinned requirements when either set changes: the runtime set
+# (requirements.txt, hash-locked) and the development set (requirements-dev.txt).
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cksum requirements.txt | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | cksum | cut -d' ' -f1)
 
 .PHONY: run test lint venv
 
 venv: $(STAMP)
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt requirements-dev.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q --require-hashes -r requirements.txt
+	$(BIN)/pip install --disable-pip-version-check -q -r requirements-dev.txt
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
 # The embedded default: SQLite and a filesystem queue under var/, a Celery
