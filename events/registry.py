@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 
 MAX_UID_LENGTH = 255
+MAX_ERROR_CHARS = 300  # of a failing validator's error message, in the rejection's reason
 
 
 class Invalid(ValueError):
@@ -59,21 +60,44 @@ def families() -> tuple[FamilySpec, ...]:
 
 
 def normalize(record: object, now: float, future_tolerance: float = 300.0) -> NormalizedEvent:
-    """Validate one decoded JSON value; raise `Invalid` with the reason otherwise."""
+    """Validate one decoded JSON value; raise `Invalid` with the reason otherwise.
+
+    A family's code that raises anything else (a KeyError of a payload validator, say) rejects
+    that record with the error as its reason: a bug in one family must not stop a batch, an
+    import or a replay at every retry.
+    """
     if not isinstance(record, dict):
         raise Invalid(f"not a JSON object but {json_type_name(record)}")
     for family in _FAMILIES:
-        if family.matches(record):
+        try:
+            if not family.matches(record):
+                continue
             event = family.normalize(record)
-            break
+            ahead = event.ts > now + future_tolerance
+        except Invalid:
+            raise
+        except Exception as error:  # a bug in the family's code: this record is rejected, not the batch
+            raise Invalid(validator_error(family.name, error)) from error
+        break
     else:
         raise Invalid(
             "matches no event family: expected chat ('type' message or status), "
             "xmpp ('stanza' and 'room_id') or interaction ('category' and 'name')"
         )
-    if event.ts > now + future_tolerance:
+    if ahead:
         raise Invalid(f"timestamp {event.ts:.3f} is more than {future_tolerance:.0f}s in the future")
     return event
+
+
+def validator_error(family: str, error: Exception) -> str:
+    """The reason for a record whose family's validator raised something other than `Invalid`:
+    the error's type and message, as text any database column holds (no NUL, no lone surrogate)."""
+    try:
+        message = str(error)[:MAX_ERROR_CHARS]
+    except Exception:  # an exception whose message itself fails
+        message = "(its message cannot be shown)"
+    message = message.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
+    return f"the {family} family's validator failed: {type(error).__name__}" + (f": {message}" if message else "")
 
 
 def json_type_name(value: object) -> str:
