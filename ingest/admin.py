@@ -211,7 +211,9 @@ class RejectionAdmin(ReadOnlyMixin, admin.ModelAdmin):
         )
 
     def has_replay_permission(self, request: HttpRequest) -> bool:
-        return request.user.has_perm("ingest.replay_rejection")
+        # A replay stores events and marks rejections: a change, so the change permission
+        # (which the view-only analyst group does not have), although no form edits a rejection.
+        return request.user.has_perm("ingest.change_rejection")
 
     @admin.action(description="Replay selected rejections under today's rules", permissions=["replay"])
     def replay(self, request: HttpRequest, queryset: QuerySet) -> None:

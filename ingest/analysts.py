@@ -17,31 +17,23 @@ ANALYST_GROUP = "analyst"
 # Analysts may view everything these apps store; nothing else, and never change it.
 ANALYST_APPS = ("events", "ingest", "reports")
 # ... except the tokens of other users (digests, but still nobody's business).
+# Nothing that changes data, replaying rejections included (it stores events): that takes
+# `ingest.change_rejection`, given to a user or a group of their own by a superuser.
 NOT_FOR_ANALYSTS = {("ingest", "analysttoken")}
-# Besides viewing: replaying rejections, which changes nothing stored and only adds
-# the records today's rules accept, each once (ingest/rejections.py).
-ANALYST_ACTIONS = (("ingest", "replay_rejection"),)
 
 
 def analyst_permissions() -> list[Permission]:
-    views = [
+    return [
         permission
         for permission in Permission.objects.filter(
             content_type__app_label__in=ANALYST_APPS, codename__startswith="view_"
         ).select_related("content_type")
         if (permission.content_type.app_label, permission.content_type.model) not in NOT_FOR_ANALYSTS
     ]
-    # filter, not get: the first migrate calls this before every app's permissions exist.
-    actions = [
-        p
-        for app, code in ANALYST_ACTIONS
-        for p in Permission.objects.filter(content_type__app_label=app, codename=code)
-    ]
-    return views + actions
 
 
 def ensure_analyst_group() -> Group:
-    """The "analyst" group with exactly the view permissions and replay (run after every migrate)."""
+    """The "analyst" group with exactly the view permissions (run after every migrate)."""
     group, _ = Group.objects.get_or_create(name=ANALYST_GROUP)
     group.permissions.set(analyst_permissions())
     return group

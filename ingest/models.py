@@ -242,8 +242,6 @@ class Rejection(models.Model):
                 name="rejection_replayed_whole",
             )
         ]
-        # Analysts may replay (it only adds what today's rules accept); changing rejections is for no one.
-        permissions = [("replay_rejection", "Can replay rejected records")]
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"

@@ -3,9 +3,11 @@
 A replay takes the matching rejections that kept their whole record (`complete`) and were
 never replayed, validates each record again as it would be validated now (today's families,
 type validators and limits; "the future" is still judged against the time the record was
-first received, so a clock-skewed record does not become valid by waiting), and stores the
-ones now valid through the normal path: a new batch (source "replay") holding them as a JSON
-array is processed by `store_chunk(batch, batch_records(batch))`, exactly like an API body.
+first received, so a clock-skewed record does not become valid by waiting; the site
+allow-list of the app that posted it, as that list is now), and stores the ones now valid
+through the normal path: a new batch (source "replay", the same app: one batch per app)
+holding them as a JSON array is processed by `store_chunk(batch, batch_records(batch))`,
+exactly like an API body of that app.
 In the same transaction each stored rejection is marked with that batch, its position there,
 the outcome and the event identity, so:
 
@@ -19,7 +21,7 @@ the outcome and the event identity, so:
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -33,6 +35,7 @@ from events.models import Event
 from ingest.batches import API_SOURCE, batch_records
 from ingest.models import RawBatch, Rejection
 from ingest.records import Chunk, reason_rule, validate_into
+from ingest.site_access import reject_sites_not_allowed
 from ingest.store import store_chunk
 
 REPLAY_SOURCE = "replay"
@@ -119,7 +122,7 @@ def replay(rejections: QuerySet[Rejection], *, limit: int | None = None, dry_run
             rows = list(
                 replayable(rejections)
                 .filter(id__gt=last_id)
-                .select_related("batch")
+                .select_related("batch__app")
                 .defer("batch__body")
                 .order_by("id")
                 .select_for_update(skip_locked=True, of=("self",))[:size]
@@ -130,9 +133,17 @@ def replay(rejections: QuerySet[Rejection], *, limit: int | None = None, dry_run
     return result
 
 
+def validate_again(rejection: Rejection, raw: bytes) -> Chunk:
+    """The record validated as its batch would be today: today's families and limits, "the
+    future" judged against its first receipt, and the site allow-list its app has now."""
+    batch = rejection.batch
+    chunk = validate_into(Chunk(), [(rejection.line, raw, 0)], batch.created_at.timestamp())
+    return reject_sites_not_allowed(chunk, batch.app)
+
+
 def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) -> int:
-    """Replay the first of `rows` that fit in one batch; returns the id of the last one taken."""
-    valid: list[tuple[Rejection, bytes]] = []
+    """Replay the first of `rows` whose records fit in one API body; returns the id of the last one taken."""
+    valid: dict[int | None, list[tuple[Rejection, bytes]]] = defaultdict(list)  # by app id
     size = 2
     last_id = rows[0].id
     for rejection in rows:
@@ -141,19 +152,24 @@ def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) 
             break  # a replay batch is no larger than an API body; the rest go in the next one
         result.examined += 1
         last_id = rejection.id
-        chunk = validate_into(Chunk(), [(rejection.line, raw, 0)], rejection.batch.created_at.timestamp())
+        chunk = validate_again(rejection, raw)
         if chunk.rejections:
             result.still_rejected[reason_rule(chunk.rejections[0].reason)] += 1
         else:
-            valid.append((rejection, raw))
+            valid[rejection.batch.app_id].append((rejection, raw))
             size += len(raw) + 2
-    if not valid:
-        return last_id
     if dry_run:
-        result.accepted += len(valid)
+        result.accepted += sum(map(len, valid.values()))
         return last_id
     now = timezone.now()
+    for records in valid.values():  # a batch per app, which is validated under that app's rules
+        _store_replay_batch(records, result, now)
+    return last_id
+
+
+def _store_replay_batch(valid: list[tuple[Rejection, bytes]], result: ReplayResult, now: datetime) -> None:
     batch = RawBatch.objects.create(
+        app=valid[0][0].batch.app,
         source=REPLAY_SOURCE,
         body=b"[" + b",\n".join(raw for _, raw in valid) + b"]",
         content_type="application/json",
@@ -180,7 +196,6 @@ def _replay_rows(rows: list[Rejection], result: ReplayResult, *, dry_run: bool) 
         outcome = Rejection.Outcome.ACCEPTED if accepted else Rejection.Outcome.DUPLICATE
         marks.append((rejection.pk, position, outcome.value, uid))
     _mark_replayed(marks, batch.pk, now)
-    return last_id
 
 
 def _mark_replayed(marks: list[tuple[int, int, str, str]], batch_id: int, at: datetime) -> None:

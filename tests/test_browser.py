@@ -1,8 +1,9 @@
 """The admin in a real browser: Debian's chromium driven by Playwright against gunicorn.
 
-An analyst (a view-only staff user who may replay rejections) logs in, filters events by
-site and time, reads the dashboard's numbers (checked against the sample files), replays
-rejections from the admin, and finds that nothing can be edited or deleted. Screenshots go
+An analyst (a view-only staff user, also given the change permission on rejections that
+replaying takes) logs in, filters events by site and time, reads the dashboard's numbers
+(checked against the sample files), replays rejections from the admin, and finds that
+nothing can be edited or deleted. Screenshots go
 to var/screenshots/ (ignored by git); the current ones in docs/img/ are copies of them.
 
 The browser makes no connection but to the test server: no downloads, updates, sync or
@@ -19,6 +20,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.management import call_command
 
 from events.models import Event
@@ -60,7 +62,7 @@ def nested(depth: int) -> object:
 @pytest.fixture
 def site(live_stack, sample_data: Path, tmp_path: Path, monkeypatch):
     """Sample data imported, records refused for nesting deeper than today's limit, an analyst
-    user, and a server whose limit is higher (as after raising MAX_NESTING)."""
+    user who may replay, and a server whose limit is higher (as after raising MAX_NESTING)."""
     for name in ("chat/small.jsonl", "xmpp/chatid_sample.json", "interactions/eye_sample.jsonl"):
         call_command("import_jsonl", str(sample_data / name))
     meta = nested(120)  # deeper than MAX_NESTING (100)
@@ -72,7 +74,9 @@ def site(live_stack, sample_data: Path, tmp_path: Path, monkeypatch):
     path = tmp_path / "deep.jsonl"
     path.write_bytes(b"\n".join(map(orjson.dumps, deep)))
     call_command("import_jsonl", str(path))
-    create_analyst("analyst", password=PASSWORD)
+    user, _ = create_analyst("analyst", password=PASSWORD)
+    # Replaying stores events: besides the analyst group's view permissions it takes this one.
+    user.user_permissions.add(Permission.objects.get(content_type__app_label="ingest", codename="change_rejection"))
     live_stack.env["MAX_NESTING"] = "200"
     live_stack.start_web()
     # Playwright's sync API runs an event loop; the checks below read the database between pages.

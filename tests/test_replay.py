@@ -233,13 +233,19 @@ def test_the_admin_action_replays_and_shows_it(client, django_user_model, refuse
     url = reverse("admin:ingest_rejection_changelist")
     viewer = django_user_model.objects.create_user("viewer", password="pw", is_staff=True)
     viewer.user_permissions.add(*Permission.objects.filter(codename__startswith="view_"))
-    client.force_login(viewer)
-    assert 'value="replay"' not in client.get(url).content.decode()  # viewing is not replaying
-    refused_post = {"action": "replay", "select_across": "1", "index": "0", "_selected_action": ["1"]}
-    assert client.post(url, refused_post).status_code == 302
-    assert not Rejection.objects.exclude(replayed_at=None).exists()
+    # Viewing is not replaying: a replay stores events, which takes the change permission
+    # (issue 22: the view-only analyst group could replay).
+    for user in (viewer, create_analyst("analyst")[0]):
+        client.force_login(user)
+        assert 'value="replay"' not in client.get(url).content.decode()
+        refused_post = {"action": "replay", "select_across": "1", "index": "0", "_selected_action": ["1"]}
+        assert client.post(url, refused_post).status_code == 302
+        assert not Rejection.objects.exclude(replayed_at=None).exists()
+        assert not RawBatch.objects.filter(source=REPLAY_SOURCE).exists()
 
-    client.force_login(create_analyst("analyst")[0])  # analysts may replay
+    viewer.user_permissions.add(Permission.objects.get(codename="change_rejection"))
+    client.force_login(django_user_model.objects.get(pk=viewer.pk))  # permissions are cached per user object
+    assert 'value="replay"' in client.get(url).content.decode()
     ids = list(Rejection.objects.values_list("pk", flat=True))
     response = client.post(url, {"action": "replay", "index": "0", "_selected_action": ids}, follow=True)
     text = response.content.decode()
