@@ -289,6 +289,11 @@ SPECTACULAR_SETTINGS = {
 SWITCHBOARD = {
     "MAX_BODY_BYTES": env_int("MAX_BODY_BYTES", 10 * 1024 * 1024),
     "MAX_RECORD_BYTES": env_int("MAX_RECORD_BYTES", 64 * 1024),
+    # A rejected record is kept whole (replayable once MAX_RECORD_BYTES is raised) up to this
+    # size, while its batch's rejections keep at most MAX_REJECTED_BYTES_PER_BATCH whole
+    # (beyond it, records over MAX_RECORD_BYTES keep their head only): ingest/records.py.
+    "MAX_REJECTED_RECORD_BYTES": env_int("MAX_REJECTED_RECORD_BYTES", 1024 * 1024),
+    "MAX_REJECTED_BYTES_PER_BATCH": env_int("MAX_REJECTED_BYTES_PER_BATCH", 8 * 1024 * 1024),
     # A body framing into more records is refused (413): a tiny gzip body of blank-free
     # short lines must not turn into hundreds of thousands of rows for a worker.
     "MAX_RECORDS_PER_BODY": env_int("MAX_RECORDS_PER_BODY", 50_000),

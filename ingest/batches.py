@@ -38,7 +38,7 @@ from ingest import wakeups
 from ingest.body import decode_body, iter_body_records
 from ingest.collector import collector_paused
 from ingest.models import Application, RawBatch
-from ingest.records import Chunk, validate_into
+from ingest.records import Chunk, validate_into, whole_record_limit
 from ingest.site_access import reject_sites_not_allowed
 from ingest.store import finish_batch, store_group
 
@@ -100,7 +100,7 @@ def batch_records(batch: RawBatch) -> Chunk:
     # processed late (or twice) is judged the same way every time.
     chunk = Chunk(max_rejections=limits["MAX_STORED_REJECTIONS"])
     # Streamed: a body of many tiny records is never held as a list of them.
-    records = iter_body_records(body, batch.content_type, limits["MAX_RECORD_BYTES"])
+    records = iter_body_records(body, batch.content_type, whole_record_limit())
     return reject_sites_not_allowed(validate_into(chunk, records, batch.created_at.timestamp()), batch.app)
 
 

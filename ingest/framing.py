@@ -31,14 +31,19 @@ class Broken:
     head: bytes  # the first bytes, kept for the rejection record
     # One record too long (rejected, the stream goes on), not a stream that stops making sense.
     oversize: bool = False
+    size: int = 0  # an oversize record's length in bytes
 
 
 # (line number, raw record or Broken, stream offset just after it)
 RawRecord = tuple[int, bytes | Broken, int]
 
 
+def oversize_reason(size: int, limit: int) -> str:
+    return f"record is {size} bytes, over the limit of {limit}"
+
+
 def oversize(size: int, limit: int, head: bytes) -> Broken:
-    return Broken(f"record is {size} bytes, over the limit of {limit}", head[:limit], oversize=True)
+    return Broken(oversize_reason(size, limit), head[:limit], oversize=True, size=size)
 
 
 def open_stream(path: str) -> BinaryIO:

@@ -204,9 +204,11 @@ class ImportRange(models.Model):
 class Rejection(models.Model):
     """A record that was not accepted, with where it came from and why.
 
-    `raw` is the whole record as received (`complete`) while it is within MAX_RECORD_BYTES and
-    storable text, so that `replay_rejections` can restore it once the cause is fixed; otherwise
-    its first MAX_REJECTED_RAW_CHARS characters with bad bytes escaped, which cannot be replayed.
+    `raw` is the whole record as received (`complete`) while it is storable text within
+    MAX_RECORD_BYTES, or over it within MAX_REJECTED_RECORD_BYTES and its batch's
+    MAX_REJECTED_BYTES_PER_BATCH (ingest.records.rejected), so that `replay_rejections` can
+    restore it once the cause is fixed; otherwise its first MAX_REJECTED_RAW_CHARS characters
+    with bad bytes escaped, which cannot be replayed.
     """
 
     class Outcome(models.TextChoices):

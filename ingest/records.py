@@ -10,7 +10,7 @@ import orjson
 from django.conf import settings
 
 from events.registry import Invalid, NormalizedEvent, normalize
-from ingest.framing import Broken, RawRecord
+from ingest.framing import Broken, RawRecord, oversize_reason
 
 # PostgreSQL text and jsonb cannot hold NUL, so such a record could never be stored.
 NUL_ESCAPE = b"\\u0000"
@@ -45,6 +45,9 @@ class Chunk:
     end_offset: int = 0
     max_rejections: int | None = None
     omitted_rejections: int = 0  # rejected beyond `max_rejections`: counted, not kept
+    # Bytes its rejections may still keep as whole records (MAX_REJECTED_BYTES_PER_BATCH): a
+    # record over MAX_RECORD_BYTES is kept whole only within them (see `rejected`).
+    whole_bytes_left: int = field(default_factory=lambda: settings.SWITCHBOARD["MAX_REJECTED_BYTES_PER_BATCH"])
 
     @property
     def rejected(self) -> int:
@@ -57,8 +60,11 @@ class Chunk:
     def reject(self, line: int, reason: str, raw: bytes, *, whole: bool = True) -> None:
         if self.max_rejections is not None and len(self.rejections) >= self.max_rejections:
             self.omitted_rejections += 1
-        else:
-            self.rejections.append(rejected(line, reason, raw, whole=whole))
+            return
+        record = rejected(line, reason, raw, whole=whole, over_limit=len(raw) <= self.whole_bytes_left)
+        if record.complete:
+            self.whole_bytes_left -= len(raw)
+        self.rejections.append(record)
 
 
 def raw_text(raw: bytes) -> str:
@@ -69,11 +75,22 @@ def raw_text(raw: bytes) -> str:
     return text.replace("\x00", "\\x00")[:limit]
 
 
-def rejected(line: int, reason: str, raw: bytes, *, whole: bool = True) -> RejectedRecord:
-    """A rejection keeping the whole record while it is within MAX_RECORD_BYTES and storable
-    text (valid UTF-8 without NUL), so that a replay under later rules can restore it;
-    otherwise only its head (`whole=False`: `raw` is already only a part, e.g. of an endless line)."""
-    if whole and len(raw) <= settings.SWITCHBOARD["MAX_RECORD_BYTES"] and b"\x00" not in raw:
+def whole_record_limit() -> int:
+    """The longest record a rejection can keep whole, which framing therefore holds whole: a
+    record over MAX_RECORD_BYTES is rejected, but kept for a replay once the limit is raised."""
+    limits = settings.SWITCHBOARD
+    return max(limits["MAX_RECORD_BYTES"], limits["MAX_REJECTED_RECORD_BYTES"])
+
+
+def rejected(line: int, reason: str, raw: bytes, *, whole: bool = True, over_limit: bool = True) -> RejectedRecord:
+    """A rejection keeping the whole record, so that a replay under later rules can restore it,
+    while it is storable text (valid UTF-8 without NUL) and within MAX_RECORD_BYTES, or within
+    MAX_REJECTED_RECORD_BYTES when `over_limit` allows (its batch's total has room); otherwise
+    only its head (`whole=False`: `raw` is already only a part, e.g. of an endless line)."""
+    limits = settings.SWITCHBOARD
+    size = len(raw)
+    fits = size <= limits["MAX_RECORD_BYTES"] or (over_limit and size <= limits["MAX_REJECTED_RECORD_BYTES"])
+    if whole and fits and b"\x00" not in raw:
         try:
             return RejectedRecord(line, reason, raw.decode("utf-8"), complete=True)
         except UnicodeDecodeError:
@@ -145,12 +162,14 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             chunk.first_line = line
         chunk.last_line, chunk.end_offset = line, end
         if type(raw) is Broken:
-            reject(line, raw.reason, raw.head, whole=False)
+            # Framed with `whole_record_limit()`: an oversize record is judged by MAX_RECORD_BYTES.
+            reason = oversize_reason(raw.size, max_record) if raw.oversize else raw.reason
+            reject(line, reason, raw.head, whole=False)
             continue
         if not raw or raw.isspace():
             continue
         if len(raw) > max_record:
-            reject(line, f"record is {len(raw)} bytes, over the limit of {max_record}", raw)
+            reject(line, oversize_reason(len(raw), max_record), raw)
             continue
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
             reject(line, NUL_REASON, raw)

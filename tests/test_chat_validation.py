@@ -606,15 +606,21 @@ def test_a_rejection_keeps_the_whole_record_within_the_size_limit_else_its_reada
     max_record = settings.SWITCHBOARD["MAX_RECORD_BYTES"]
     bad_utf8 = b'{"id": "r", "from": "\xff\xfe"}'
     long_bad = b'{"id": "r", "type": "typing", "data": "' + "é".encode() * (limit * 3) + b'"}'
+    max_kept = settings.SWITCHBOARD["MAX_REJECTED_RECORD_BYTES"]
     oversize = b'{"id": "r", "type": "typing", "data": "' + b"x" * max_record + b'"}\r'
     too_long = f"record is {len(oversize)} bytes, over the limit of {max_record}"
-    chunk = validate_into(Chunk(), [(1, bad_utf8, 0), (2, long_bad, 0), (3, oversize, 0)], NOW)
+    huge = b'{"id": "r", "type": "typing", "data": "' + b"x" * max_kept + b'"}'
+    too_huge = f"record is {len(huge)} bytes, over the limit of {max_record}"
+    records = [(1, bad_utf8, 0), (2, long_bad, 0), (3, oversize, 0), (4, huge, 0)]
+    chunk = validate_into(Chunk(), records, NOW)
     kept = [(r.line, r.reason, r.raw, r.complete) for r in chunk.rejections]
-    # Bytes no text can hold, and an oversize record, are kept in part; the rest whole, for replays.
+    # Bytes no text can hold, and a record over MAX_REJECTED_RECORD_BYTES, are kept in part; the
+    # rest whole, for replays (one over MAX_RECORD_BYTES too, for a replay once it is raised).
     expected = [
         (1, NOT_UTF8, '{"id": "r", "from": "\\xff\\xfe"}', False),
         (2, NO_FAMILY, long_bad.decode(), True),
-        (3, too_long, oversize.decode()[:limit], False),
+        (3, too_long, oversize.decode(), True),
+        (4, too_huge, huge.decode()[:limit], False),
     ]
     assert kept == expected
 
@@ -865,11 +871,12 @@ def test_a_mixed_ndjson_stream_rejects_each_bad_line_alone(small_records):
     batch.refresh_from_db()
     assert (batch.first_line, batch.last_line, batch.record_count, batch.status) == (1, 24, 22, "done")
     assert chunk.end_offset == len(body)
-    # A rejected line is kept as received (truncated, bad bytes escaped), so it can be fixed and resent.
+    # A rejected line is kept as received (bad bytes escaped), so it can be fixed and resent; one
+    # over MAX_RECORD_BYTES whole too, for a replay once the limit is raised.
     raws = dict(Rejection.objects.values_list("line", "raw"))
     assert raws[6] == "\\xff\\xfe not utf-8"
     assert raws[9] == '"just a string"\r'
-    assert len(raws[16]) == settings.SWITCHBOARD["MAX_REJECTED_RAW_CHARS"]
+    assert len(raws[16]) == settings.SWITCHBOARD["MAX_RECORD_BYTES"] + 1
     assert classic() == EXPECTED_SITES
 
 

@@ -3,11 +3,13 @@ rules accept them, exactly once however often (and however concurrently) a repla
 
 from __future__ import annotations
 
+import gzip
 import os
 import subprocess
 import sys
 import time
 from datetime import timedelta
+from io import StringIO
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -26,11 +28,12 @@ from ingest.analysts import create_analyst
 from ingest.batches import process_batch, receive_batch
 from ingest.imports import loader
 from ingest.keys import create_application
-from ingest.models import RawBatch, Rejection
-from ingest.rejections import REPLAY_SOURCE, matching, replay
+from ingest.models import Application, RawBatch, Rejection
+from ingest.rejections import REPLAY_SOURCE, matching, replay, unreplayable_count
 from reports import event_counts
 from reports.models import EventCount, SiteSummary
 from reports.site_summary import rebuild_all_sites, summary_rows
+from tests import chat_oracle
 from tests.conftest import REPO
 
 NOW = time.time()
@@ -62,7 +65,7 @@ PING = {"id": "p-1", "ping": "s2", "at": 1_429_026_500.5}  # matches no family u
 DEEP = message("deep-1", extra=nested(150))  # nests deeper than MAX_NESTING (100)
 DEEP_AGAIN = message("deep-1", extra=nested(150))  # the same id again: a duplicate once valid
 STILL_BAD = {"id": "bad-1", "type": "message", "from": "v1"}  # no site, no data: invalid under any rule
-OVERSIZE = b'{"id": "big-1", "pad": "' + b"x" * 70_000 + b'"}'  # over MAX_RECORD_BYTES: kept in part
+OVERSIZE = b'{"id": "big-1", "pad": "' + b"x" * (1 << 20) + b'"}'  # over MAX_REJECTED_RECORD_BYTES: kept in part
 NOT_UTF8 = b'{"id": "u-1", "type": "message", "from": "\xff"}'  # bytes no text holds: kept in part
 
 
@@ -258,3 +261,98 @@ def test_the_admin_action_replays_and_shows_it(client, django_user_model, refuse
     assert client.get(url, {"replay": "partial"}).context["cl"].result_count == 2
     detail = client.get(reverse("admin:ingest_rejection_change", args=[Rejection.objects.get(line=1).pk]))
     assert reverse("admin:events_event_changelist") + "?q=p-1" in detail.content.decode()
+
+
+# -- issue 22 item 14: a record over MAX_RECORD_BYTES, replayed once the limit is raised ----------
+
+
+def post_lines(data: bytes, per_body: int = 400) -> None:
+    """A file's lines posted by an app (no allow-list) in bodies of `per_body`, each processed."""
+    app = Application.objects.get_or_create(name="open", defaults={"key_prefix": "open", "key_hash": "0" * 64})[0]
+    lines = data.split(b"\n")
+    for start in range(0, len(lines), per_body):
+        body = b"\n".join(lines[start : start + per_body])
+        if body.strip():
+            posted = receive_batch(app, body, "application/x-ndjson", "", per_body)
+            assert process_batch(posted.pk).status == "done"
+
+
+@pytest.mark.parametrize(("name", "path"), [("mixed", "import"), ("small", "import"), ("small", "api")])
+def test_raising_the_record_limit_and_replaying_gives_the_exact_summary(db, name, path, sample_data, settings):
+    """Half the records of a sample are over a low MAX_RECORD_BYTES and refused; once it is
+    raised, a replay stores them, and the summary and counts are those of the whole file."""
+    source = sample_data / "chat" / f"{name}.jsonl"
+    data = source.read_bytes()
+    oracle = chat_oracle.read_ndjson(data, time.time())
+    limits = settings.SWITCHBOARD
+    settings.SWITCHBOARD = {**limits, "MAX_RECORD_BYTES": 160}
+    if path == "import":
+        call_command("import_jsonl", str(source), stderr=StringIO())
+    else:
+        post_lines(data)
+    over = Rejection.objects.filter(rule="record is N bytes, over the limit of N")
+    assert over.count() > len(oracle.accepted) // 4 and not over.filter(complete=False).exists()
+    assert [row.classic() for row in summary_rows()] != chat_oracle.summary_lines(oracle.accepted)
+
+    settings.SWITCHBOARD = limits
+    result = replay(matching())
+
+    summary = [row.classic() for row in summary_rows()]
+    assert summary == chat_oracle.summary_lines(oracle.accepted)
+    assert "".join(f"{row}\n" for row in summary) == source.with_suffix(".expected").read_text()
+    assert Event.objects.count() == len(oracle.accepted) and result.accepted > len(oracle.accepted) // 4
+    assert sum(RawBatch.objects.values_list("duplicates", flat=True)) == oracle.duplicates
+    assert Rejection.objects.filter(replayed_at=None).count() == oracle.rejected  # the records no limit lets in
+    # The events stored are the records as received, byte for byte.
+    stored = dict(Event.objects.values_list("uid", "raw"))
+    for uid, raw in over.filter(replay_outcome="accepted").values_list("event_uid", "raw"):
+        assert stored[uid] == raw.strip()
+
+
+def test_a_batch_keeps_whole_records_over_the_limit_within_its_total_only(db, settings):
+    """A hostile body (a tiny gzip of records of ~1 MB) cannot make the server keep more than
+    MAX_REJECTED_BYTES_PER_BATCH (8 MiB) of them whole: the rest keep their head, marked incomplete."""
+    limits = settings.SWITCHBOARD
+    big = [line(message(f"big-{i}", pad="x" * 1_000_000)) for i in range(9)]  # ~1 MB each
+    body = b"\n".join([line(message("ok-1")), *big, b'{"id": "broken"', line(message("ok-2"))])
+    compressed = gzip.compress(body)
+    assert len(compressed) < len(body) // 500
+    app = Application.objects.create(name="hostile", key_prefix="hostile", key_hash="0" * 64)
+    posted = receive_batch(app, compressed, "application/x-ndjson", "gzip", 12)
+
+    batch = process_batch(posted.pk)
+
+    assert (batch.status, batch.accepted, batch.rejected) == ("done", 2, 10)
+    kept = list(Rejection.objects.order_by("line"))
+    whole = [r for r in kept if r.complete]
+    assert sum(len(r.raw.encode()) for r in whole) <= limits["MAX_REJECTED_BYTES_PER_BATCH"] + len('{"id": "broken"')
+    # 8 of ~1 MB fit in 8 MiB; a record within MAX_RECORD_BYTES is always kept whole.
+    assert [r.line for r in whole] == [2, 3, 4, 5, 6, 7, 8, 9, 11]
+    (cut,) = [r for r in kept if not r.complete]  # the last big one: its head only, not replayable
+    assert (cut.line, cut.raw) == (10, big[8][: limits["MAX_REJECTED_RAW_CHARS"]].decode())
+    assert cut.reason == f"record is {len(big[8])} bytes, over the limit of {limits['MAX_RECORD_BYTES']}"
+
+    settings.SWITCHBOARD = {**limits, "MAX_RECORD_BYTES": 2 << 20}
+    result = replay(matching())
+    assert (result.examined, result.accepted) == (9, 8)  # the broken one stays rejected
+    assert unreplayable_count(matching()) == 1
+
+
+@pytest.mark.parametrize("framing", ["ndjson", "array"])
+def test_a_record_over_the_kept_size_is_rejected_by_the_record_limit_and_kept_in_part(db, framing, settings, tmp_path):
+    """Framing holds records whole up to MAX_REJECTED_RECORD_BYTES; a longer one is cut short
+    there, and its reason still names MAX_RECORD_BYTES (not the framing bound)."""
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 1000, "MAX_REJECTED_RECORD_BYTES": 5000}
+    records = [line(message("a")), line(message("b", pad="x" * 3000)), line(message("c", pad="x" * 9000))]
+    path = tmp_path / f"records.{framing}"
+    path.write_bytes(b"\n".join(records) if framing == "ndjson" else b"[" + b",\n".join(records) + b"]")
+    call_command("import_jsonl", str(path), stderr=StringIO())
+
+    kept = {r.line: (r.reason, r.complete, len(r.raw)) for r in Rejection.objects.all()}
+    assert kept == {
+        2: (f"record is {len(records[1])} bytes, over the limit of 1000", True, len(records[1])),
+        3: (f"record is {len(records[2])} bytes, over the limit of 1000", False, 2000),
+    }
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 64 * 1024}
+    assert replay(matching()).accepted == 1
+    assert sorted(Event.objects.values_list("uid", flat=True)) == ["a", "b"]

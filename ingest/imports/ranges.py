@@ -27,6 +27,7 @@ from ingest.imports import bulk, loader
 from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint, window_hash
 from ingest.imports.jobs import find_job
 from ingest.models import ImportJob, ImportRange
+from ingest.records import whole_record_limit
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 SCAN_BLOCK = 8 * 1024 * 1024
@@ -160,7 +161,7 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
             _RangeReader(f, part.byte_end),  # type: ignore[arg-type]
             offset=part.next_offset,
             line_no=part.next_line,
-            max_record=settings.SWITCHBOARD["MAX_RECORD_BYTES"],
+            max_record=whole_record_limit(),
         )
         start = part.next_offset
         chunks = iter(lambda: list(islice(records, chunk_lines)), [])

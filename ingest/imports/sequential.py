@@ -22,6 +22,7 @@ from ingest.imports.identity import ConcurrentImport, TailKeeper
 from ingest.imports.jobs import find_job
 from ingest.imports.seen import SeenIds, seen_ids_of_table
 from ingest.models import ImportJob
+from ingest.records import whole_record_limit
 from reports import maintenance
 
 ProgressCallback = Callable[[ImportJob], None]
@@ -62,7 +63,7 @@ def import_file(
             framing,
             offset=job.next_offset,
             line_no=job.next_line,
-            max_record=limits["MAX_RECORD_BYTES"],
+            max_record=whole_record_limit(),
             inside=framing == ARRAY and job.next_offset > 0,
         )
         chunks = _chunks_with_hashes(records, chunk_lines, stream)

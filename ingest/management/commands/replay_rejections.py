@@ -20,8 +20,9 @@ def moment(text: str) -> datetime:
 class Command(BaseCommand):
     help = (
         "Validate the matching rejected records again under today's rules and limits and store those now "
-        "valid, each at most once however often this runs. Records kept only in part (over the size limit, "
-        "bytes that are not UTF-8) cannot be replayed. Prints what it did."
+        "valid, each at most once however often this runs. Records kept only in part (over "
+        "MAX_REJECTED_RECORD_BYTES or their batch's MAX_REJECTED_BYTES_PER_BATCH, bytes that are not UTF-8) "
+        "cannot be replayed. Prints what it did."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
