@@ -73,6 +73,8 @@ def normalize(record: object, now: float, future_tolerance: float = 300.0) -> No
             if not family.matches(record):
                 continue
             event = family.normalize(record)
+            if type(event) is not NormalizedEvent or type(event.uid) is not str or type(event.site) is not str:
+                raise TypeError(f"it returned {malformed(event)}")  # the store would fail on it
             ahead = event.ts > now + future_tolerance
         except Invalid:
             raise
@@ -87,6 +89,12 @@ def normalize(record: object, now: float, future_tolerance: float = 300.0) -> No
     if ahead:
         raise Invalid(f"timestamp {event.ts:.3f} is more than {future_tolerance:.0f}s in the future")
     return event
+
+
+def malformed(event: object) -> str:
+    if not isinstance(event, NormalizedEvent):
+        return f"{type(event).__name__}, not a NormalizedEvent"
+    return f"an event whose uid is {type(event.uid).__name__} and site {type(event.site).__name__}, not str"
 
 
 def validator_error(family: str, error: Exception) -> str:

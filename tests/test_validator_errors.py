@@ -48,15 +48,23 @@ def broken_family_normalize(record: dict[str, Any]) -> registry.NormalizedEvent:
     return record["n"] + "text"  # the bug: a TypeError for the record whose "n" is a number
 
 
-@pytest.fixture(params=["payload validator", "family"])
+def garbage_family_normalize(record: dict[str, Any]) -> registry.NormalizedEvent:
+    # The bug: no site (the store would refuse the whole group's sites, or sorting them fail).
+    return registry.NormalizedEvent(record["id"], "chat", "message", record.get("site"), 1e9, record)
+
+
+@pytest.fixture(params=["payload validator", "family", "malformed event"])
 def broken(request) -> tuple[list[bytes], str]:
     """Records with one that a validator registered now fails on, in the middle: (lines, the error's name)."""
     if request.param == "payload validator":
         register_interaction_type("page interaction", "cta click", broken_click_validator)
         bad, error = click(BOOM), "KeyError"
-    else:
+    elif request.param == "family":
         registry.register_family(FamilySpec("numbered", lambda r: "n" in r, broken_family_normalize))
         bad, error = {"id": "n-1", "n": 7}, "TypeError"
+    else:
+        registry.register_family(FamilySpec("numbered", lambda r: "n" in r, garbage_family_normalize))
+        bad, error = {"id": "n-1", "n": 7}, "TypeError: it returned an event whose uid is str and site NoneType"
     before = [chat(f"c-{i}") for i in range(3)] + [click(f"/p{i}") for i in range(3)]
     after = [chat(f"d-{i}") for i in range(3)] + [click(f"/q{i}") for i in range(3)]
     yield [orjson.dumps(r) for r in [*before, bad, *after]], error
