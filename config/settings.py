@@ -127,7 +127,9 @@ MIDDLEWARE = [
 ]
 
 # Admin login failures (django-axes): after AXES_FAILURE_LIMIT failures from one address,
-# logins from it are refused (429) for AXES_COOLOFF_MINUTES; a success resets the count.
+# logins from it are refused (429) for AXES_COOLOFF_MINUTES. A success clears the failures
+# of the user who signed in only (ingest/login_lockout.py): one's own login must not wipe
+# the guesses at another user's password.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -136,6 +138,7 @@ AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "ingest.login_lockout.OwnFailuresHandler"
 AXES_CLIENT_IP_CALLABLE = "ingest.auth.client_ip"  # the throttles' rule for proxies
 AXES_VERBOSE = False
 
