@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from docker.utils.build import exclude_paths
 
 from ingest.models import RawBatch
 from tests.live import REPO, LiveStack, broker_env, free_port, wait_for
@@ -120,8 +122,63 @@ def test_the_image_is_slim_pinned_and_runs_as_a_user():
     assert users == ["10001:10001"]
     assert "useradd --system --uid 10001" in dockerfile
     assert dockerfile.rstrip().splitlines()[-1].startswith("CMD [")
-    ignored = set((REPO / ".dockerignore").read_text().split())
-    assert {".git", ".venv", "var", "db.sqlite3*", "tests", "samples"} <= ignored
+
+
+# -- the build context: what `docker build .` sends, by docker-py's reading of .dockerignore --
+
+# What an operator's or a developer's checkout holds besides the repository's files:
+# secrets (the README writes compose's into .env), local state, caches.
+LOCAL_FILES = [
+    ".env", ".env.production", ".env.local", "deploy/.env", "contrib/deploy/switchboard.env",
+    "var/secret_key", "var/queue/1.msg", "var/static/admin/base.css", "db.sqlite3", "db.sqlite3-wal",
+    ".venv/bin/python", ".git/config", "bench/out/run.json", "tls/server.key", "tls/server.pem",
+    "ingest/.env", "config/local.env", "ingest/__pycache__/auth.cpython-311.pyc", "credentials.json",
+    ".pytest_cache/v/cache/nodeids", "compose.override.yaml",
+]  # fmt: skip
+# Tracked, but not what the image runs (besides the top folder's files other than Python's).
+NOT_IN_THE_IMAGE = (
+    "tests/", "bench/", "docs/", "samples/", "contrib/client/", "contrib/dev/", ".ci/",
+    "contrib/deploy/switchboard",  # systemd units and their environment file, for machines without containers
+)  # fmt: skip
+
+
+def build_context(root: Path) -> set[str]:
+    """The files `docker build root` sends: .dockerignore read and applied as docker-py does."""
+    lines = (line.strip() for line in (root / ".dockerignore").read_text().splitlines())
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    return {path for path in exclude_paths(str(root), patterns) if (root / path).is_file()}
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """The repository's files as a clone has them, plus LOCAL_FILES."""
+    root = tmp_path / "checkout"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in tracked.decode().split("\0"):
+        if name and (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / name, root / name)
+    for name in LOCAL_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("SECRET_KEY=do-not-ship\n")
+    return root
+
+
+def test_the_build_context_holds_no_secret_or_local_file(checkout):
+    context = build_context(checkout)
+
+    # Main sent .env (the README writes compose's secrets there) and every other secret here.
+    assert sorted(context & set(LOCAL_FILES)) == []
+
+
+def test_the_build_context_holds_everything_the_image_runs(checkout):
+    context = build_context(checkout)
+    tracked = {str(path.relative_to(checkout)) for path in checkout.rglob("*") if path.is_file()} - set(LOCAL_FILES)
+    runtime = {p for p in tracked if ("/" in p or p.endswith(".py")) and not p.startswith(NOT_IN_THE_IMAGE)}
+
+    assert sorted(runtime - context) == [], "add them to .dockerignore's allow-list (or NOT_IN_THE_IMAGE)"
+    assert {"manage.py", "requirements.txt", "contrib/deploy/gunicorn.conf.py", "config/settings.py"} <= context
+    assert not any(path.startswith(NOT_IN_THE_IMAGE) for path in context)
 
 
 # -- each service's command, run here ------------------------------------------------
