@@ -14,6 +14,8 @@ from django.db import transaction
 from knox.models import AuthToken
 
 ANALYST_GROUP = "analyst"
+# The longest expiry a token may be given (a hundred years); without one it never expires.
+MAX_TOKEN_DAYS = 36_500
 # Analysts may view everything these apps store; nothing else, and never change it.
 ANALYST_APPS = ("events", "ingest", "reports")
 # ... except the tokens of other users (digests, but still nobody's business).

@@ -115,6 +115,24 @@ def test_duplicate_names_and_unknown_analysts_are_errors():
     assert not User.objects.filter(username="carl").exists()
 
 
+@pytest.mark.parametrize("days", ["3000000", "999999999", "10000000000", "-3"])
+def test_an_expiry_beyond_the_calendar_is_a_clear_error(days):
+    # Main printed an OverflowError traceback for the first three.
+    with pytest.raises(CommandError, match=r"--expires-in-days must be a positive number of days, at most 36500"):
+        run_create_analyst("carl", "--expires-in-days", days)
+    create_analyst("dan")
+    with pytest.raises(CommandError, match="at most 36500"):
+        run_create_analyst("dan", "--new-token", "--expires-in-days", days)
+
+    assert not User.objects.filter(username="carl").exists()
+    assert AuthToken.objects.filter(user__username="dan").count() == 1
+
+
+def test_the_longest_expiry_works():
+    token = run_create_analyst("carl", "--expires-in-days", "36500")[0].strip()
+    assert read_with(token) == 200
+
+
 def test_a_new_token_leaves_the_old_one_valid():
     _, first = create_analyst("ann")
     second = run_create_analyst("ann", "--new-token")[0].strip()
