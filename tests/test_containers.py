@@ -199,6 +199,19 @@ def health_check(test: list[str], env: dict[str, str], replace: dict[str, str]) 
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 
+def service_env(service: dict, database_url: str, broker: dict[str, str]) -> dict[str, str]:
+    """A service's environment from compose, with the test's own database and broker in
+    place of the containers' addresses."""
+    env = {**os.environ, **{k: str(v) for k, v in service["environment"].items()}}
+    env |= {"DATABASE_URL": database_url, **broker}
+    env.pop("REDIS_URL")
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    if env["CELERY_BROKER_URL"].startswith("filesystem://"):  # no Redis for this test run (CI has one):
+        env["SWITCHBOARD_MODE"] = "embedded"  # production mode refuses the embedded queue
+    return env
+
+
 @pytest.mark.slow
 def test_each_service_command_runs_against_real_services(database_url, tmp_path, app_key):
     services = compose()["services"]
@@ -207,15 +220,7 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
     beat_dir.mkdir()
 
     def env_of(name: str) -> dict[str, str]:
-        env = {**os.environ, **{k: str(v) for k, v in services[name]["environment"].items()}}
-        # The test's own database and broker in place of the containers' addresses.
-        env |= {"DATABASE_URL": database_url, **broker_env_once}
-        env.pop("REDIS_URL")
-        if os.environ.get("REDIS_URL"):
-            env["REDIS_URL"] = os.environ["REDIS_URL"]
-        if env["CELERY_BROKER_URL"].startswith("filesystem://"):  # no Redis for this test run (CI has one):
-            env["SWITCHBOARD_MODE"] = "embedded"  # production mode refuses the embedded queue
-        return env
+        return service_env(services[name], database_url, broker_env_once)
 
     broker_env_once = broker_env(tmp_path)
     migrate = subprocess.run(local(services["migrate"]["command"]), cwd=REPO, env=env_of("migrate"),
@@ -257,3 +262,36 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
         beat.wait(timeout=30)
     finally:
         stack.stop()
+
+
+def answers_http(stack: LiveStack) -> bool:
+    """gunicorn answers at all (with a foreign Host, 400 is an answer)."""
+    assert stack.web and stack.web.poll() is None, stack.log("web.log")
+    try:
+        return stack.request("GET", "/api/health/").status > 0
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("allowed_hosts", ["switchboard.example.com", " .example.org , api.example.com"])
+def test_the_web_health_check_passes_with_the_real_domain_in_allowed_hosts(allowed_hosts, database_url, tmp_path):
+    """compose's exact health check against gunicorn started with compose's command, in
+    production mode, ALLOWED_HOSTS the deployment's domain (not 127.0.0.1)."""
+    web = compose({**SECRETS, "ALLOWED_HOSTS": allowed_hosts})["services"]["web"]
+    port = free_port()
+    stack = LiveStack(env=service_env(web, database_url, broker_env(tmp_path)), tmp_path=tmp_path, port=port)
+    stack.env |= {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
+    assert stack.env["ALLOWED_HOSTS"] == allowed_hosts
+    try:
+        stack.web = stack._spawn(local(web["command"]), "web.log")
+        wait_for(lambda: answers_http(stack), 60, "gunicorn with compose's command to answer")
+
+        check = health_check(web["healthcheck"]["test"], stack.env, {":8000/": f":{port}/"})
+        foreign = stack.request("GET", "/api/health/", headers={"Host": "attacker.test"})
+    finally:
+        stack.stop()
+
+    # Main's check asked for 127.0.0.1, which Django refuses (400) once ALLOWED_HOSTS is the domain.
+    assert check.returncode == 0, check.stderr + stack.log("web.log")
+    assert foreign.status == 400  # host validation is untouched
