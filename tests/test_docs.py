@@ -21,7 +21,7 @@ DOCS = sorted(
     str(path.relative_to(REPO))
     for path in [REPO / "README.md", *(REPO / "docs").glob("*.md"), *(REPO / "contrib").rglob("README.md")]
 )
-FENCE = re.compile(r"^```([\w-]*)[^\n]*\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^[ \t]*```([\w-]*)[^\n]*\n(.*?)^[ \t]*```", re.M | re.S)  # in a list item too
 SHELL_FENCES = {"", "sh", "bash", "shell", "console"}
 # File names worth checking when a code span names one alone (not data or output names).
 SOURCE_SUFFIXES = (".py", ".sh", ".md", ".toml", ".yaml", ".yml", ".cfg", ".service")
@@ -60,7 +60,8 @@ def code_of(markdown: str) -> tuple[list[tuple[str, str]], list[str]]:
     """(language, text) of each fenced block, and the text of each inline code span."""
     fences = [(match.group(1), match.group(2)) for match in FENCE.finditer(markdown)]
     prose = FENCE.sub("", markdown)
-    return fences, re.findall(r"`([^`\n]+)`", prose)
+    spans = re.findall(r"`((?:[^`\n]|\n(?![ \t]*\n))+)`", prose)  # a span may wrap, within its paragraph
+    return fences, [span.replace("\n", " ") for span in spans]
 
 
 def words(span: str) -> list[str]:
