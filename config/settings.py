@@ -43,8 +43,12 @@ def embedded_secret_key(path: Path = BASE_DIR / "var" / "secret_key") -> str:
             os.link(temporary, path)
         except FileExistsError:
             pass
+        except OSError:  # a filesystem without hard links: renamed instead (the last of racing starts wins)
+            if not path.exists():
+                os.replace(temporary, path)
         finally:
-            os.unlink(temporary)
+            if os.path.exists(temporary):
+                os.unlink(temporary)
     if path.stat().st_mode & 0o077:  # made by an earlier version (0644) or by hand
         try:
             path.chmod(0o600)
