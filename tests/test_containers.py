@@ -171,6 +171,19 @@ def test_the_build_context_holds_no_secret_or_local_file(checkout):
     assert sorted(context & set(LOCAL_FILES)) == []
 
 
+def test_the_readmes_env_file_is_readable_by_its_owner_only(tmp_path):
+    """The README's command that writes compose's secrets, run as written (usual umask 022)."""
+    readme = (REPO / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if "> .env" in line]
+
+    done = subprocess.run(["sh", "-c", f"umask 022; {command}"], cwd=tmp_path, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    env = (tmp_path / ".env").read_text()
+    assert re.fullmatch(r"SECRET_KEY=[0-9a-f]{64}\nPOSTGRES_PASSWORD=[0-9a-f]{32}\n", env), env
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600  # main: 0644, readable by every local user
+
+
 def test_the_build_context_holds_everything_the_image_runs(checkout):
     context = build_context(checkout)
     tracked = {str(path.relative_to(checkout)) for path in checkout.rglob("*") if path.is_file()} - set(LOCAL_FILES)
