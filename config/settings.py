@@ -5,6 +5,8 @@ stops with a message naming what is missing) and HTTPS is enforced."""
 
 import os
 import secrets
+import sys
+import tempfile
 from datetime import timedelta
 from pathlib import Path
 
@@ -22,12 +24,36 @@ def env_int(name: str, default: int) -> int:
     return int(os.environ.get(name, default))
 
 
-def embedded_secret_key() -> str:
-    """With no SECRET_KEY configured, a random key kept in var/ (embedded default only)."""
-    path = BASE_DIR / "var" / "secret_key"
+def env_list(value: str) -> list[str]:
+    """A comma-separated setting's entries, without the blanks around them or empty ones."""
+    return [entry.strip() for entry in value.split(",") if entry.strip()]
+
+
+def embedded_secret_key(path: Path = BASE_DIR / "var" / "secret_key") -> str:
+    """With no SECRET_KEY configured, a random key kept in var/ (embedded default only),
+    readable by its owner only: anyone who reads it can forge sessions."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(secrets.token_urlsafe(50))
+        # Written whole under a temporary name (mkstemp: mode 0600), then linked into place:
+        # processes starting at once never read a partial key, and the first one's key wins.
+        descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=".secret_key.")
+        try:
+            with os.fdopen(descriptor, "w") as file:
+                file.write(secrets.token_urlsafe(50))
+            os.link(temporary, path)
+        except FileExistsError:
+            pass
+        except OSError:  # a filesystem without hard links: renamed instead (the last of racing starts wins)
+            if not path.exists():
+                os.replace(temporary, path)
+        finally:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+    if path.stat().st_mode & 0o077:  # made by an earlier version (0644) or by hand
+        try:
+            path.chmod(0o600)
+        except OSError as error:
+            print(f"warning: {path} is readable by other users and its mode cannot be fixed ({error})", file=sys.stderr)
     return path.read_text().strip()
 
 
@@ -48,6 +74,14 @@ PRODUCTION_REQUIRES = {
 def production_problems(environ: dict[str, str]) -> list[str]:
     """What the environment lacks for production, one line each (empty: nothing)."""
     problems = [f"{name} is not set: {what}" for name, what in PRODUCTION_REQUIRES.items() if not environ.get(name)]
+    hosts = env_list(environ.get("ALLOWED_HOSTS", ""))
+    if environ.get("ALLOWED_HOSTS") and not hosts:
+        problems.append("ALLOWED_HOSTS names no host: " + PRODUCTION_REQUIRES["ALLOWED_HOSTS"])
+    if "*" in hosts:
+        problems.append(
+            "ALLOWED_HOSTS accepts any host ('*'): Host headers then reach the links Django builds "
+            "(password resets, redirects); " + PRODUCTION_REQUIRES["ALLOWED_HOSTS"]
+        )
     key = environ.get("SECRET_KEY", "")
     if key and (len(key) < 50 or len(set(key)) < 5 or "change-me" in key):
         problems.append("SECRET_KEY is too short or a placeholder: " + PRODUCTION_REQUIRES["SECRET_KEY"])
@@ -69,7 +103,7 @@ if PRODUCTION and (_problems := production_problems(dict(os.environ))):
 DEBUG = env_bool("DEBUG", False)
 # The embedded default keeps a random key in var/; production must set its own (above).
 SECRET_KEY = os.environ.get("SECRET_KEY") or embedded_secret_key()
-ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
+ALLOWED_HOSTS = env_list(os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver"))
 
 if PRODUCTION:
     # Behind the documented TLS proxy (docs/operations.md), which sets X-Forwarded-Proto
@@ -87,14 +121,12 @@ if PRODUCTION:
     if not SECURE_HSTS_PRELOAD:
         SILENCED_SYSTEM_CHECKS = ["security.W021"]
     # The admin's forms post from the public origins (the proxy terminates TLS).
-    CSRF_TRUSTED_ORIGINS = [
-        origin
-        for origin in os.environ.get(
+    CSRF_TRUSTED_ORIGINS = env_list(
+        os.environ.get(
             "CSRF_TRUSTED_ORIGINS",
-            ",".join(f"https://{'*' if host.startswith('.') else ''}{host}" for host in ALLOWED_HOSTS if host != "*"),
-        ).split(",")
-        if origin
-    ]
+            ",".join(f"https://{'*' if host.startswith('.') else ''}{host}" for host in ALLOWED_HOSTS),
+        )
+    )
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -127,7 +159,9 @@ MIDDLEWARE = [
 ]
 
 # Admin login failures (django-axes): after AXES_FAILURE_LIMIT failures from one address,
-# logins from it are refused (429) for AXES_COOLOFF_MINUTES; a success resets the count.
+# logins from it are refused (429) for AXES_COOLOFF_MINUTES. A success clears the failures
+# of the user who signed in only (ingest/login_lockout.py): one's own login must not wipe
+# the guesses at another user's password.
 AUTHENTICATION_BACKENDS = [
     "axes.backends.AxesStandaloneBackend",
     "django.contrib.auth.backends.ModelBackend",
@@ -136,6 +170,7 @@ AXES_FAILURE_LIMIT = env_int("AXES_FAILURE_LIMIT", 10)
 AXES_COOLOFF_TIME = timedelta(minutes=env_int("AXES_COOLOFF_MINUTES", 15))
 AXES_LOCKOUT_PARAMETERS = ["ip_address"]
 AXES_RESET_ON_SUCCESS = True
+AXES_HANDLER = "ingest.login_lockout.OwnFailuresHandler"
 AXES_CLIENT_IP_CALLABLE = "ingest.auth.client_ip"  # the throttles' rule for proxies
 AXES_VERBOSE = False
 

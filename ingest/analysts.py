@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from django.contrib.auth.models import AbstractUser, Group, Permission
+from django.contrib.auth.models import AbstractBaseUser, AbstractUser, Group, Permission
 from django.db import transaction
 from knox.models import AuthToken
 
 ANALYST_GROUP = "analyst"
+# The longest expiry a token may be given (a hundred years); without one it never expires.
+MAX_TOKEN_DAYS = 36_500
 # Analysts may view everything these apps store; nothing else, and never change it.
 ANALYST_APPS = ("events", "ingest", "reports")
 # ... except the tokens of other users (digests, but still nobody's business).
@@ -37,6 +39,19 @@ def ensure_analyst_group() -> Group:
     group, _ = Group.objects.get_or_create(name=ANALYST_GROUP)
     group.permissions.set(analyst_permissions())
     return group
+
+
+def analyst_refusal(user: AbstractBaseUser) -> str | None:
+    """Why `user` may not read the API now, or None if it may: an active staff user in the
+    analyst group, or a superuser. Checked on every request, so that a token stops working
+    as soon as its user leaves the group, loses staff status or is deactivated."""
+    if not user.is_active:
+        return "the account is inactive"
+    if not user.is_staff:
+        return "the account is not staff"
+    if not user.is_superuser and not user.groups.filter(name=ANALYST_GROUP).exists():
+        return f"the account is not in the '{ANALYST_GROUP}' group"
+    return None
 
 
 def issue_token(user: AbstractUser, expires_in: timedelta | None = None) -> str:

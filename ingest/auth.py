@@ -18,6 +18,7 @@ from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import authentication, exceptions, permissions, throttling
 from rest_framework.request import Request
 
+from ingest.analysts import analyst_refusal
 from ingest.keys import cached_application_for_key
 from ingest.models import Application
 
@@ -74,19 +75,31 @@ class IsApp(permissions.BasePermission):
 
 
 class IsAnalyst(permissions.BasePermission):
-    """A signed-in user (token or admin session); app keys cannot read analyses."""
+    """An analyst signed in (token or admin session), as the account stands at this request
+    (ingest.analysts.analyst_refusal); app keys cannot read analyses."""
 
     message = "Analysts only: use a user token ('Authorization: Token <token>') or an admin session."
 
     def has_permission(self, request: Request, view: object) -> bool:
-        return isinstance(request.user, AbstractBaseUser) and request.user.is_active
+        if not isinstance(request.user, AbstractBaseUser):
+            return False
+        refusal = analyst_refusal(request.user)
+        if refusal is not None:
+            self.message = f"Analysts only: {refusal}."
+        return refusal is None
 
 
 class IsAppOrAnalyst(permissions.BasePermission):
     message = "Send an app key ('Authorization: Api-Key <key>') or an analyst token."
 
     def has_permission(self, request: Request, view: object) -> bool:
-        return IsApp().has_permission(request, view) or IsAnalyst().has_permission(request, view)
+        if IsApp().has_permission(request, view):
+            return True
+        analyst = IsAnalyst()
+        allowed = analyst.has_permission(request, view)
+        if not allowed and isinstance(request.user, AbstractBaseUser):
+            self.message = analyst.message  # why this account is refused
+        return allowed
 
 
 def client_ip(request: HttpRequest | Request) -> str:

@@ -19,7 +19,7 @@ from knox.crypto import hash_token
 from knox.models import AuthToken
 from rest_framework.test import APIClient
 
-from ingest.analysts import ANALYST_GROUP, create_analyst
+from ingest.analysts import ANALYST_GROUP, create_analyst, ensure_analyst_group, issue_token
 from ingest.models import AnalystToken, Application
 
 pytestmark = pytest.mark.django_db
@@ -114,6 +114,24 @@ def test_duplicate_names_and_unknown_analysts_are_errors():
     assert not User.objects.filter(username="carl").exists()
 
 
+@pytest.mark.parametrize("days", ["3000000", "999999999", "10000000000", "-3"])
+def test_an_expiry_beyond_the_calendar_is_a_clear_error(days):
+    # Main printed an OverflowError traceback for the first three.
+    with pytest.raises(CommandError, match=r"--expires-in-days must be a positive number of days, at most 36500"):
+        run_create_analyst("carl", "--expires-in-days", days)
+    create_analyst("dan")
+    with pytest.raises(CommandError, match="at most 36500"):
+        run_create_analyst("dan", "--new-token", "--expires-in-days", days)
+
+    assert not User.objects.filter(username="carl").exists()
+    assert AuthToken.objects.filter(user__username="dan").count() == 1
+
+
+def test_the_longest_expiry_works():
+    token = run_create_analyst("carl", "--expires-in-days", "36500")[0].strip()
+    assert read_with(token) == 200
+
+
 def test_a_new_token_leaves_the_old_one_valid():
     _, first = create_analyst("ann")
     second = run_create_analyst("ann", "--new-token")[0].strip()
@@ -135,6 +153,64 @@ def test_an_expired_token_stops_working_and_is_removed():
     response = client.get(SUMMARY)
     assert response.status_code == 401 and response.json() == {"detail": "Invalid token."}
     assert not AuthToken.objects.exists()
+
+
+def leave_group(user: User) -> None:
+    user.groups.clear()
+
+
+def lose_staff_status(user: User) -> None:
+    user.is_staff = False
+    user.save()
+
+
+def deactivate(user: User) -> None:
+    user.is_active = False
+    user.save()
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "why"),
+    [
+        (leave_group, 403, "not in the 'analyst' group"),
+        (lose_staff_status, 403, "not staff"),
+        (deactivate, 401, "inactive"),  # knox refuses the token itself
+    ],
+)
+def test_a_token_stops_working_when_its_user_stops_being_an_analyst(change, status, why, app_key):
+    user, token = create_analyst("ann")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+    batch = APIClient()
+    batch.credentials(HTTP_AUTHORIZATION=f"Api-Key {app_key}")
+    posted = batch.post("/api/events/", b"{}", content_type="application/json")
+    batch_url = posted["Location"]
+    assert client.get(SUMMARY).status_code == 200 and client.get(batch_url).status_code == 200
+
+    change(user)
+
+    # Main kept answering 200 to the token of a user taken out of the group or of the staff.
+    for url in (SUMMARY, batch_url):
+        response = client.get(url)
+        assert response.status_code == status, (url, response.content)
+        assert why in response.json()["detail"]
+
+
+def test_an_admin_session_stops_reading_the_api_when_its_user_leaves_the_group(client):
+    user, _ = create_analyst("ann")
+    client.force_login(user)
+    assert client.get(SUMMARY).status_code == 200
+
+    leave_group(user)
+
+    response = client.get(SUMMARY)
+    assert response.status_code == 403 and "not in the 'analyst' group" in response.json()["detail"]
+
+
+def test_a_superuser_reads_the_api_without_joining_the_group():
+    admin = User.objects.create_superuser("root", password="a long enough password")
+
+    assert read_with(issue_token(admin)) == 200
 
 
 def test_revoking_a_token_in_the_admin(admin_client):
@@ -192,7 +268,8 @@ def test_a_key_made_in_the_admin_is_not_in_the_messages_cookie(admin_client):
 def test_tokens_made_before_the_switch_keep_working_and_lose_their_plain_text():
     """The migration from DRF's authtoken: the plain-text table is digested, then dropped."""
     migration = importlib.import_module("ingest.migrations.0005_analyst_tokens")
-    user = User.objects.create_user("old-analyst")
+    user = User.objects.create_user("old-analyst", is_staff=True)
+    user.groups.add(ensure_analyst_group())
     old_key = "0123456789abcdef0123456789abcdef01234567"  # DRF's form: 40 hex characters
     with connection.schema_editor() as editor:
         editor.execute(

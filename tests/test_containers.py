@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from docker.utils.build import exclude_paths
 
 from ingest.models import RawBatch
 from tests.live import REPO, LiveStack, broker_env, free_port, wait_for
@@ -120,8 +122,76 @@ def test_the_image_is_slim_pinned_and_runs_as_a_user():
     assert users == ["10001:10001"]
     assert "useradd --system --uid 10001" in dockerfile
     assert dockerfile.rstrip().splitlines()[-1].startswith("CMD [")
-    ignored = set((REPO / ".dockerignore").read_text().split())
-    assert {".git", ".venv", "var", "db.sqlite3*", "tests", "samples"} <= ignored
+
+
+# -- the build context: what `docker build .` sends, by docker-py's reading of .dockerignore --
+
+# What an operator's or a developer's checkout holds besides the repository's files:
+# secrets (the README writes compose's into .env), local state, caches.
+LOCAL_FILES = [
+    ".env", ".env.production", ".env.local", "deploy/.env", "contrib/deploy/switchboard.env",
+    "var/secret_key", "var/queue/1.msg", "var/static/admin/base.css", "db.sqlite3", "db.sqlite3-wal",
+    ".venv/bin/python", ".git/config", "bench/out/run.json", "tls/server.key", "tls/server.pem",
+    "ingest/.env", "config/local.env", "ingest/__pycache__/auth.cpython-311.pyc", "credentials.json",
+    ".pytest_cache/v/cache/nodeids", "compose.override.yaml",
+]  # fmt: skip
+# Tracked, but not what the image runs (besides the top folder's files other than Python's).
+NOT_IN_THE_IMAGE = (
+    "tests/", "bench/", "docs/", "samples/", "contrib/client/", "contrib/dev/", ".ci/",
+    "contrib/deploy/switchboard",  # systemd units and their environment file, for machines without containers
+)  # fmt: skip
+
+
+def build_context(root: Path) -> set[str]:
+    """The files `docker build root` sends: .dockerignore read and applied as docker-py does."""
+    lines = (line.strip() for line in (root / ".dockerignore").read_text().splitlines())
+    patterns = [line for line in lines if line and not line.startswith("#")]
+    return {path for path in exclude_paths(str(root), patterns) if (root / path).is_file()}
+
+
+@pytest.fixture
+def checkout(tmp_path: Path) -> Path:
+    """The repository's files as a clone has them, plus LOCAL_FILES."""
+    root = tmp_path / "checkout"
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for name in tracked.decode().split("\0"):
+        if name and (REPO / name).is_file():
+            (root / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / name, root / name)
+    for name in LOCAL_FILES:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text("SECRET_KEY=do-not-ship\n")
+    return root
+
+
+def test_the_build_context_holds_no_secret_or_local_file(checkout):
+    context = build_context(checkout)
+
+    # Main sent .env (the README writes compose's secrets there) and every other secret here.
+    assert sorted(context & set(LOCAL_FILES)) == []
+
+
+def test_the_readmes_env_file_is_readable_by_its_owner_only(tmp_path):
+    """The README's command that writes compose's secrets, run as written (usual umask 022)."""
+    readme = (REPO / "README.md").read_text()
+    (command,) = [line for line in readme.splitlines() if "> .env" in line]
+
+    done = subprocess.run(["sh", "-c", f"umask 022; {command}"], cwd=tmp_path, capture_output=True, text=True)
+
+    assert done.returncode == 0, done.stderr
+    env = (tmp_path / ".env").read_text()
+    assert re.fullmatch(r"SECRET_KEY=[0-9a-f]{64}\nPOSTGRES_PASSWORD=[0-9a-f]{32}\n", env), env
+    assert (tmp_path / ".env").stat().st_mode & 0o777 == 0o600  # main: 0644, readable by every local user
+
+
+def test_the_build_context_holds_everything_the_image_runs(checkout):
+    context = build_context(checkout)
+    tracked = {str(path.relative_to(checkout)) for path in checkout.rglob("*") if path.is_file()} - set(LOCAL_FILES)
+    runtime = {p for p in tracked if ("/" in p or p.endswith(".py")) and not p.startswith(NOT_IN_THE_IMAGE)}
+
+    assert sorted(runtime - context) == [], "add them to .dockerignore's allow-list (or NOT_IN_THE_IMAGE)"
+    assert {"manage.py", "requirements.txt", "contrib/deploy/gunicorn.conf.py", "config/settings.py"} <= context
+    assert not any(path.startswith(NOT_IN_THE_IMAGE) for path in context)
 
 
 # -- each service's command, run here ------------------------------------------------
@@ -142,6 +212,19 @@ def health_check(test: list[str], env: dict[str, str], replace: dict[str, str]) 
     return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
 
 
+def service_env(service: dict, database_url: str, broker: dict[str, str]) -> dict[str, str]:
+    """A service's environment from compose, with the test's own database and broker in
+    place of the containers' addresses."""
+    env = {**os.environ, **{k: str(v) for k, v in service["environment"].items()}}
+    env |= {"DATABASE_URL": database_url, **broker}
+    env.pop("REDIS_URL")
+    if os.environ.get("REDIS_URL"):
+        env["REDIS_URL"] = os.environ["REDIS_URL"]
+    if env["CELERY_BROKER_URL"].startswith("filesystem://"):  # no Redis for this test run (CI has one):
+        env["SWITCHBOARD_MODE"] = "embedded"  # production mode refuses the embedded queue
+    return env
+
+
 @pytest.mark.slow
 def test_each_service_command_runs_against_real_services(database_url, tmp_path, app_key):
     services = compose()["services"]
@@ -150,15 +233,7 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
     beat_dir.mkdir()
 
     def env_of(name: str) -> dict[str, str]:
-        env = {**os.environ, **{k: str(v) for k, v in services[name]["environment"].items()}}
-        # The test's own database and broker in place of the containers' addresses.
-        env |= {"DATABASE_URL": database_url, **broker_env_once}
-        env.pop("REDIS_URL")
-        if os.environ.get("REDIS_URL"):
-            env["REDIS_URL"] = os.environ["REDIS_URL"]
-        if env["CELERY_BROKER_URL"].startswith("filesystem://"):  # no Redis for this test run (CI has one):
-            env["SWITCHBOARD_MODE"] = "embedded"  # production mode refuses the embedded queue
-        return env
+        return service_env(services[name], database_url, broker_env_once)
 
     broker_env_once = broker_env(tmp_path)
     migrate = subprocess.run(local(services["migrate"]["command"]), cwd=REPO, env=env_of("migrate"),
@@ -200,3 +275,36 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
         beat.wait(timeout=30)
     finally:
         stack.stop()
+
+
+def answers_http(stack: LiveStack) -> bool:
+    """gunicorn answers at all (with a foreign Host, 400 is an answer)."""
+    assert stack.web and stack.web.poll() is None, stack.log("web.log")
+    try:
+        return stack.request("GET", "/api/health/").status > 0
+    except OSError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("allowed_hosts", ["switchboard.example.com", " .example.org , api.example.com"])
+def test_the_web_health_check_passes_with_the_real_domain_in_allowed_hosts(allowed_hosts, database_url, tmp_path):
+    """compose's exact health check against gunicorn started with compose's command, in
+    production mode, ALLOWED_HOSTS the deployment's domain (not 127.0.0.1)."""
+    web = compose({**SECRETS, "ALLOWED_HOSTS": allowed_hosts})["services"]["web"]
+    port = free_port()
+    stack = LiveStack(env=service_env(web, database_url, broker_env(tmp_path)), tmp_path=tmp_path, port=port)
+    stack.env |= {"BIND": f"127.0.0.1:{port}", "WEB_CONCURRENCY": "1"}
+    assert stack.env["ALLOWED_HOSTS"] == allowed_hosts
+    try:
+        stack.web = stack._spawn(local(web["command"]), "web.log")
+        wait_for(lambda: answers_http(stack), 60, "gunicorn with compose's command to answer")
+
+        check = health_check(web["healthcheck"]["test"], stack.env, {":8000/": f":{port}/"})
+        foreign = stack.request("GET", "/api/health/", headers={"Host": "attacker.test"})
+    finally:
+        stack.stop()
+
+    # Main's check asked for 127.0.0.1, which Django refuses (400) once ALLOWED_HOSTS is the domain.
+    assert check.returncode == 0, check.stderr + stack.log("web.log")
+    assert foreign.status == 400  # host validation is untouched

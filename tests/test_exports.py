@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from events.models import Event, Site
+from ingest.analysts import create_analyst
 from ingest.models import ImportJob, RawBatch
 from reports import exports
 from reports.models import EventCount, OnlineSpan, RoomSummary, SiteActor, SiteSummary
@@ -32,8 +33,8 @@ def data(db: None, sample_data: Path) -> Path:
 
 
 @pytest.fixture
-def analyst(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("reader", password="pw"))
+def analyst(client, db: None):
+    client.force_login(create_analyst("reader")[0])
     return client
 
 

@@ -110,3 +110,44 @@ def test_the_admin_behind_the_tls_proxy_passes_csrf_and_plain_http_is_redirected
     assert (result["plain"], result["plain_to"]) == (301, f"https://{HOST}/api/sites/summary/")
     assert result["health"] in (200, 503)  # probes over plain HTTP are not redirected
     assert result["hsts"] == "max-age=31536000; includeSubDomains"
+
+
+HOST_PROBE = """
+from django.conf import settings
+from django.test import RequestFactory
+for host in ("a.example.com", "b.example.com", "c.example.com"):
+    try:
+        print(host, RequestFactory().get("/", HTTP_HOST=host).get_host() == host)
+    except Exception as error:
+        print(host, type(error).__name__)
+print(" ".join(getattr(settings, "CSRF_TRUSTED_ORIGINS", [])))
+"""
+
+
+def test_allowed_hosts_entries_are_read_without_the_blanks_around_them():
+    embedded = run_manage({"ALLOWED_HOSTS": " a.example.com , b.example.com ,"}, "shell", "-v", "0", "-c", HOST_PROBE)
+    env = {
+        **documented_environment(),
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": "a.example.com, b.example.com",
+    }
+    production = run_manage(env, "shell", "-v", "0", "-c", HOST_PROBE)
+
+    assert embedded.returncode == 0 and production.returncode == 0, embedded.stderr + production.stderr
+    # Main refused b.example.com: its entry was " b.example.com".
+    for done in (embedded, production):
+        assert done.stdout.splitlines()[:3] == [
+            "a.example.com True", "b.example.com True", "c.example.com DisallowedHost",
+        ]  # fmt: skip
+    assert production.stdout.splitlines()[3] == "https://a.example.com https://b.example.com"
+
+
+@pytest.mark.parametrize("hosts", ["*", " * ", "switchboard.example.com,*", " , "])
+def test_production_refuses_allowed_hosts_that_accept_any_host_or_none(hosts):
+    env = {**documented_environment(), "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": hosts}
+
+    done = run_manage(env, "check")
+
+    assert done.returncode != 0
+    assert "SWITCHBOARD_MODE=production, but the environment is incomplete" in done.stderr
+    assert "  - ALLOWED_HOSTS" in done.stderr, done.stderr

@@ -15,7 +15,7 @@ import pytest
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
-from django.test import override_settings
+from django.test import Client, override_settings
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -95,6 +95,49 @@ def test_admin_login_failures_lock_the_address_out(client):
     assert failures == [200, 200, 429]
     assert locked.status_code == 429 and not signed_in_while_locked
     assert other_address.status_code == 302  # signed in: only the guessing address is locked
+
+
+def sign_in(username: str, password: str, address: str) -> int:
+    """One admin login from a fresh browser: 302 signed in, 200 the form again, 429 locked out."""
+    return admin_login_as(Client(), username, password, address).status_code
+
+
+def admin_login_as(client, username: str, password: str, address: str):
+    return client.post(reverse("admin:login"), {"username": username, "password": password}, REMOTE_ADDR=address)
+
+
+@override_settings(AXES_FAILURE_LIMIT=3)
+def test_signing_in_as_oneself_does_not_reset_failures_at_other_users_passwords():
+    """An attacker with a login of its own signs in between guesses at others' passwords."""
+    User.objects.create_superuser("admin", password="right password")
+    User.objects.create_superuser("root", password="another password")
+    User.objects.create_user("mallory", password="mallory's own", is_staff=True)
+    attacker = "203.0.113.66"
+
+    rounds = []
+    for victim in ("admin", "root", "admin", "root"):
+        own = sign_in("mallory", "mallory's own", attacker)
+        guess = sign_in(victim, "guess", attacker)
+        rounds.append((own, guess))
+
+    # Main: [(302, 200)] * 4 and on forever, every success wiping the address's failures.
+    assert rounds == [(302, 200), (302, 200), (302, 429), (429, 429)]
+    assert sign_in("admin", "right password", attacker) == 429
+    assert sign_in("admin", "right password", "198.51.100.9") == 302  # only the guessing address
+
+
+@override_settings(AXES_FAILURE_LIMIT=3)
+def test_signing_in_clears_ones_own_failures_only():
+    User.objects.create_superuser("admin", password="right password")
+    User.objects.create_user("ann", password="ann's own", is_staff=True)
+    office = "192.0.2.10"  # two people behind one address
+
+    first = [sign_in("admin", "typo", office), sign_in("ann", "typo", office)]
+    admin_in = sign_in("admin", "right password", office)  # clears admin's typo, not ann's
+    then = [sign_in("admin", "typo", office), sign_in("admin", "typo", office)]
+
+    assert (first, admin_in) == ([200, 200], 302)
+    assert then == [200, 429]  # ann's typo and admin's two new ones: the limit
 
 
 def test_workers_get_time_limits_and_a_memory_ceiling_from_the_environment():

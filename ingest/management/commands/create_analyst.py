@@ -6,7 +6,7 @@ from datetime import timedelta
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from ingest.analysts import ANALYST_GROUP, create_analyst, issue_token
+from ingest.analysts import ANALYST_GROUP, MAX_TOKEN_DAYS, create_analyst, issue_token
 
 PASSWORD_VARIABLE = "ANALYST_PASSWORD"
 
@@ -22,7 +22,10 @@ class Command(BaseCommand):
         parser.add_argument("username")
         parser.add_argument("--email", default="")
         parser.add_argument(
-            "--expires-in-days", type=int, metavar="DAYS", help="the token stops working after DAYS days"
+            "--expires-in-days",
+            type=int,
+            metavar="DAYS",
+            help=f"the token stops working after DAYS days (1 to {MAX_TOKEN_DAYS})",
         )
         parser.add_argument(
             "--new-token", action="store_true", help="the analyst exists: issue another token (old ones stay valid)"
@@ -30,8 +33,11 @@ class Command(BaseCommand):
 
     def handle(self, *args: object, username: str, **options: object) -> None:
         days = options["expires_in_days"]
-        if days is not None and days <= 0:
-            raise CommandError("--expires-in-days must be a positive number of days")
+        if days is not None and not 0 < days <= MAX_TOKEN_DAYS:
+            raise CommandError(
+                f"--expires-in-days must be a positive number of days, at most {MAX_TOKEN_DAYS} "
+                f"(leave it out for a token that does not expire), not {days}"
+            )
         expires_in = timedelta(days=days) if days else None
         user = get_user_model().objects.filter(username=username).first()
         if options["new_token"]:
