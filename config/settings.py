@@ -69,6 +69,9 @@ if PRODUCTION and (_problems := production_problems(dict(os.environ))):
 DEBUG = env_bool("DEBUG", False)
 # The embedded default keeps a random key in var/; production must set its own (above).
 SECRET_KEY = os.environ.get("SECRET_KEY") or embedded_secret_key()
+# The key of the hashes that stand for erased actors' ids (privacy/blocks.py); empty: SECRET_KEY.
+# Set it to keep suppressions working across a rotation of SECRET_KEY.
+SUPPRESSION_KEY = os.environ.get("SUPPRESSION_KEY", "")
 ALLOWED_HOSTS = os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1],testserver").split(",")
 
 if PRODUCTION:
@@ -112,6 +115,7 @@ INSTALLED_APPS = [
     "events",
     "ingest",
     "reports",
+    "privacy",
 ]
 
 MIDDLEWARE = [
