@@ -45,6 +45,7 @@ class Chunk:
     end_offset: int = 0
     max_rejections: int | None = None
     omitted_rejections: int = 0  # rejected beyond `max_rejections`: counted, not kept
+    withheld: int = 0  # records of erased actors moved to the rejections (privacy/blocks.py)
 
     @property
     def rejected(self) -> int:

@@ -147,7 +147,8 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     if withheld := blocks.current_blocks():
         for batch, chunk in items:
             received_at = batch.created_at.timestamp() if batch.created_at else time.time()
-            if withheld.withhold(chunk, received_at) and batch.body:
+            withheld.withhold(chunk, received_at)
+            if chunk.withheld and batch.body:  # also when an earlier try of this group withheld them
                 withheld.cut_body(batch, received_at)
     unique: dict[str, tuple[int, int, NormalizedEvent]] = {}  # uid -> (item index, line, event)
     for index, (_, chunk) in enumerate(items):

@@ -132,6 +132,7 @@ class Blocks:
         withheld = sum(isinstance(item, Block) for _, item in rejections)
         if not withheld:
             return 0
+        chunk.withheld += withheld
         chunk.events, chunk.rejections = kept, []
         for line, item in sorted(rejections, key=lambda pair: pair[0]):
             if isinstance(item, RejectedRecord):
