@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import threading
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 from django.apps import apps
 from django.contrib.auth.models import Permission, User
 from django.core.management import CommandError, call_command
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
@@ -21,8 +22,8 @@ from ingest.analysts import create_analyst, issue_token
 from ingest.batches import _store, batch_records, claim_group, drain, receive_batch
 from ingest.keys import create_application
 from ingest.models import RawBatch, Rejection
-from ingest.records import validate_values
-from ingest.store import store_chunk
+from ingest.records import Chunk, validate_values
+from ingest.store import finish_batch, store_chunk, store_group
 from privacy.blocks import SUPPRESSED, WITHHELD
 from privacy.models import ActorBlock, Erasure
 from privacy.services import expire_fences, forget_actor
@@ -308,3 +309,49 @@ def test_the_admin_form_erases_for_staff_with_the_permission(client):
     assert (erasure.via, erasure.requested_by, erasure.site) == ("admin", "dpo", "s1")
     assert rows_holding("gina") == []
     assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_waits_for_a_group_being_stored_and_erases_what_it_stored():
+    """The race of docs/architecture.md (Erasure): a worker group that began storing before the
+    erasure holds the erasure lock shared; the erasure's block waits for its commit, then sees
+    (and erases) its events."""
+    # No body: the erasure has no row of this batch to cut, so only the erasure lock orders the two.
+    batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
+    chunk = validate_values([json.loads(chat("r1", "racer")), json.loads(chat("r2", "other"))], time.time())
+    stored, release = threading.Event(), threading.Event()
+    erased: list[Erasure] = []
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():
+                _store_in_open_transaction(batch, chunk)
+                stored.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def eraser() -> None:
+        try:
+            erased.append(forget_actor("racer"))
+        finally:
+            connection.close()
+
+    storing = threading.Thread(target=worker)
+    storing.start()
+    assert stored.wait(10)
+    erasing = threading.Thread(target=eraser)
+    erasing.start()
+    erasing.join(1.0)
+    assert erasing.is_alive() and not Erasure.objects.exists()  # waits for the group's commit
+    release.set()
+    storing.join(10)
+    erasing.join(30)
+    assert erased and erased[0].events == 1
+    assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+    assert rows_holding("racer") == []
+
+
+def _store_in_open_transaction(batch: RawBatch, chunk: Chunk) -> None:
+    (result,) = store_group([(batch, chunk)])
+    finish_batch(batch, chunk, result).save()
