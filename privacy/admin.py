@@ -8,7 +8,7 @@ from django.http import HttpRequest, HttpResponse
 
 from privacy.models import ActorBlock, Erasure
 from privacy.serializers import PERMISSION
-from privacy.services import ErasureRefused, forget_actor
+from privacy.services import ErasureRefused, check_request, forget_actor
 
 ADD_FIELDS = ("actor", "site", "suppress", "reason")
 
@@ -34,6 +34,11 @@ class ForgetForm(forms.ModelForm):
         data = super().clean()
         if data.get("reason") and not data.get("suppress"):
             raise forms.ValidationError("A reason goes with suppress.")
+        if "actor" in data:
+            try:
+                check_request(data["actor"], data.get("site") or None, data.get("reason", ""))
+            except ErasureRefused as error:
+                raise forms.ValidationError(str(error)) from None
         return data
 
 

@@ -75,7 +75,7 @@ def forget_actor(
     """Erase `actor`'s data (on `site` only, when given); with `suppress`, refuse its future
     records (with `reason`) on every path. Returns the finished audit row."""
     say = progress or (lambda _message: None)
-    _check(actor, site, reason)
+    check_request(actor, site, reason)
     records = ActorRecords(actor, site)
     with transaction.atomic():
         blocks.lock_exclusive()
@@ -114,7 +114,8 @@ def forget_actor(
     return erasure
 
 
-def _check(actor: str, site: str | None, reason: str) -> None:
+def check_request(actor: str, site: str | None, reason: str) -> None:
+    """Refuse a request that cannot be carried out as given (ErasureRefused says why)."""
     if not actor:
         raise ErasureRefused("give the actor id: a chat 'from' or an xmpp 'nick'")
     if site == "":

@@ -301,6 +301,8 @@ def test_the_admin_form_erases_for_staff_with_the_permission(client):
     assert rows_holding("gina")
 
     client.force_login(staff_who_may_forget())
+    form = client.get(url).content.decode()
+    assert all(f'name="{name}"' in form for name in ("actor", "site", "suppress", "reason"))
     response = client.post(url, {"actor": "gina", "site": "s1"}, follow=True)
 
     assert response.status_code == 200
@@ -309,6 +311,11 @@ def test_the_admin_form_erases_for_staff_with_the_permission(client):
     assert (erasure.via, erasure.requested_by, erasure.site) == ("admin", "dpo", "s1")
     assert rows_holding("gina") == []
     assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+    audit = client.get(reverse("admin:privacy_erasure_changelist"))
+    assert audit.status_code == 200 and "dpo" in audit.content.decode()
+    refused = client.post(url, {"actor": "hal", "site": "", "suppress": "on", "reason": "hal asked"})
+    assert refused.status_code == 200 and "must not contain the actor id" in refused.content.decode()
+    assert Erasure.objects.count() == 1
 
 
 @pytest.mark.django_db(transaction=True)
