@@ -102,8 +102,8 @@ def forget_actor(
             room_summary.recompute_rooms(part)
     with transaction.atomic():
         blocks.lock_exclusive()
-        # What groups that validated a batch before the block stored since (the block withholds
-        # the actor's valid and readable records, not a broken line that only names it).
+        # A safety net: rejections stored since the block are read again (the block applies the
+        # same rule at store time, so this should find none).
         erasure.rejections += _erase_rejections(records, Rejection.objects.filter(created_at__gte=erasure.requested_at))
         _drop_empty(affected)
         expire_fences()
