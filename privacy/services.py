@@ -232,20 +232,15 @@ def _cut_bodies(records: ActorRecords, batches: QuerySet[RawBatch]) -> int:
 
 def _drop_empty(affected: Affected) -> None:
     """Summary rows of sites and rooms the actor alone had, and sites left with no events
-    (under the erasure lock: no storing transaction is adding events to them meanwhile)."""
-    chat = set(
-        Event.objects.filter(site_id__in=affected.chat_sites, family=Family.CHAT)
-        .values_list("site_id", flat=True)
-        .distinct()
-    )
-    gone = sorted(affected.chat_sites - chat)
+    (under the erasure lock: no storing transaction is adding events to them meanwhile).
+    One index probe per site or room (`LIMIT 1`), not a read of their events."""
+    events = Event.objects
+    gone = sorted(s for s in affected.chat_sites if not events.filter(site_id=s, family=Family.CHAT).exists())
     SiteSummary.objects.filter(site_id__in=gone).delete()
     OnlineSpan.objects.filter(site_id__in=gone).delete()
-    room_events = Event.objects.filter(session__in=affected.rooms, family=Family.XMPP)
-    with_room = set(room_events.values_list("session", flat=True).distinct())
-    RoomSummary.objects.filter(room_id__in=affected.rooms - with_room).delete()
-    used = set(Event.objects.filter(site_id__in=affected.sites).values_list("site_id", flat=True).distinct())
-    empty = sorted(affected.sites - used)
+    rooms = [r for r in affected.rooms if not events.filter(session=r, family=Family.XMPP).exists()]
+    RoomSummary.objects.filter(room_id__in=rooms).delete()
+    empty = sorted(s for s in affected.sites if not events.filter(site_id=s).exists())
     SiteActor.objects.filter(site_id__in=empty).delete()
     Site.objects.filter(code__in=empty).delete()
 
