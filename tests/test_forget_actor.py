@@ -20,6 +20,8 @@ from rest_framework.test import APIClient
 
 from ingest.analysts import create_analyst, issue_token
 from ingest.batches import _store, batch_records, claim_group, drain, receive_batch
+from ingest.imports.parallel import finish_import
+from ingest.imports.ranges import plan_import, process_range
 from ingest.keys import create_application
 from ingest.models import RawBatch, Rejection
 from ingest.records import Chunk, validate_values
@@ -362,3 +364,21 @@ def test_an_erasure_waits_for_a_group_being_stored_and_erases_what_it_stored():
 def _store_in_open_transaction(batch: RawBatch, chunk: Chunk) -> None:
     (result,) = store_group([(batch, chunk)])
     finish_batch(batch, chunk, result).save()
+
+
+@pytest.mark.django_db
+def test_a_suppressed_actor_is_refused_by_parallel_import_ranges(sample_data):
+    """`import_jsonl --parallel`: each range reads the blocks when it is taken."""
+    path = sample_data / "chat" / "small.jsonl"
+    forget_actor("operator4", suppress=True)
+    plan = plan_import(str(path), chunk_bytes=path.stat().st_size // 4)
+    assert plan.planned >= 4
+
+    for range_id in plan.unfinished:
+        process_range(range_id)
+    job = finish_import(plan.job)
+
+    without = [line for line in path.read_bytes().splitlines() if not is_actors(line, "operator4")]
+    assert classic() == oracle_lines(without)
+    assert job.rejected == Rejection.objects.filter(reason__startswith=SUPPRESSED).count() == 37
+    assert rows_holding("operator4") == []
