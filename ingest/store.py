@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -20,6 +21,7 @@ from events.models import Event, Site, Stanza
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, rejected
+from privacy import blocks
 from reports import maintenance
 
 logger = logging.getLogger(__name__)
@@ -138,8 +140,16 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
 
     Within the group the first occurrence of an id (in the order given) is the
     one stored; later ones count as duplicates, as they would across batches.
-    The batches' own rows are the caller's.
+    The batches' own rows are the caller's. Records of erased actors are withheld first
+    (privacy/blocks.py), under the erasure lock that this transaction then holds.
     """
+    blocks.lock_shared()
+    if withheld := blocks.current_blocks():
+        for batch, chunk in items:
+            received_at = batch.created_at.timestamp() if batch.created_at else time.time()
+            withheld.withhold(chunk, received_at)
+            if chunk.withheld and batch.body:  # also when an earlier try of this group withheld them
+                withheld.cut_body(batch, received_at)
     unique: dict[str, tuple[int, int, NormalizedEvent]] = {}  # uid -> (item index, line, event)
     for index, (_, chunk) in enumerate(items):
         for line, event in chunk.events:

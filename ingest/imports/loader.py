@@ -37,9 +37,11 @@ from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
+from privacy.blocks import Blocks, current_blocks
 from reports import event_counts, maintenance
 
 T = TypeVar("T")
+NO_BLOCKS = Blocks()
 PR_SET_PDEATHSIG = 1
 
 # The columns a chunk brings; `batch_id` is added when it is stored.
@@ -137,9 +139,14 @@ def _copy_line(event: NormalizedEvent, line: int) -> str:
     return "\t".join(map(copy_text, texts)) + f"\t{event.ts!r}\t{online}\t{copy_text(raw)}\t{line}\n"
 
 
-def prepare(records: list[RawRecord], now: float, postgresql: bool, array: bool = False) -> Prepared:
-    """Validate a chunk's records; keep the first of each id (in line order), sorted by id."""
+def prepare(
+    records: list[RawRecord], now: float, postgresql: bool, array: bool = False, withheld: Blocks = NO_BLOCKS
+) -> Prepared:
+    """Validate a chunk's records; keep the first of each id (in line order), sorted by id.
+
+    `withheld`: the erasure blocks read when the import started (privacy/blocks.py)."""
     chunk = validate_into(Chunk(), records, now)
+    withheld.withhold(chunk, now)
     last, raw, _ = records[-1]
     # The line at the chunk's end offset: after an array element, the element's last line;
     # after an NDJSON line, the next one.
@@ -190,10 +197,11 @@ def prepared_chunks(
     Memory stays bounded: at most `workers + 1` chunks wait to be stored.
     """
     postgresql = is_postgresql()
+    withheld = current_blocks()
     with collector_paused() as collect:
         if workers <= 0:
             for records, extra in chunks:
-                yield prepare(records, time.time(), postgresql, array), extra
+                yield prepare(records, time.time(), postgresql, array, withheld), extra
                 collect()
             return
         # Forked workers inherit this process's settings, and its database connections, which
@@ -203,7 +211,8 @@ def prepared_chunks(
         ) as pool:
             pending: deque[tuple[Future[Prepared], T]] = deque()
             for records, extra in chunks:
-                pending.append((pool.submit(_prepare_collected, records, time.time(), postgresql, array), extra))
+                submitted = pool.submit(_prepare_collected, records, time.time(), postgresql, array, withheld)
+                pending.append((submitted, extra))
                 if len(pending) > workers:
                     future, extra = pending.popleft()
                     yield future.result(), extra
@@ -217,13 +226,15 @@ def prepared_chunks(
 _prepared_here = 0  # chunks this worker process prepared
 
 
-def _prepare_collected(records: list[RawRecord], now: float, postgresql: bool, array: bool) -> Prepared:
+def _prepare_collected(
+    records: list[RawRecord], now: float, postgresql: bool, array: bool, withheld: Blocks
+) -> Prepared:
     """`prepare` in a worker process, whose collector is paused (ingest/collector.py)."""
     global _prepared_here  # noqa: PLW0603 - per worker process
     _prepared_here += 1
     if _prepared_here % COLLECT_EVERY == 0:
         gc.collect()
-    return prepare(records, now, postgresql, array)
+    return prepare(records, now, postgresql, array, withheld)
 
 
 def _start_worker(parent: int) -> None:

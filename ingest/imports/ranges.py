@@ -28,6 +28,7 @@ from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint,
 from ingest.imports.jobs import find_job
 from ingest.models import ImportJob, ImportRange
 from ingest.records import whole_record_limit
+from privacy.blocks import current_blocks
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 SCAN_BLOCK = 8 * 1024 * 1024
@@ -166,7 +167,8 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
         start = part.next_offset
         chunks = iter(lambda: list(islice(records, chunk_lines)), [])
         with collector_paused() as collect:
-            for prepared in (loader.prepare(raw, now, is_postgresql()) for raw in chunks):
+            withheld = current_blocks()  # erasures' blocks, read once per delivery
+            for prepared in (loader.prepare(raw, now, is_postgresql(), withheld=withheld) for raw in chunks):
                 stored = _store_range_chunk(range_id, start, prepared)
                 if stored is None:
                     return None  # another delivery moved this range on: it carries on from there

@@ -1,0 +1,384 @@
+"""Erasure (SPEC §10, issue 19 part 3): `forget_actor` leaves the summaries exactly as if
+the actor had never sent anything, and no stored row holds its id afterwards."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from django.apps import apps
+from django.contrib.auth.models import Permission, User
+from django.core.management import CommandError, call_command
+from django.db import connection, models, transaction
+from django.urls import reverse
+from rest_framework.test import APIClient
+
+from ingest.analysts import create_analyst, issue_token
+from ingest.batches import _store, batch_records, claim_group, drain, receive_batch
+from ingest.imports.parallel import finish_import
+from ingest.imports.ranges import plan_import, process_range
+from ingest.keys import create_application
+from ingest.models import RawBatch, Rejection
+from ingest.records import Chunk, validate_values
+from ingest.store import finish_batch, store_chunk, store_group
+from privacy.blocks import SUPPRESSED, WITHHELD
+from privacy.models import ActorBlock, Erasure
+from privacy.services import expire_fences, forget_actor
+from reports import event_counts, room_summary
+from reports.models import EventCount
+from reports.site_summary import summary_rows
+from tests import chat_oracle
+
+OPERATOR = "operator3"  # statuses on ~40 sites of mixed.jsonl + small.jsonl, and some of its records are malformed
+VISITOR = "visitor1203"  # messages on three sites of mixed.jsonl
+VISITOR_SITE = "676102"
+XMPP_ACTOR = "Matt"  # the operator of chatid_sample.json; no other record of it names "Matt"
+NDJSON = "application/x-ndjson"
+
+
+# -- the data, and what the oracle makes of it without an actor ---------------------------
+
+
+def chat_lines(sample_data: Path) -> list[bytes]:
+    mixed = (sample_data / "chat" / "mixed.jsonl").read_bytes().splitlines()
+    small = (sample_data / "chat" / "small.jsonl").read_bytes().splitlines()
+    return mixed + small
+
+
+def is_actors(line: bytes, actor: str, site: str | None = None) -> bool:
+    """Whether a line is a record sent by `actor` (on `site`), read with the standard library."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    if not isinstance(record, dict) or record.get("from") != actor:
+        return False
+    return site is None or str(record.get("site_id")) == site
+
+
+def oracle_lines(lines: list[bytes]) -> list[str]:
+    return chat_oracle.summary_lines(chat_oracle.read_ndjson(b"\n".join(lines), time.time()).accepted)
+
+
+def classic() -> list[str]:
+    return [row.classic() for row in summary_rows()]
+
+
+def load_chat(sample_data: Path, tmp_path: Path) -> None:
+    """mixed.jsonl by `import_jsonl` (bulk path), small.jsonl posted gzip and drained by the worker path."""
+    call_command("import_jsonl", str(sample_data / "chat" / "mixed.jsonl"), stderr=io.StringIO())
+    app, _ = create_application("site-app")
+    small = (sample_data / "chat" / "small.jsonl").read_bytes()
+    receive_batch(app, gzip.compress(small), NDJSON, "gzip", small.count(b"\n"))
+    drain()
+
+
+def rows_holding(text: str) -> list[str]:
+    """Every stored value, of every table, that holds `text`: character, text, binary and JSON columns."""
+    found = []
+    needle = text.encode()
+    for model in apps.get_models():
+        fields = [
+            f.attname
+            for f in model._meta.concrete_fields
+            if isinstance(f, models.CharField | models.TextField | models.BinaryField | models.JSONField)
+        ]
+        if not fields:
+            continue
+        for pk, *values in model._base_manager.values_list("pk", *fields).iterator():
+            for name, value in zip(fields, values, strict=True):
+                held = bytes(value) if isinstance(value, bytes | memoryview) else str(value).encode()
+                if needle in held:
+                    found.append(f"{model._meta.label}#{pk}.{name}")
+    return found
+
+
+# -- erasure is exact, and leaves nothing ------------------------------------------------
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forgetting_an_operator_everywhere_equals_the_oracle_without_it(sample_data, tmp_path):
+    lines = chat_lines(sample_data)
+    load_chat(sample_data, tmp_path)
+    assert classic() == oracle_lines(lines)  # the starting point is exact
+    assert rows_holding(OPERATOR)  # in events, rejections, the posted body, site actors
+
+    call_command("forget_actor", OPERATOR, stderr=io.StringIO())
+
+    without = [line for line in lines if not is_actors(line, OPERATOR)]
+    assert classic() == oracle_lines(without)
+    assert rows_holding(OPERATOR) == []
+    erasure = Erasure.objects.get()
+    assert (erasure.via, erasure.site, erasure.suppressed) == ("cli", "", False)
+    assert erasure.events > 0 and erasure.rejections > 0 and erasure.batches == 1 and erasure.finished_at
+    # The dashboard's rollup is what a rebuild from the remaining events gives.
+    counted = sorted(EventCount.objects.values_list("hour", "family", "site", "events"))
+    event_counts.rebuild()
+    assert counted == sorted(EventCount.objects.values_list("hour", "family", "site", "events"))
+
+
+@pytest.mark.django_db(transaction=True)
+def test_forgetting_a_visitor_on_one_site_keeps_its_other_sites(sample_data, tmp_path):
+    lines = chat_lines(sample_data)
+    load_chat(sample_data, tmp_path)
+
+    call_command("forget_actor", VISITOR, "--site", VISITOR_SITE, stderr=io.StringIO())
+
+    without = [line for line in lines if not is_actors(line, VISITOR, VISITOR_SITE)]
+    assert without != [line for line in lines if not is_actors(line, VISITOR)]  # it has other sites
+    assert classic() == oracle_lines(without)
+    from events.models import Event
+
+    assert set(Event.objects.filter(actor=VISITOR).values_list("site_id", flat=True)) == {"464166", "site-0"}
+    assert Erasure.objects.get().site == VISITOR_SITE
+
+
+def xmpp_sample(sample_data: Path) -> list[dict]:
+    return json.loads((sample_data / "xmpp" / "chatid_sample.json").read_text())
+
+
+def store_values(values: list[object]) -> None:
+    batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
+    with transaction.atomic():
+        store_chunk(batch, validate_values(values, time.time()))
+
+
+def rooms() -> tuple[list[str], str]:
+    return [row.classic() for row in room_summary.room_rows()], room_summary.room_totals().classic()
+
+
+@pytest.mark.django_db
+def test_forgetting_an_xmpp_nick_equals_the_rooms_without_it(sample_data):
+    records = xmpp_sample(sample_data)
+    with transaction.atomic():  # what the store makes of the sample without Matt, then rolled back
+        store_values([r for r in records if r.get("nick") != XMPP_ACTOR])
+        expected = rooms()
+        transaction.set_rollback(True)
+    store_values(records)
+    assert rooms() != expected
+
+    erasure = forget_actor(XMPP_ACTOR)
+
+    assert rooms() == expected
+    assert rows_holding(XMPP_ACTOR) == []  # its events and stanzas (from/to JIDs) are gone
+    assert erasure.events == sum(r.get("nick") == XMPP_ACTOR for r in records) and erasure.rooms > 0
+
+
+@pytest.mark.django_db
+def test_a_room_or_site_only_the_actor_had_disappears():
+    store_values(
+        [
+            {"id": "m1", "type": "message", "from": "lonely", "site_id": "solo", "data": {"message": "x"},
+             "timestamp": 1_429_000_000},
+            {"id": "x1", "timestamp": 1_412_207_958.0, "room_id": "room-1", "channel": "qx-chan", "event": "muc-x",
+             "nick": "lonely", "meta": {}, "stanza": "nil"},
+        ]
+    )  # fmt: skip
+    assert [r.site_id for r in summary_rows()] == ["solo"] and rooms()[0]
+
+    forget_actor("lonely")
+
+    assert summary_rows() == [] and rooms()[0] == []
+    assert rows_holding("lonely") == [] and rows_holding("solo") == [] and rows_holding("qx-chan") == []
+
+
+# -- records that arrive during and after the erasure -----------------------------------------
+
+
+def chat(uid: str, actor: str, site: str = "s1", ts: float = 1_429_026_445.0, kind: str = "message") -> bytes:
+    data = {"message": "hi"} if kind == "message" else {"status": "online"}
+    return json.dumps({"id": uid, "type": kind, "from": actor, "site_id": site, "data": data, "timestamp": ts}).encode()
+
+
+@pytest.mark.django_db
+def test_a_batch_received_before_the_erasure_stores_nothing_of_the_actor():
+    app, _ = create_application("a")
+    receive_batch(app, b"\n".join([chat("p1", "gone"), chat("p2", "stays")]), NDJSON, "", 2)
+    held = receive_batch(app, b"\n".join([chat("h1", "gone"), b'{"from": "gone", "broken": ']), NDJSON, "", 2)
+    claim_group([held.pk])
+    held = RawBatch.objects.get(pk=held.pk)
+    in_memory = batch_records(held)  # a worker validated it before the erasure, and stores it after
+
+    forget_actor("gone")
+
+    assert ActorBlock.objects.filter(received_before__isnull=False).count() == 1  # batches wait: the fence stays
+    assert _store([(held, in_memory)]) == 1  # the worker's store step, with what it read before
+    drain()
+    assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+    assert rows_holding("gone") == []
+    assert expire_fences() == 1 and not ActorBlock.objects.exists()
+    # After the erasure the actor is welcome again (it was not suppressed).
+    receive_batch(app, chat("n1", "gone"), NDJSON, "", 1)
+    drain()
+    assert classic() == ["s1,messages=0,emails=2,operators=0,visitors=2"]
+
+
+@pytest.mark.django_db
+def test_suppression_refuses_the_actor_on_every_path_with_the_reason(tmp_path):
+    app, _ = create_application("a")
+    receive_batch(app, b"\n".join([chat("a1", "spammer"), chat("a2", "friend")]), NDJSON, "", 2)
+    drain()
+
+    forget_actor("spammer", suppress=True, reason="GDPR request 2026-12")
+    assert ActorBlock.objects.get().received_before is None
+    before = classic()
+
+    again = receive_batch(app, b"\n".join([chat("a3", "spammer"), chat("a4", "spammer", site="s2")]), NDJSON, "", 2)
+    drain()
+    path = tmp_path / "late.jsonl"
+    path.write_bytes(chat("a5", "spammer") + b"\n" + chat("a6", "friend", ts=1_429_026_446.0) + b"\n")
+    call_command("import_jsonl", str(path), stderr=io.StringIO())
+
+    assert classic() == ["s1,messages=0,emails=2,operators=0,visitors=1"] != before
+    refused = Rejection.objects.filter(batch=again)
+    assert [(r.reason, r.raw) for r in refused] == [(f"{SUPPRESSED}: GDPR request 2026-12", WITHHELD)] * 2
+    assert Rejection.objects.filter(reason__startswith=SUPPRESSED).count() == 3  # the import's too
+    assert rows_holding("spammer") == []
+
+
+@pytest.mark.django_db
+def test_a_suppression_on_one_site_leaves_the_others():
+    app, _ = create_application("a")
+    forget_actor("mixed", site="s1", suppress=True)
+    receive_batch(app, b"\n".join([chat("b1", "mixed"), chat("b2", "mixed", site="s2")]), NDJSON, "", 2)
+    drain()
+    assert classic() == ["s2,messages=0,emails=1,operators=0,visitors=1"]
+
+
+def test_a_reason_that_names_the_actor_is_refused(db):
+    with pytest.raises(CommandError, match="must not contain the actor id"):
+        call_command("forget_actor", "bob", "--suppress", "--reason", "bob asked", stderr=io.StringIO())
+    assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
+
+
+# -- who may erase: the API and the admin ----------------------------------------------------
+
+
+def staff_who_may_forget() -> User:
+    user = User.objects.create_user("dpo", password="pw-for-tests", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="forget_actor"))
+    return user
+
+
+@pytest.mark.django_db
+def test_the_api_endpoint_is_for_staff_with_the_permission(app_key):
+    store_values([json.loads(chat("c1", "erin")), json.loads(chat("c2", "frank"))])
+    client = APIClient()
+    url = reverse("actors-forget")
+    body = {"actor": "erin", "suppress": True, "reason": "asked by e-mail"}
+    assert client.post(url, body, format="json").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Api-Key {app_key}")
+    assert client.post(url, body, format="json").status_code == 403
+    _, analyst = create_analyst("analyst")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {analyst}")
+    assert client.post(url, body, format="json").status_code == 403
+    assert rows_holding("erin")  # nothing happened
+
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(staff_who_may_forget())}")
+    response = client.post(url, body, format="json")
+
+    assert response.status_code == 200, response.content
+    answer = response.json()
+    assert answer["id"] == Erasure.objects.get().pk and answer["events"] == 1 and answer["suppressed"]
+    assert answer["requested_by"] == "dpo" and answer["via"] == "api" and "erin" not in response.content.decode()
+    assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+    assert rows_holding("erin") == []
+    bad = client.post(url, {"actor": "x", "reason": "x"}, format="json")
+    assert bad.status_code == 400 and "must not contain" in bad.json()["detail"]
+    assert "/api/actors/forget/" in client.get("/api/schema/", HTTP_ACCEPT="application/json").json()["paths"]
+
+
+@pytest.mark.django_db
+def test_the_admin_form_erases_for_staff_with_the_permission(client):
+    store_values([json.loads(chat("d1", "gina")), json.loads(chat("d2", "hal"))])
+    url = reverse("admin:privacy_erasure_add")
+    analyst, _ = create_analyst("analyst", password="pw-for-tests")
+    client.force_login(analyst)
+    assert client.post(url, {"actor": "gina", "site": ""}).status_code == 403
+    assert rows_holding("gina")
+
+    client.force_login(staff_who_may_forget())
+    form = client.get(url).content.decode()
+    assert all(f'name="{name}"' in form for name in ("actor", "site", "suppress", "reason"))
+    response = client.post(url, {"actor": "gina", "site": "s1"}, follow=True)
+
+    assert response.status_code == 200
+    assert "Erasure" in response.content.decode() and "1 events" in response.content.decode()
+    erasure = Erasure.objects.get()
+    assert (erasure.via, erasure.requested_by, erasure.site) == ("admin", "dpo", "s1")
+    assert rows_holding("gina") == []
+    assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+    audit = client.get(reverse("admin:privacy_erasure_changelist"))
+    assert audit.status_code == 200 and "dpo" in audit.content.decode()
+    refused = client.post(url, {"actor": "hal", "site": "", "suppress": "on", "reason": "hal asked"})
+    assert refused.status_code == 200 and "must not contain the actor id" in refused.content.decode()
+    assert Erasure.objects.count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_waits_for_a_group_being_stored_and_erases_what_it_stored():
+    """The race of docs/architecture.md (Erasure): a worker group that began storing before the
+    erasure holds the erasure lock shared; the erasure's block waits for its commit, then sees
+    (and erases) its events."""
+    # No body: the erasure has no row of this batch to cut, so only the erasure lock orders the two.
+    batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
+    chunk = validate_values([json.loads(chat("r1", "racer")), json.loads(chat("r2", "other"))], time.time())
+    stored, release = threading.Event(), threading.Event()
+    erased: list[Erasure] = []
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():
+                _store_in_open_transaction(batch, chunk)
+                stored.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def eraser() -> None:
+        try:
+            erased.append(forget_actor("racer"))
+        finally:
+            connection.close()
+
+    storing = threading.Thread(target=worker)
+    storing.start()
+    assert stored.wait(10)
+    erasing = threading.Thread(target=eraser)
+    erasing.start()
+    erasing.join(1.0)
+    assert erasing.is_alive() and not Erasure.objects.exists()  # waits for the group's commit
+    release.set()
+    storing.join(10)
+    erasing.join(30)
+    assert erased and erased[0].events == 1
+    assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
+    assert rows_holding("racer") == []
+
+
+def _store_in_open_transaction(batch: RawBatch, chunk: Chunk) -> None:
+    (result,) = store_group([(batch, chunk)])
+    finish_batch(batch, chunk, result).save()
+
+
+@pytest.mark.django_db
+def test_a_suppressed_actor_is_refused_by_parallel_import_ranges(sample_data):
+    """`import_jsonl --parallel`: each range reads the blocks when it is taken."""
+    path = sample_data / "chat" / "small.jsonl"
+    forget_actor("operator4", suppress=True)
+    plan = plan_import(str(path), chunk_bytes=path.stat().st_size // 4)
+    assert plan.planned >= 4
+
+    for range_id in plan.unfinished:
+        process_range(range_id)
+    job = finish_import(plan.job)
+
+    without = [line for line in path.read_bytes().splitlines() if not is_actors(line, "operator4")]
+    assert classic() == oracle_lines(without)
+    assert job.rejected == Rejection.objects.filter(reason__startswith=SUPPRESSED).count() == 37
+    assert rows_holding("operator4") == []
