@@ -15,5 +15,5 @@ app.conf.beat_schedule = {
     "sweep-pending-batches": {"task": "ingest.tasks.sweep_pending_task", "schedule": 60.0},
     "sweep-import-ranges": {"task": "ingest.imports.tasks.sweep_ranges_task", "schedule": 60.0},
     "rebuild-stale-summaries": {"task": "ingest.imports.tasks.rebuild_stale_summaries_task", "schedule": 300.0},
-    "expire-erasure-fences": {"task": "privacy.tasks.expire_fences_task", "schedule": 300.0},
+    "expire-erasure-fences": {"task": "events.privacy.tasks.expire_fences_task", "schedule": 300.0},
 }

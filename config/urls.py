@@ -10,7 +10,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("ingest.urls")),
     path("api/", include("reports.urls")),
-    path("api/", include("privacy.urls")),
+    path("api/", include("events.privacy.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
 ]

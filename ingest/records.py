@@ -48,7 +48,7 @@ class Chunk:
     # Bytes its rejections may still keep as whole records (MAX_REJECTED_BYTES_PER_BATCH): a
     # record over MAX_RECORD_BYTES is kept whole only within them (see `rejected`).
     whole_bytes_left: int = field(default_factory=lambda: settings.SWITCHBOARD["MAX_REJECTED_BYTES_PER_BATCH"])
-    withheld: int = 0  # records of erased actors moved to the rejections (privacy/blocks.py)
+    withheld: int = 0  # records of erased actors moved to the rejections (events/privacy/blocks.py)
 
     @property
     def rejected(self) -> int:

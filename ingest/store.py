@@ -18,10 +18,10 @@ from django.utils import timezone
 
 from events.db import chunked, copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
 from events.models import Event, Site, Stanza
+from events.privacy import blocks
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, rejected
-from privacy import blocks
 from reports import maintenance
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     Within the group the first occurrence of an id (in the order given) is the
     one stored; later ones count as duplicates, as they would across batches.
     The batches' own rows are the caller's. Records of erased actors are withheld first
-    (privacy/blocks.py), under the erasure lock that this transaction then holds.
+    (events/privacy/blocks.py), under the erasure lock that this transaction then holds.
     """
     blocks.lock_shared()
     if withheld := blocks.current_blocks():

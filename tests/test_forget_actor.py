@@ -18,6 +18,9 @@ from django.db import connection, models, transaction
 from django.urls import reverse
 from rest_framework.test import APIClient
 
+from events.privacy.blocks import SUPPRESSED, WITHHELD
+from events.privacy.models import ActorBlock, Erasure
+from events.privacy.services import expire_fences, forget_actor
 from ingest.analysts import create_analyst, issue_token
 from ingest.batches import _store, batch_records, claim_group, drain, receive_batch
 from ingest.imports.parallel import finish_import
@@ -26,9 +29,6 @@ from ingest.keys import create_application
 from ingest.models import RawBatch, Rejection
 from ingest.records import Chunk, validate_values
 from ingest.store import finish_batch, store_chunk, store_group
-from privacy.blocks import SUPPRESSED, WITHHELD
-from privacy.models import ActorBlock, Erasure
-from privacy.services import expire_fences, forget_actor
 from reports import event_counts, room_summary
 from reports.models import EventCount
 from reports.site_summary import summary_rows

@@ -31,13 +31,13 @@ from django.utils import timezone
 
 from events.db import copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
+from events.privacy.blocks import Blocks, current_blocks
 from events.registry import NormalizedEvent
 from ingest.collector import COLLECT_EVERY, collector_paused
 from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
-from privacy.blocks import Blocks, current_blocks
 from reports import event_counts, maintenance
 
 T = TypeVar("T")
@@ -144,7 +144,7 @@ def prepare(
 ) -> Prepared:
     """Validate a chunk's records; keep the first of each id (in line order), sorted by id.
 
-    `withheld`: the erasure blocks read when the import started (privacy/blocks.py)."""
+    `withheld`: the erasure blocks read when the import started (events/privacy/blocks.py)."""
     chunk = validate_into(Chunk(), records, now)
     withheld.withhold(chunk, now)
     last, raw, _ = records[-1]

@@ -21,6 +21,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from events.db import is_postgresql
+from events.privacy.blocks import current_blocks
 from ingest.collector import collector_paused
 from ingest.framing import ARRAY, detect_framing, iter_ndjson
 from ingest.imports import bulk, loader
@@ -28,7 +29,6 @@ from ingest.imports.identity import ConcurrentImport, bytes_before, fingerprint,
 from ingest.imports.jobs import find_job
 from ingest.models import ImportJob, ImportRange
 from ingest.records import whole_record_limit
-from privacy.blocks import current_blocks
 
 DEFAULT_CHUNK_BYTES = 64 * 1024 * 1024
 SCAN_BLOCK = 8 * 1024 * 1024

@@ -9,7 +9,7 @@ would be had the actor never sent anything. An `Erasure` row records that it hap
 Order, so that nothing of the actor is stored again meanwhile:
 
 1. one short transaction under the erasure lock (exclusive): the audit row and the block
-   (privacy/blocks.py): a fence for records received until now, or a suppression for every
+   (events/privacy/blocks.py): a fence for records received until now, or a suppression for every
    record; storing transactions hold the lock shared and withhold blocked records after it;
 2. the affected sites and rooms are found (one scan of the event table by actor; by the
    (site, actor) index with a site) and marked stale, so that readers see they are moving;
@@ -35,11 +35,11 @@ from django.utils import timezone
 
 from events.db import chunked
 from events.models import Event, Family, Site, Stanza
+from events.privacy import blocks
+from events.privacy.matching import CUT_TYPE, ActorRecords, cut_records
+from events.privacy.models import ActorBlock, Erasure
 from ingest.body import decode_body
 from ingest.models import ImportJob, RawBatch, Rejection
-from privacy import blocks
-from privacy.matching import CUT_TYPE, ActorRecords, cut_records
-from privacy.models import ActorBlock, Erasure
 from reports import event_counts, room_summary, site_summary
 from reports.models import OnlineSpan, RoomSummary, SiteActor, SiteSummary
 
@@ -188,7 +188,7 @@ def _uncount(counts: Counter[tuple[int, str, str]]) -> None:
 
 
 def _erase_rejections(records: ActorRecords, rejections: QuerySet[Rejection]) -> int:
-    """Delete the rejected records that are the actor's (privacy/matching.py); each of
+    """Delete the rejected records that are the actor's (events/privacy/matching.py); each of
     `rejections` is read once, in id order, ROWS at a time."""
     erased, after = 0, 0
     while True:

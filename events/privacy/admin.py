@@ -6,9 +6,9 @@ from django import forms
 from django.contrib import admin, messages
 from django.http import HttpRequest, HttpResponse
 
-from privacy.models import ActorBlock, Erasure
-from privacy.serializers import PERMISSION
-from privacy.services import ErasureRefused, check_request, forget_actor
+from events.privacy.models import ActorBlock, Erasure
+from events.privacy.serializers import PERMISSION
+from events.privacy.services import ErasureRefused, check_request, forget_actor
 
 ADD_FIELDS = ("actor", "site", "suppress", "reason")
 

@@ -2,5 +2,6 @@ from django.apps import AppConfig
 
 
 class PrivacyConfig(AppConfig):
-    name = "privacy"
+    name = "events.privacy"
+    label = "privacy"
     verbose_name = "privacy (erasure)"

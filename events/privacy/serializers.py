@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from privacy.models import ActorBlock, Erasure
+from events.privacy.models import ActorBlock, Erasure
 
 PERMISSION = "privacy.forget_actor"
 

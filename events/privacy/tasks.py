@@ -2,7 +2,7 @@
 
 from celery import shared_task
 
-from privacy.services import expire_fences
+from events.privacy.services import expire_fences
 
 
 @shared_task(ignore_result=True)

@@ -1,6 +1,6 @@
 """Withholding the records of erased actors on every storing path.
 
-An erasure first records a block (privacy/models.py `ActorBlock`): a fence for the records
+An erasure first records a block (events/privacy/models.py `ActorBlock`): a fence for the records
 received before it and not stored yet, and, with `--suppress`, a suppression for every
 record after it. Each storing transaction (workers, replays: `ingest.store.store_group`)
 takes the erasure lock in shared mode and then reads the blocks; the erasure takes it
@@ -27,12 +27,12 @@ import orjson
 from django.conf import settings
 from django.db import connection
 
+from events.privacy.matching import CUT_TYPE, actors_of, cut_records, parse, sites_of
+from events.privacy.models import ActorBlock
 from events.registry import NormalizedEvent
 from ingest.body import decode_body
 from ingest.models import RawBatch
 from ingest.records import Chunk, RejectedRecord
-from privacy.matching import CUT_TYPE, actors_of, cut_records, parse, sites_of
-from privacy.models import ActorBlock
 
 # The advisory lock erasures take exclusively and storing transactions in shared mode (PostgreSQL).
 # SQLite needs none: its transactions are IMMEDIATE, so writers already run one at a time.
@@ -94,7 +94,7 @@ class Blocks:
         return None
 
     def raw_verdict(self, raw: bytes | str, received_at: float, keys: dict[str, str]) -> Block | None:
-        """`verdict` for a raw record, by the rule of privacy/matching.py: a readable object by
+        """`verdict` for a raw record, by the rule of events/privacy/matching.py: a readable object by
         its actor and site fields, anything else by every JSON string its text holds."""
         record = parse(raw)
         if record is None:
@@ -147,7 +147,7 @@ class Blocks:
         return withheld
 
     def cut_body(self, batch: RawBatch, received_at: float) -> None:
-        """Cut the blocked records out of a batch's stored request body (privacy/matching.py)."""
+        """Cut the blocked records out of a batch's stored request body (events/privacy/matching.py)."""
         keys: dict[str, str] = {}
         limits = settings.SWITCHBOARD
         body = decode_body(bytes(batch.body), batch.content_encoding, limits["MAX_BODY_BYTES"])

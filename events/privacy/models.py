@@ -1,5 +1,5 @@
 """Erasure of an actor's data (SPEC §10): the audit of each erasure, and the actors whose
-records must not be stored, held only as a keyed hash of their id (privacy/blocks.py)."""
+records must not be stored, held only as a keyed hash of their id (events/privacy/blocks.py)."""
 
 from django.db import models
 
@@ -44,7 +44,7 @@ class ActorBlock(models.Model):
     (`received_before` empty) covers every record from then on, refused with `reason`.
     """
 
-    actor_key = models.CharField(max_length=64)  # HMAC-SHA256 (hex) of the actor id: privacy/blocks.py
+    actor_key = models.CharField(max_length=64)  # HMAC-SHA256 (hex) of the actor id: events/privacy/blocks.py
     site = models.CharField(max_length=255, blank=True, default="")
     received_before = models.DateTimeField(null=True, blank=True)
     reason = models.CharField(max_length=300, blank=True, default="")

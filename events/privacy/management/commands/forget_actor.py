@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from privacy.services import ErasureRefused, forget_actor, import_running
+from events.privacy.services import ErasureRefused, forget_actor, import_running
 
 
 class Command(BaseCommand):

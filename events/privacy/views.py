@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.contrib.auth.base_user import AbstractBaseUser
 from drf_spectacular.utils import OpenApiResponse, extend_schema
 from rest_framework import permissions, status
 from rest_framework.exceptions import ValidationError
@@ -9,24 +10,24 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from ingest.auth import IsAnalyst
-from privacy.models import Erasure
-from privacy.serializers import PERMISSION, ErasureSerializer, ForgetRequestSerializer
-from privacy.services import ErasureRefused, forget_actor
+from events.privacy.models import Erasure
+from events.privacy.serializers import PERMISSION, ErasureSerializer, ForgetRequestSerializer
+from events.privacy.services import ErasureRefused, forget_actor
 
 
 class CanForget(permissions.BasePermission):
-    """Staff users with the erasure permission; analysts are view-only and get 403."""
+    """Active staff users holding the erasure permission, checked at every request (the analyst
+    group is not needed: it is view-only); analysts and app keys get 403."""
 
-    message = "Erasure needs a staff user with the 'Can erase an actor's data' permission."
+    message = "Erasure needs an active staff user with the 'Can erase an actor's data' permission."
 
     def has_permission(self, request: Request, view: object) -> bool:
         user = request.user
-        return IsAnalyst().has_permission(request, view) and user.is_staff and user.has_perm(PERMISSION)
+        return isinstance(user, AbstractBaseUser) and user.is_active and user.is_staff and user.has_perm(PERMISSION)
 
 
 class ForgetActorView(APIView):
-    permission_classes = [IsAnalyst, CanForget]
+    permission_classes = [CanForget]
 
     @extend_schema(
         operation_id="actors_forget",

@@ -1,5 +1,5 @@
 from django.urls import path
 
-from privacy import views
+from events.privacy import views
 
 urlpatterns = [path("actors/forget/", views.ForgetActorView.as_view(), name="actors-forget")]
