@@ -249,6 +249,21 @@ def test_switchboard_send_stops_on_a_redirect_and_names_it(tmp_path):
     assert sent.stderr.splitlines()[-1] == "sent 0 records in 0 batches"
 
 
+def test_switchboard_send_wait_names_a_redirected_status_read(tmp_path):
+    """Main: a redirect (or any refusal) while --wait polled a batch ended in a traceback."""
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in events(3)))
+    redirect = redirect_to("https://elsewhere.example/api/batches/1/", 301)
+    with peer(lambda handler: (accept_all if handler.command == "POST" else redirect)(handler)) as server:
+        command = [SEND, str(path), "--url", server.url, "--key", "sb_x", "--wait"]
+        sent = subprocess.run(command, capture_output=True, text=True, timeout=60)
+
+    assert sent.returncode == 1
+    assert "Traceback" not in sent.stderr
+    assert "batch 1: cannot read its status: 301:" in sent.stderr
+    assert "redirected to https://elsewhere.example/api/batches/1/" in sent.stderr
+
+
 # -- item 9: exit has a deadline ---------------------------------------------------------
 
 EXITING = """
@@ -380,6 +395,20 @@ def test_clients_share_one_exit_hook_and_are_not_kept_alive_by_it():
     del clients, used
     gc.collect()
     assert unused() is None and shut_down() is None
+
+
+def test_a_client_dropped_without_shutdown_is_collected_once_its_events_are_delivered():
+    """Main: the sender thread held its client for ever, idle or not."""
+    with peer(accept_all) as server:
+        client = Client(server.url, "sb_x", flush_interval=0.05)
+        client.enqueue(events(1)[0])
+        assert client.flush(timeout=10)
+        thread, dropped = client._thread, weakref.ref(client)
+        del client
+        wait_for(lambda: gc.collect() is not None and dropped() is None, 10, "the idle client collected")
+        thread.join(5)
+        assert not thread.is_alive()
+        assert len(server.requests) == 1
 
 
 # -- item 18: installing leaves no build output ------------------------------------------

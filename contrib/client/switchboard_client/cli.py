@@ -171,16 +171,23 @@ class Sender:
         self.failures += 1
         self.err.write(f"switchboard-send: {message}\n")
 
+    def batch_status(self, batch_id: int) -> dict:
+        """A batch's status document; {"status": "unknown"} once the failure is told."""
+        try:
+            return self.transport.request("GET", f"/api/batches/{batch_id}/")
+        except (Rejected, RetriesExhausted) as error:
+            self.fail(f"batch {batch_id}: cannot read its status: {error}")
+            return {"status": "unknown"}
+
     def wait(self) -> dict[str, int]:
         """Poll every batch until processed; totals, with the first rejections named."""
         totals = {"accepted": 0, "duplicates": 0, "rejected": 0}
         shown = 0
         deadline = time.monotonic() + self.args.wait_timeout
         for batch_id, file_index, start in zip(self.batch_ids, self.batch_files, self.batch_starts, strict=True):
-            while (status := self.transport.request("GET", f"/api/batches/{batch_id}/"))["status"] not in (
-                "done",
-                "failed",
-            ):
+            while (status := self.batch_status(batch_id))["status"] not in ("done", "failed"):
+                if status["status"] == "unknown":
+                    return totals
                 if time.monotonic() > deadline:
                     self.fail(f"batch {batch_id} still {status['status']} after {self.args.wait_timeout:g}s")
                     return totals

@@ -42,9 +42,6 @@ ErrorCallback = Callable[[Exception, list], None]
 # Clients that may hold events, for the one exit hook; a client that is shut down or
 # garbage-collected leaves the set by itself.
 _live_clients: weakref.WeakSet[Client] = weakref.WeakSet()
-# Set while a thread runs `on_error`: a failure reported from inside it (say the
-# callback enqueues into a full queue) is logged instead, never reported back into it.
-_in_on_error = threading.local()
 
 
 class QueueFull(Exception):
@@ -69,6 +66,19 @@ def _shut_down_all() -> None:
 
 
 atexit.register(_shut_down_all)
+
+
+def _send_loop(client_ref: weakref.ref[Client]) -> None:
+    """The sender thread. It holds its client only while there is work (and for an
+    idle second), so a client that nobody refers to any more is collected once its
+    queue is delivered, and the thread ends."""
+    while (client := client_ref()) is not None:
+        batch = client._next_batch(idle=1.0)
+        if batch is None:
+            return
+        if batch:
+            client._send_in_flight()
+        del client
 
 
 class Client:
@@ -145,6 +155,9 @@ class Client:
         # Records per body the server said it takes (its 413): later batches hold no more.
         self.server_records_limit: int | None = None
         self._closed = False
+        # Set while a thread runs `on_error`: a failure reported from inside it (say the
+        # callback enqueues into a full queue) is logged instead, never reported back into it.
+        self._in_on_error = threading.local()
         self._reset()
         if not sync_mode:
             _live_clients.add(self)
@@ -213,7 +226,9 @@ class Client:
                 self._unfinished += 1
                 self._not_empty.notify()
                 if self._thread is None:
-                    self._thread = threading.Thread(target=self._run, name="switchboard-client", daemon=True)
+                    self._thread = threading.Thread(
+                        target=_send_loop, args=(weakref.ref(self),), name="switchboard-client", daemon=True
+                    )
                     self._thread.start()
             else:
                 self.dropped += 1
@@ -258,6 +273,8 @@ class Client:
             return True
         if thread is threading.current_thread():
             return self._unfinished == 0
+        if self._abandoned:  # called again (say from on_error) after the deadline passed
+            return False
         thread.join(None if deadline is None else max(deadline - time.monotonic(), 0.0))
         if not thread.is_alive():
             return True
@@ -266,11 +283,13 @@ class Client:
 
     def _close(self) -> threading.Thread | None:
         """Take no more events; the thread sends what is queued, then ends. The thread, if any."""
+        if self._pid != os.getpid():
+            return None  # a forked child that never enqueued: the parent's lock may be held in its copy
         with self._lock:
             self._closed = True
             self._not_empty.notify_all()
             self._not_full.notify_all()
-            return self._thread if self._pid == os.getpid() else None
+            return self._thread
 
     def _give_up(self, limit: float | None) -> None:
         """Stop sending; report what is left (the batch being sent, then the queue)."""
@@ -294,18 +313,15 @@ class Client:
     def __exit__(self, *exc_info: object) -> None:
         self.shutdown()
 
-    def _run(self) -> None:
-        while self._next_batch():
-            self._send_in_flight()
-
-    def _next_batch(self) -> bool:
-        """Wait until a batch is full or due and make it the one in flight; False once
-        shut down and empty."""
+    def _next_batch(self, idle: float) -> bool | None:
+        """Wait until a batch is full or due and make it the one in flight (True); False
+        if nothing came for `idle` seconds; None once shut down and empty."""
         with self._lock:
             while not self._queue:
                 if self._closed:
+                    return None
+                if not self._not_empty.wait(idle) and not self._queue and not self._closed:
                     return False
-                self._not_empty.wait()
             due = time.monotonic() + self.flush_interval
             most = min(self.flush_at, self.server_records_limit or self.flush_at)
             lines: list[bytes] = []
@@ -380,7 +396,7 @@ class Client:
     def _report(self, error: Exception, lines: list[bytes]) -> None:
         """Tell of events not delivered: to `on_error` (else the log), and the spool file."""
         spooled = self._spool(lines)
-        nested = getattr(_in_on_error, "active", False)
+        nested = getattr(self._in_on_error, "active", False)
         if self.on_error is None or nested or isinstance(error, ShutdownDeadline):
             log.error(
                 "switchboard_client: %d event(s) not delivered: %s%s",
@@ -390,13 +406,13 @@ class Client:
             )
         if self.on_error is None or nested:
             return
-        _in_on_error.active = True
+        self._in_on_error.active = True
         try:
             self.on_error(error, [json.loads(line) for line in lines])
         except Exception:
             log.exception("switchboard_client: on_error raised")
         finally:
-            _in_on_error.active = False
+            self._in_on_error.active = False
 
     def _spool(self, lines: list[bytes]) -> bool:
         """Append the lines to `spool_path` in one write; False without one, or if it fails."""
