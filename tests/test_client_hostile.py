@@ -168,9 +168,10 @@ def test_more_records_than_the_servers_records_limit_are_split_and_the_limit_kep
     assert client.shutdown(10)
 
     sync = Client(live_stack.base_url, app_key, flush_at=30)
-    batch_ids = sync.send(events(30, prefix="s"))  # the synchronous call splits as well
-    assert len(batch_ids) >= 5
-    assert all(b.record_count <= 7 for b in RawBatch.objects.filter(pk__in=batch_ids))
+    batch_ids = sync.send(events(100, prefix="s"))  # the synchronous call splits as well...
+    batches = RawBatch.objects.filter(pk__in=batch_ids).order_by("pk")
+    # ...the first 30 in halves (15 -> 8 -> 4 + 4, and 7), then 7 at a time: 16 posts, not 20
+    assert [b.record_count for b in batches] == [4, 4, 7, 4, 4, 7] + [7] * 10
 
 
 def test_switchboard_send_splits_a_batch_the_server_refuses_as_too_large(live_stack, app_key, tmp_path):
@@ -193,6 +194,15 @@ def test_switchboard_send_splits_a_batch_the_server_refuses_as_too_large(live_st
     assert f"{path}:31-31: refused: 413:" in sent.stderr  # ...named by its line
     assert sent.stderr.splitlines()[-1].startswith("sent 60 records in ")
     assert sorted(stored_ids()) == sorted(e["id"] for e in records)
+
+    path.write_text("".join(json.dumps(e) + "\n" for e in events(100, prefix="c")))
+    sent = subprocess.run(
+        [SEND, str(path), "--url", live_stack.base_url, "--key", app_key, "--batch-events", "30", "--quiet"],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert sent.returncode == 0, sent.stderr
+    # The first 30 in halves (4, 4, 7, 4, 4, 7), then 7 at a time: the limit the server named is kept.
+    assert sent.stderr.splitlines()[-1] == "sent 100 records in 16 batches"
 
 
 # -- item 8: redirects are not followed ---------------------------------------------------

@@ -28,7 +28,7 @@ from typing import TextIO
 from switchboard_client import __version__
 from switchboard_client.batching import bodies
 from switchboard_client.files import ARRAY, MAX_RECORD_BYTES, BrokenFile, EventFile
-from switchboard_client.transport import Rejected, RetriesExhausted, Transport, halves_of_too_large
+from switchboard_client.transport import Rejected, RetriesExhausted, Transport, halves_of_too_large, records_limit
 
 SHOWN_REJECTIONS = 10
 
@@ -98,6 +98,7 @@ class Sender:
         # Per batch sent: its id, file and first record number (to name rejected lines).
         self.batch_ids, self.batch_files, self.batch_starts = array("q"), array("l"), array("q")
         self.records = self.failures = 0
+        self.records_limit: int | None = None  # records per body the server said it takes (a 413)
 
     def send_file(self, index: int, path: Path) -> bool:
         """Send one file's records; False if sending must stop (the server cannot be reached)."""
@@ -129,7 +130,10 @@ class Sender:
                 pending.append(number)
                 yield raw
 
-        for group in bodies(lines(), self.args.batch_events, self.args.batch_bytes):
+        def most() -> int:
+            return min(self.args.batch_events, self.records_limit or self.args.batch_events)
+
+        for group in bodies(lines(), most, self.args.batch_bytes):
             numbers, pending[:] = pending[: len(group)], pending[len(group) :]
             yield numbers, group
 
@@ -145,6 +149,7 @@ class Sender:
             except Rejected as error:
                 if halves := halves_of_too_large(error, part):
                     parts += reversed(halves)
+                    self.records_limit = records_limit(error) or self.records_limit
                     continue
                 self.fail(f"{file.path}:{numbers[0]}-{numbers[-1]}: refused: {error}")
                 if error.status != 413:

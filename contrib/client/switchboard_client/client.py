@@ -323,7 +323,7 @@ class Client:
                 if not self._not_empty.wait(idle) and not self._queue and not self._closed:
                     return False
             due = time.monotonic() + self.flush_interval
-            most = min(self.flush_at, self.server_records_limit or self.flush_at)
+            most = self._events_per_batch()
             lines: list[bytes] = []
             size = 0
             while True:
@@ -339,6 +339,9 @@ class Client:
                     self._in_flight = [lines]
                     return True
                 self._not_empty.wait(wait)
+
+    def _events_per_batch(self) -> int:
+        return min(self.flush_at, self.server_records_limit or self.flush_at)
 
     def _send_in_flight(self) -> None:
         """Post the batch in flight, split in halves while the server finds it too large."""
@@ -434,7 +437,7 @@ class Client:
         Raises `Rejected` or `RetriesExhausted` on failure."""
         lines = (encode(event) for event in events)
         batch_ids = []
-        for group in bodies(lines, self.flush_at, self.max_batch_bytes):
+        for group in bodies(lines, self._events_per_batch, self.max_batch_bytes):
             parts = [group]
             while parts:
                 part = parts.pop()
@@ -444,6 +447,7 @@ class Client:
                     if not (halves := halves_of_too_large(error, part)):
                         raise
                     parts += reversed(halves)
+                    self.server_records_limit = records_limit(error) or self.server_records_limit
         return batch_ids
 
     def post_ndjson(self, body: bytes) -> int:
