@@ -10,7 +10,7 @@ See README.md beside this package.
 
 __version__ = "1.0.0"
 
-from switchboard_client.client import Client, QueueFull  # noqa: E402
-from switchboard_client.transport import Rejected, RetriesExhausted  # noqa: E402
+from switchboard_client.client import Client, QueueFull, ShutdownDeadline  # noqa: E402
+from switchboard_client.transport import Redirected, Rejected, RetriesExhausted  # noqa: E402
 
-__all__ = ["Client", "QueueFull", "Rejected", "RetriesExhausted", "__version__"]
+__all__ = ["Client", "QueueFull", "Redirected", "Rejected", "RetriesExhausted", "ShutdownDeadline", "__version__"]

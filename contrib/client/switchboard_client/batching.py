@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 
 
 def encode(event: object) -> bytes:
@@ -12,13 +12,16 @@ def encode(event: object) -> bytes:
     return json.dumps(event, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
 
 
-def bodies(lines: Iterable[bytes], max_events: int, max_bytes: int) -> Iterator[list[bytes]]:
+def bodies(lines: Iterable[bytes], max_events: int | Callable[[], int], max_bytes: int) -> Iterator[list[bytes]]:
     """Consecutive groups of lines, each at most `max_events` lines and `max_bytes`
-    bytes as a body (newlines included); a line bigger than `max_bytes` goes alone."""
+    bytes as a body (newlines included); a line bigger than `max_bytes` goes alone.
+    `max_events` may be a function, asked per line: a limit the server states
+    while the groups are being sent applies to the next ones."""
+    most = max_events if callable(max_events) else lambda: max_events
     group: list[bytes] = []
     size = 0
     for line in lines:
-        if group and (len(group) >= max_events or size + len(line) + 1 > max_bytes):
+        if group and (len(group) >= most() or size + len(line) + 1 > max_bytes):
             yield group
             group, size = [], 0
         group.append(line)

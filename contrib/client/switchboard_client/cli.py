@@ -4,8 +4,10 @@
 
 Files are NDJSON or one JSON array, gzip-compressed or not; records go as
 written, in batches (NDJSON bodies, or array bodies for array files), gzip,
-retried on 429, 5xx and connection errors. A progress bar shows on a terminal.
-Sending again is harmless: the server counts resent events as duplicates.
+retried on 429, 5xx and connection errors; a batch the server finds too large
+(413) is split in halves and sent again, down to one record. A progress bar
+shows on a terminal. Sending again is harmless: the server counts resent
+events as duplicates (so a client's spool file can be sent as it is).
 
 Exit status: 0 when every record was delivered (and, with --wait, processed);
 1 when something was not (the reason on stderr); 2 for wrong usage.
@@ -26,7 +28,7 @@ from typing import TextIO
 from switchboard_client import __version__
 from switchboard_client.batching import bodies
 from switchboard_client.files import ARRAY, MAX_RECORD_BYTES, BrokenFile, EventFile
-from switchboard_client.transport import Rejected, RetriesExhausted, Transport
+from switchboard_client.transport import Rejected, RetriesExhausted, Transport, halves_of_too_large, records_limit
 
 SHOWN_REJECTIONS = 10
 
@@ -96,6 +98,7 @@ class Sender:
         # Per batch sent: its id, file and first record number (to name rejected lines).
         self.batch_ids, self.batch_files, self.batch_starts = array("q"), array("l"), array("q")
         self.records = self.failures = 0
+        self.records_limit: int | None = None  # records per body the server said it takes (a 413)
 
     def send_file(self, index: int, path: Path) -> bool:
         """Send one file's records; False if sending must stop (the server cannot be reached)."""
@@ -127,33 +130,59 @@ class Sender:
                 pending.append(number)
                 yield raw
 
-        for group in bodies(lines(), self.args.batch_events, self.args.batch_bytes):
+        def most() -> int:
+            return min(self.args.batch_events, self.records_limit or self.args.batch_events)
+
+        for group in bodies(lines(), most, self.args.batch_bytes):
             numbers, pending[:] = pending[: len(group)], pending[len(group) :]
             yield numbers, group
 
     def post(self, file: EventFile, index: int, numbers: list[int], group: list[bytes]) -> bool:
-        if file.framing == ARRAY:
-            body, content_type = b"[" + b",".join(group) + b"]", "application/json"
-        else:
-            body, content_type = ndjson_body(numbers, group), "application/x-ndjson"
-        where = f"{file.path}:{numbers[0]}-{numbers[-1]}"
-        try:
-            answer = self.transport.post_events(body, content_type)
-        except Rejected as error:
-            self.fail(f"{where}: refused: {error}")
-            return error.status == 413  # only this batch is too big; other refusals recur
-        except RetriesExhausted as error:
-            self.fail(f"{where}: {error}; stopping (sending again is harmless: duplicates are counted once)")
-            return False
-        self.records += len(group)
-        self.batch_ids.append(answer["batch_id"])
-        self.batch_files.append(index)
-        self.batch_starts.append(numbers[0])
+        """Post one batch, split in halves while the server finds it too large (413);
+        False if sending must stop."""
+        parts = [list(zip(numbers, group, strict=True))]
+        while parts:
+            part = parts.pop()
+            numbers, group = [number for number, _ in part], [line for _, line in part]
+            try:
+                answer = self.post_body(file, numbers, group)
+            except Rejected as error:
+                if halves := halves_of_too_large(error, part):
+                    parts += reversed(halves)
+                    self.records_limit = records_limit(error) or self.records_limit
+                    continue
+                self.fail(f"{file.path}:{numbers[0]}-{numbers[-1]}: refused: {error}")
+                if error.status != 413:
+                    return False  # other refusals (a key, a redirect) recur for every batch
+                continue  # one record over the limit: the others go on
+            except RetriesExhausted as error:
+                self.fail(
+                    f"{file.path}:{numbers[0]}-{numbers[-1]}: {error}; stopping"
+                    " (sending again is harmless: duplicates are counted once)"
+                )
+                return False
+            self.records += len(group)
+            self.batch_ids.append(answer["batch_id"])
+            self.batch_files.append(index)
+            self.batch_starts.append(numbers[0])
         return True
+
+    def post_body(self, file: EventFile, numbers: list[int], group: list[bytes]) -> dict:
+        if file.framing == ARRAY:
+            return self.transport.post_events(b"[" + b",".join(group) + b"]", "application/json")
+        return self.transport.post_events(ndjson_body(numbers, group), "application/x-ndjson")
 
     def fail(self, message: str) -> None:
         self.failures += 1
         self.err.write(f"switchboard-send: {message}\n")
+
+    def batch_status(self, batch_id: int) -> dict:
+        """A batch's status document; {"status": "unknown"} once the failure is told."""
+        try:
+            return self.transport.request("GET", f"/api/batches/{batch_id}/")
+        except (Rejected, RetriesExhausted) as error:
+            self.fail(f"batch {batch_id}: cannot read its status: {error}")
+            return {"status": "unknown"}
 
     def wait(self) -> dict[str, int]:
         """Poll every batch until processed; totals, with the first rejections named."""
@@ -161,10 +190,9 @@ class Sender:
         shown = 0
         deadline = time.monotonic() + self.args.wait_timeout
         for batch_id, file_index, start in zip(self.batch_ids, self.batch_files, self.batch_starts, strict=True):
-            while (status := self.transport.request("GET", f"/api/batches/{batch_id}/"))["status"] not in (
-                "done",
-                "failed",
-            ):
+            while (status := self.batch_status(batch_id))["status"] not in ("done", "failed"):
+                if status["status"] == "unknown":
+                    return totals
                 if time.monotonic() > deadline:
                     self.fail(f"batch {batch_id} still {status['status']} after {self.args.wait_timeout:g}s")
                     return totals
