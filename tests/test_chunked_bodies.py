@@ -91,3 +91,35 @@ def test_a_chunked_body_over_the_limit_is_refused_after_a_bounded_read(server, t
     status, data = post_chunked(server, key, [b'[{"id": ', b"1}"], "application/json")  # broken framing
     assert status == 400, data
     assert not RawBatch.objects.exists()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("terminated", [True, False])
+def test_both_paths_read_a_chunked_body_only_from_a_server_that_ends_its_stream(terminated):
+    """In process: Django's handler and the fast path in front of it, given the same WSGI environ.
+    A server that does not end its stream with the body (no `wsgi.input_terminated`) would leave
+    a read of it waiting for more: 411, asking for a Content-Length."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from ingest.fastpath import wsgi
+    from tests.test_outbox import wsgi_post
+
+    _, key = create_application("chunked")
+    body = record("a") + record("b")
+    chunked = {"HTTP_TRANSFER_ENCODING": "chunked", "CONTENT_LENGTH": "", "CONTENT_TYPE": "application/x-ndjson"}
+    if terminated:
+        chunked["wsgi.input_terminated"] = True
+    answers = [
+        wsgi_post(body, f"Api-Key {key}", extra=chunked, application=application)
+        for application in (wsgi(WSGIHandler()), WSGIHandler())
+    ]
+
+    statuses = {status for status, _, _ in answers}
+    if terminated:
+        assert statuses == {"202 Accepted"}
+        assert [orjson.loads(data)["records"] for _, _, data in answers] == [2, 2]
+        assert [bytes(b.body) for b in RawBatch.objects.order_by("pk")] == [body, body]
+    else:
+        assert len(statuses) == 1 and next(iter(statuses)).startswith("411")
+        assert "send Content-Length" in orjson.loads(answers[1][2])["detail"]
+        assert not RawBatch.objects.exists()
