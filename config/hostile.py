@@ -1,6 +1,6 @@
-"""Hostile values in a URL (issue 22 item 11) that would otherwise end in a 500.
+"""Hostile values in a request (issue 22 item 11) that would otherwise end in a 500.
 
-- A NUL character in a path or query is refused (400, with the reason) in front of every view,
+- A NUL character in a path, query or header is refused (400, with the reason) in front of every view,
   the admin's included: no text column can hold one (PostgreSQL refuses NUL in any string
   literal, so a lookup by such a value failed instead of matching nothing), and no identifier
   may contain one (events/registry.py).
@@ -17,11 +17,14 @@ from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest, HttpResponse, JsonResponse
 
 NUL = "\x00"
-REASON = "The URL contains a NUL character (%00), which no stored value can hold."
+REASON = "The request's URL or a header contains a NUL character (%00), which no stored value can hold."
 
 
 def _has_nul(request: HttpRequest) -> bool:
     if NUL in request.path_info:
+        return True
+    # gunicorn refuses a NUL in a header; other servers may pass one on (e.g. in a token).
+    if any(NUL in value for name, value in request.META.items() if name.startswith("HTTP_") and type(value) is str):
         return True
     if "%00" not in request.META.get("QUERY_STRING", ""):  # the only way a query carries one
         return False

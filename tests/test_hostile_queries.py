@@ -192,3 +192,16 @@ def test_the_reported_cases_answer_400_or_an_explanation(admin_client, data, ana
     page = admin_client.get("/admin/dashboard/", {"until": "9999-12-31"})
     assert page.status_code == 200 and b"out of range" in page.content
     assert RawBatch.objects.exists()  # the data was there to be read
+
+
+@pytest.mark.parametrize("header", ["HTTP_AUTHORIZATION", "HTTP_COOKIE", "HTTP_X_ANYTHING"])
+def test_a_nul_in_a_header_is_refused_not_looked_up(db, analyst_token, header):
+    """gunicorn refuses such a header; a server that passes it on must not turn it into a 500
+    (a token looked up with a NUL failed on PostgreSQL)."""
+    client = APIClient(HTTP_AUTHORIZATION=f"Token {analyst_token}")
+    headers = {header: "Token a\x00b" if header == "HTTP_AUTHORIZATION" else "sessionid=a\x00b"}
+
+    response = client.get("/api/sites/summary/", **headers)
+
+    assert response.status_code == 400 and "NUL" in response.json()["detail"]
+    assert client.get("/api/sites/summary/").status_code == 200
