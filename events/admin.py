@@ -142,16 +142,34 @@ class ActorFilter(SiteLedFilter):
     field = "actor"
 
 
+# Times a filter or the dashboard takes: wide, yet far enough from datetime's limits (years 1
+# and 9999) that a window of buckets around them, or a date-time of them, never overflows.
+EARLIEST_MOMENT = datetime(1000, 1, 1, tzinfo=UTC)
+LATEST_MOMENT = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def parse_moment(text: str) -> float:
-    """Epoch seconds from `YYYY-MM-DD`, an ISO 8601 date-time (UTC unless it says otherwise) or a number."""
+    """Epoch seconds from `YYYY-MM-DD`, an ISO 8601 date-time (UTC unless it says otherwise) or a number,
+    between EARLIEST_MOMENT and LATEST_MOMENT."""
     text = text.strip()
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    moment = parse_datetime(text.replace("T", " ", 1))
+        seconds = _moment_of_date(text)
+    if not EARLIEST_MOMENT.timestamp() <= seconds <= LATEST_MOMENT.timestamp():  # NaN included
+        raise IncorrectLookupParameters(
+            f"out of range: {text!r} (times go from {EARLIEST_MOMENT:%Y-%m-%d} to {LATEST_MOMENT:%Y-%m-%d})"
+        )
+    return seconds
+
+
+def _moment_of_date(text: str) -> float:
+    try:
+        moment = parse_datetime(text.replace("T", " ", 1))
+        day = parse_date(text) if moment is None else None
+    except ValueError:  # well formed, yet no day of the calendar (2021-02-30, 25:00)
+        day = moment = None
     if moment is None:
-        day = parse_date(text)
         if day is None:
             raise IncorrectLookupParameters(f"not a date or time: {text!r}")
         moment = datetime(day.year, day.month, day.day)

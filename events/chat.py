@@ -102,4 +102,5 @@ def _normalize_checked(record: dict[str, Any]) -> NormalizedEvent:
     )
 
 
-SPEC = register_family(FamilySpec(name=FAMILY, matches=matches, normalize=normalize))
+FIELDS = {"uid": "id", "kind": "type", "site": "site_id", "actor": "from"}
+SPEC = register_family(FamilySpec(name=FAMILY, matches=matches, normalize=normalize, fields=FIELDS))

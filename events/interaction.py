@@ -166,4 +166,5 @@ def normalize(record: dict[str, Any]) -> NormalizedEvent:
     )
 
 
-SPEC = register_family(FamilySpec(name=FAMILY, matches=matches, normalize=normalize))
+FIELDS = {"uid": "id", "kind": "name", "site": "data.host", "session": "session_id"}
+SPEC = register_family(FamilySpec(name=FAMILY, matches=matches, normalize=normalize, fields=FIELDS))

@@ -8,14 +8,25 @@ family is one `register_family` call; see docs/event-types.md.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
-from dataclasses import dataclass
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
 MAX_UID_LENGTH = 255
 MAX_ERROR_CHARS = 300  # of a failing validator's error message, in the rejection's reason
+# The columns that identify an event, a site, an actor or a session. They are printed in
+# line-based outputs (the classic summary lines, CSV, logs), so none may hold what a reader
+# takes for a line break or a terminal control: C0 controls (NUL, tab, LF, CR, ESC, …), DEL,
+# C1 controls (NEL, …) and the Unicode line and paragraph separators. See docs/event-types.md.
+IDENTIFIER_COLUMNS = ("uid", "kind", "category", "site", "session", "actor")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Sites and rooms (sessions) key the classic lines, `site_id,messages=N,...` and
+# `room_id,events=N,...`: a comma in one would forge the fields of its line.
+FIELD_SEPARATOR = ","
+KEY_COLUMNS = ("site", "session")
 
 
 class Invalid(ValueError):
@@ -45,6 +56,8 @@ class FamilySpec:
     name: str
     matches: Callable[[dict[str, Any]], bool]
     normalize: Callable[[dict[str, Any]], NormalizedEvent]
+    # The record field each identifier column comes from, to name it in reasons (e.g. site: site_id).
+    fields: Mapping[str, str] = field(default_factory=dict)
 
 
 _FAMILIES: list[FamilySpec] = []
@@ -75,6 +88,7 @@ def normalize(record: object, now: float, future_tolerance: float = 300.0) -> No
             event = family.normalize(record)
             if type(event) is not NormalizedEvent or type(event.uid) is not str or type(event.site) is not str:
                 raise TypeError(f"it returned {malformed(event)}")  # the store would fail on it
+            check_identifiers(event, family.fields)
             ahead = event.ts > now + future_tolerance
         except Invalid:
             raise
@@ -106,6 +120,54 @@ def validator_error(family: str, error: Exception) -> str:
         message = "(its message cannot be shown)"
     message = message.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return f"the {family} family's validator failed: {type(error).__name__}" + (f": {message}" if message else "")
+def control_character(text: str) -> str | None:
+    """The first character of `text` that identifiers may not hold, if any."""
+    if text.isprintable():  # the common case, in C: no control, no separator
+        return None
+    match = _CONTROL.search(text)
+    return match.group() if match else None
+def check_identifiers(event: NormalizedEvent, fields: Mapping[str, str]) -> None:
+    """Raise `Invalid` when an identifier holds a control character, or a site or room a comma.
+    The one rule for every family and every path (API, worker, import, replay).
+    """
+    site, session = event.site, event.session
+    if (  # the common case, in C: printable identifiers (no control character), no comma
+        event.uid.isprintable()
+        and site.isprintable()
+        and event.actor.isprintable()
+        and session.isprintable()
+        and event.kind.isprintable()
+        and event.category.isprintable()
+        and FIELD_SEPARATOR not in site
+        and FIELD_SEPARATOR not in session
+    ):
+        return
+    for column in IDENTIFIER_COLUMNS:
+        if char := control_character(getattr(event, column)):
+            raise Invalid(
+                f"'{fields.get(column, column)}' contains the control character U+{ord(char):04X}: "
+                "identifiers may not hold control characters or line breaks"
+            )
+    for column in KEY_COLUMNS:
+        if FIELD_SEPARATOR in getattr(event, column):
+            raise Invalid(
+                f"'{fields.get(column, column)}' contains a comma, which separates the fields of the classic lines"
+            )
+def printable(text: str, also: str = "", keep: str = "") -> str:
+    """`text` for a line-based output: each control character but those of `keep` (and each
+    character of `also`) written as a backslash escape, e.g. `\\n` or `\\x2c`, so that a value
+    stored before the rule (or by another writer) can never print a line of its own."""
+    if text.isprintable() and not any(char in text for char in also):
+        return text
+    return "".join(
+        _escaped(char) if (_CONTROL.match(char) and char not in keep) or char in also else char for char in text
+    )
+_SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+def _escaped(char: str) -> str:
+    if char in _SHORT_ESCAPES:
+        return _SHORT_ESCAPES[char]
+    code = ord(char)
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def json_type_name(value: object) -> str:

@@ -67,4 +67,5 @@ def normalize(record: dict[str, Any]) -> NormalizedEvent:
     )
 
 
-SPEC = register_family(FamilySpec(name=FAMILY, matches=matches, normalize=normalize))
+FIELDS = {"uid": "id", "kind": "event", "site": "channel", "session": "room_id", "actor": "nick"}
+SPEC = register_family(FamilySpec(name=FAMILY, matches=matches, normalize=normalize, fields=FIELDS))

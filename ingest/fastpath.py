@@ -37,12 +37,26 @@ request_logger = logging.getLogger("django.request")
 PATH = "/api/events/"
 BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
 Answer = tuple[int, dict, dict[str, str]]  # status, JSON body, extra headers
-REASONS = {202: "Accepted", 400: "Bad Request", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
-           429: "Too Many Requests", 500: "Internal Server Error"}  # fmt: skip
+REASONS = {202: "Accepted", 400: "Bad Request", 411: "Length Required", 413: "Request Entity Too Large",
+           415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error"}  # fmt: skip
+
+
+def is_chunked(meta: Mapping[str, object]) -> bool:
+    return "chunked" in str(meta.get("HTTP_TRANSFER_ENCODING", "")).lower()
 
 
 def read_body(meta: Mapping[str, object], read: Callable[[int], bytes], limit: int) -> bytes:
-    """The raw body, refusing (413) anything over `limit` before holding it whole."""
+    """The raw body, refusing (413) anything over `limit` before holding it whole.
+
+    A chunked body (`Transfer-Encoding: chunked`, no Content-Length) is read from the server's
+    stream, which the server de-chunks and ends with the body (`wsgi.input_terminated`: gunicorn,
+    mod_wsgi), up to `limit + 1` bytes, on both paths: Django's own request stream stops at
+    Content-Length, none, so Django read an empty body (400) where the fast path read it (202).
+    """
+    if is_chunked(meta):
+        if not meta.get("wsgi.input_terminated"):
+            raise BodyError("this server cannot read a chunked body: send Content-Length", 411)
+        read = meta["wsgi.input"].read  # type: ignore[attr-defined]
     try:
         declared = int(meta.get("CONTENT_LENGTH") or 0)
     except ValueError:

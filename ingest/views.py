@@ -47,7 +47,8 @@ class PostEventsMixin:
         summary="Post a batch of events (client apps)",
         description=(
             "Body: one event object, a JSON array of them, or NDJSON (`Content-Type: application/x-ndjson`), "
-            "optionally with `Content-Encoding: gzip`. Only the framing is checked here; events are validated "
+            "optionally with `Content-Encoding: gzip`, with a Content-Length or chunked (`Transfer-Encoding: chunked`, "
+            "on a server that de-chunks: gunicorn). Only the framing is checked here; events are validated "
             "by a worker. Poll `status_url` for the outcome."
         ),
         request={
@@ -59,6 +60,7 @@ class PostEventsMixin:
             400: ERROR,
             401: ERROR,
             403: ERROR,
+            411: ERROR,
             413: ERROR,
             415: ERROR,
             429: ERROR,

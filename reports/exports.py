@@ -5,13 +5,16 @@ with OFFSET, a long transaction or a server-side cursor, and written as they com
 
 CSV cells are the stored values, except that a text cell starting with `=`, `+`, `-`, `@`,
 a tab or a carriage return gets a leading `'`: spreadsheets would run it as a formula (CSV
-injection), and nicks, actors and sites are chosen by clients. `export_events` (NDJSON) gives
-the records back exactly.
+injection), and nicks, actors and sites are chosen by clients; control characters (line breaks
+above all) are written as escapes (`events.registry.printable`), and the payload as one line of
+JSON (`one_line`), so that no cell starts a line of its own. `export_events` (NDJSON) gives the
+records back exactly, but for `one_line`.
 """
 
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,12 +23,14 @@ from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
 
 from events.models import Event
+from events.registry import printable
 from reports.room_summary import RoomRow
 from reports.serializers import iso_utc
 from reports.site_summary import SiteRow
 
 FETCH_ROWS = 2000
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_JSON_STRING_CONTROLS = re.compile("[\x7f-\x9f\u2028\u2029]")
 
 
 def keyset(queryset: QuerySet, fields: Sequence[str] = ("ts", "id"), size: int | None = None) -> Iterator[Model]:
@@ -59,8 +64,11 @@ def cell(value: object) -> object:
         return "true" if value else "false"
     if isinstance(value, datetime):
         return value.isoformat().replace("+00:00", "Z")
-    if isinstance(value, str) and value.startswith(FORMULA_START):
-        return "'" + value
+    if isinstance(value, str):
+        # A line break in a quoted cell is valid CSV, yet forges a line for any line-based reader.
+        value = printable(value, keep="\t")
+        if value.startswith(FORMULA_START):
+            return "'" + value
     return value
 
 
@@ -109,7 +117,7 @@ EVENT_COLUMNS = Columns(
         iso_utc(e.ts),
         e.ts,
         e.online,
-        e.raw,
+        one_line(e.raw),
     ),
 )
 SITE_COLUMNS = Columns(
@@ -136,12 +144,16 @@ def rooms_csv(rows: Iterable[RoomRow], filename: str = "rooms.csv") -> Streaming
 
 
 def one_line(raw: str) -> str:
-    """A stored record as one NDJSON line: as received, except that the line breaks of a
+    """A stored record as one line of JSON: as received, except that the line breaks of a
     record that spanned lines (a pretty-printed element of a JSON array), which JSON only
-    allows between tokens, become spaces."""
+    allows between tokens, become spaces, and the characters other readers take for line
+    breaks or terminal controls (DEL, C1, U+2028, U+2029), which JSON only allows in strings,
+    are written as `\\uXXXX` escapes: the same JSON value, on one line whoever reads it."""
+    if raw.isprintable():
+        return raw
     if "\n" in raw or "\r" in raw:
-        return raw.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
-    return raw
+        raw = raw.replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return _JSON_STRING_CONTROLS.sub(lambda match: f"\\u{ord(match.group()):04x}", raw)
 
 
 def records(events: QuerySet[Event]) -> Iterator[str]:

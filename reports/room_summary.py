@@ -23,6 +23,7 @@ from django.db.models import Count, Max, Q, Sum
 from django.utils import timezone
 
 from events.db import chunked
+from events.registry import FIELD_SEPARATOR, printable
 from reports.models import RoomSummary
 
 FAMILY = "xmpp"
@@ -66,7 +67,8 @@ class RoomRow:
 
     def classic(self) -> str:
         return (
-            f"{self.room_id},events={self.events},messages={self.messages},typing={self.typing},"
+            f"{printable(self.room_id, also=FIELD_SEPARATOR)},events={self.events},messages={self.messages},"
+            f"typing={self.typing},"
             f"participants={self.participants},first={_ts(self.first)},last={_ts(self.last)}"
         )
 

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from events.db import chunked, insert_ignoring_conflicts, update_rows
 from events.models import Site
+from events.registry import FIELD_SEPARATOR, printable
 from reports.models import OnlineSpan, SiteActor, SiteSummary
 
 Span = tuple[float, float]  # [start, end); end is math.inf while still online
@@ -60,7 +61,7 @@ class SiteRow:
 
     def classic(self) -> str:
         return (
-            f"{self.site_id},messages={self.messages},emails={self.emails},"
+            f"{printable(self.site_id, also=FIELD_SEPARATOR)},messages={self.messages},emails={self.emails},"
             f"operators={self.operators},visitors={self.visitors}"
         )
 

@@ -7,9 +7,10 @@ plain as possible: sort each site's events by (timestamp, status before
 message, id) and replay the operators' states. Tests compare the application
 against it.
 
-Beyond the spec text it knows two house rules the project documents: a record
+Beyond the spec text it knows three house rules the project documents: a record
 over the configured size is rejected, and so is a record holding a NUL
-character (PostgreSQL cannot store one). It only knows the chat family: a
+character (PostgreSQL cannot store one), or an identifier holding a control
+character or line separator, or a site holding a comma (docs/event-types.md). It only knows the chat family: a
 record of another family is "rejected" here, so feed it chat files only.
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import json
 import math
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
@@ -109,6 +111,12 @@ def check(record: object, now: float) -> ChatEvent:
         online = status == "online"
     if _has_nul(record):
         raise Rejected("NUL")
+    for name, value in (("id", uid), ("from", actor), ("site_id", site)):
+        # Unicode's "Cc" is exactly C0, DEL and C1; "Zl" and "Zp" are the line and paragraph separators.
+        if any(unicodedata.category(char) in ("Cc", "Zl", "Zp") for char in value):
+            raise Rejected(f"{name} holds a control character")
+    if "," in site:
+        raise Rejected("site_id holds a comma")
     return ChatEvent(uid=uid, kind=kind, site=site, actor=actor, ts=ts, online=online)
 
 

@@ -65,3 +65,25 @@ def test_every_operation_keeps_its_contract(case, app_key, analyst_token):
         REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": UNTHROTTLED},
     ):
         case.call_and_validate(headers={"Authorization": authorization}, checks=CHECKS)
+
+
+# Invalid input (negative testing): parameters, paths and bodies that break the schema. Every
+# operation must still answer without a server error (a 4xx saying why, or an empty answer).
+# Health takes no input at all: there is nothing invalid to send it.
+negative_schema = schemathesis.openapi.from_wsgi("/api/schema/", application).exclude(path="/api/health/")
+negative_schema.config.generation.update(modes=[GenerationMode.NEGATIVE], max_examples=15)
+
+
+@negative_schema.parametrize()
+@hypothesis_settings(
+    max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow]
+)
+@pytest.mark.django_db
+def test_every_operation_answers_invalid_input_without_a_server_error(case, app_key, analyst_token):
+    cache.clear()
+    app_calls = case.method == "POST" or case.path.startswith("/api/batches/")
+    authorization = f"Api-Key {app_key}" if app_calls else f"Token {analyst_token}"
+    with override_settings(
+        REST_FRAMEWORK={**settings.REST_FRAMEWORK, "DEFAULT_THROTTLE_RATES": UNTHROTTLED},
+    ):
+        case.call_and_validate(headers={"Authorization": authorization}, checks=[not_a_server_error])

@@ -26,7 +26,26 @@ json_leaf = st.one_of(
     st.booleans(),
     st.integers(-(2**70), 2**70),
     st.floats(allow_nan=False, allow_infinity=False),
-    st.sampled_from([0, -1, 1e308, -0.0, 2**63, NOW + 10**6, "", " ", "online", "offline", "\x00", "é"]),
+    st.sampled_from(
+        [
+            0,
+            -1,
+            1e308,
+            -0.0,
+            2**63,
+            NOW + 10**6,
+            "",
+            " ",
+            "online",
+            "offline",
+            "\x00",
+            "é",
+            "a\nb",
+            "a,b",
+            "\u2028",
+            "\x1b[",
+        ]
+    ),
     st.text(max_size=12),
 )
 json_value = st.recursive(
@@ -67,6 +86,9 @@ def valid_chat(kind: str) -> dict:
 @example(kind="message", changes={"site_id": 2**70}, drop=set(), data_changes={})
 @example(kind="status", changes={"site_id": 2**64 - 1, "timestamp": 2**64}, drop=set(), data_changes={})
 @example(kind="message", changes={"site_id": -(2**63)}, drop=set(), data_changes={})
+@example(kind="message", changes={"site_id": "zz\nvictim,messages=1"}, drop=set(), data_changes={})
+@example(kind="status", changes={"site_id": "a,b", "from": "op\u2028"}, drop=set(), data_changes={})
+@example(kind="message", changes={"id": "m\x85", "from": "a\u00a0b"}, drop=set(), data_changes={})
 def test_chat_validation_agrees_with_the_oracle(kind, changes, drop, data_changes):
     record = {**valid_chat(kind), **changes}
     if isinstance(record.get("data"), dict) and "data" not in changes:
