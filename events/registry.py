@@ -120,12 +120,16 @@ def validator_error(family: str, error: Exception) -> str:
         message = "(its message cannot be shown)"
     message = message.encode("utf-8", "backslashreplace").decode().replace("\x00", "\\x00")
     return f"the {family} family's validator failed: {type(error).__name__}" + (f": {message}" if message else "")
+
+
 def control_character(text: str) -> str | None:
     """The first character of `text` that identifiers may not hold, if any."""
     if text.isprintable():  # the common case, in C: no control, no separator
         return None
     match = _CONTROL.search(text)
     return match.group() if match else None
+
+
 def check_identifiers(event: NormalizedEvent, fields: Mapping[str, str]) -> None:
     """Raise `Invalid` when an identifier holds a control character, or a site or room a comma.
     The one rule for every family and every path (API, worker, import, replay).
@@ -153,6 +157,8 @@ def check_identifiers(event: NormalizedEvent, fields: Mapping[str, str]) -> None
             raise Invalid(
                 f"'{fields.get(column, column)}' contains a comma, which separates the fields of the classic lines"
             )
+
+
 def printable(text: str, also: str = "", keep: str = "") -> str:
     """`text` for a line-based output: each control character but those of `keep` (and each
     character of `also`) written as a backslash escape, e.g. `\\n` or `\\x2c`, so that a value
@@ -162,7 +168,11 @@ def printable(text: str, also: str = "", keep: str = "") -> str:
     return "".join(
         _escaped(char) if (_CONTROL.match(char) and char not in keep) or char in also else char for char in text
     )
+
+
 _SHORT_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
 def _escaped(char: str) -> str:
     if char in _SHORT_ESCAPES:
         return _SHORT_ESCAPES[char]
