@@ -15,6 +15,10 @@ from typing import Any
 import orjson
 
 MAX_UID_LENGTH = 255
+# When the client sent the record and when a server received it (events/clock.py): transport,
+# not content, so a resend stamped anew is the same event.
+SENT_AT = "sentAt"
+RECEIVED_AT = "receivedAt"
 
 
 class Invalid(ValueError):
@@ -37,6 +41,8 @@ class NormalizedEvent:
     detail: dict[str, Any] | None = None
     # The record's JSON text as received, stored as the payload without re-encoding.
     payload_json: bytes | None = None
+    # The timestamp as the client sent it, when `ts` was corrected for its clock (events/clock.py).
+    client_ts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +65,14 @@ def families() -> tuple[FamilySpec, ...]:
 
 
 def normalize(record: object, now: float, future_tolerance: float = 300.0) -> NormalizedEvent:
-    """Validate one decoded JSON value; raise `Invalid` with the reason otherwise."""
+    """Validate one decoded JSON value, its timestamp taken as given; raise `Invalid` with the reason otherwise."""
+    event = recognise(record)
+    check_not_future(event, now, future_tolerance)
+    return event
+
+
+def recognise(record: object) -> NormalizedEvent:
+    """The family's event of one decoded JSON value (no rule on time); `Invalid` otherwise."""
     if not isinstance(record, dict):
         raise Invalid(f"not a JSON object but {json_type_name(record)}")
     for family in _FAMILIES:
@@ -71,9 +84,12 @@ def normalize(record: object, now: float, future_tolerance: float = 300.0) -> No
             "matches no event family: expected chat ('type' message or status), "
             "xmpp ('stanza' and 'room_id') or interaction ('category' and 'name')"
         )
+    return event
+
+
+def check_not_future(event: NormalizedEvent, now: float, future_tolerance: float) -> None:
     if event.ts > now + future_tolerance:
         raise Invalid(f"timestamp {event.ts:.3f} is more than {future_tolerance:.0f}s in the future")
-    return event
 
 
 def json_type_name(value: object) -> str:
@@ -112,5 +128,7 @@ def identity(record: dict[str, Any]) -> str:
     """The record's `id`, or a hash of its canonical content so a resend is a duplicate."""
     if "id" in record:
         return require_text(record, "id", MAX_UID_LENGTH)
+    if SENT_AT in record or RECEIVED_AT in record:
+        record = {key: value for key, value in record.items() if key != SENT_AT and key != RECEIVED_AT}
     canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     return "sha256:" + hashlib.sha256(canonical).hexdigest()

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 
-from events.registry import Invalid, NormalizedEvent, normalize
+from events.clock import Receipt, normalize
+from events.registry import Invalid, NormalizedEvent
 from ingest.framing import Broken, RawRecord
 
 # PostgreSQL text and jsonb cannot hold NUL, so such a record could never be stored.
@@ -133,8 +134,11 @@ def too_deep(raw: bytes, value: object, limit: int | None = None) -> str | None:
     return None
 
 
-def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chunk:
-    """Validate raw records into `chunk`; blank lines are skipped, not rejected."""
+def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float, receipt: Receipt | None = None) -> Chunk:
+    """Validate raw records into `chunk`; blank lines are skipped, not rejected.
+
+    `receipt`: an API batch's receive time (and send time), by which records with a send
+    time are placed (events/clock.py); without it (imports), timestamps are taken as given."""
     limits = settings.SWITCHBOARD
     max_record = limits["MAX_RECORD_BYTES"]
     tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
@@ -159,7 +163,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             value = orjson.loads(raw)
             if reason := too_deep(raw, value, nesting):
                 raise Invalid(reason)
-            event = normalize(value, now, tolerance)
+            event = normalize(value, now, tolerance, receipt)
         except orjson.JSONDecodeError as error:
             reject(line, json_error_reason(error), raw)
         except Invalid as error:
@@ -170,7 +174,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
     return chunk
 
 
-def validate_values(values: list[object], now: float) -> Chunk:
+def validate_values(values: list[object], now: float, receipt: Receipt | None = None) -> Chunk:
     """Validate already-decoded JSON values (a JSON request body); line = position."""
     chunk = Chunk(first_line=1 if values else 0, last_line=len(values))
     tolerance = settings.SWITCHBOARD["FUTURE_TOLERANCE_SECONDS"]
@@ -182,7 +186,7 @@ def validate_values(values: list[object], now: float) -> Chunk:
         try:
             if reason := too_deep(raw, value):
                 raise Invalid(reason)
-            event = normalize(value, now, tolerance)
+            event = normalize(value, now, tolerance, receipt)
         except Invalid as error:
             chunk.reject(line, str(error), raw)
         else:

@@ -96,8 +96,12 @@ class Columns:
 
 
 # The same fields as the event list's JSON (reports.serializers.EventSerializer); payload as received.
+EVENT_HEADER = (
+    "id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "client_epoch", "online",
+    "payload",
+)  # fmt: skip
 EVENT_COLUMNS = Columns(
-    ("id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "online", "payload"),
+    EVENT_HEADER,
     lambda e: (
         e.uid,
         e.family,
@@ -108,6 +112,7 @@ EVENT_COLUMNS = Columns(
         e.actor,
         iso_utc(e.ts),
         e.ts,
+        e.client_timestamp,
         e.online,
         e.raw,
     ),
