@@ -6,6 +6,12 @@ it, the skew is `sentAt - received_at`, and the event is placed at
 `received_at - (sentAt - timestamp)` (as Segment and PostHog do); the timestamp as
 sent is kept (`Event.client_timestamp`). Without a send time nothing changes.
 
+A skew within CLOCK_SKEW_TOLERANCE_SECONDS (10 s) is not corrected: `received_at - sentAt`
+is the clock's offset plus the request's transit (milliseconds, seconds for a slow upload
+or a queued request), so a small one is mostly transit, and correcting it would only move
+a well-set clock's events by a jitter that differs per batch (and break the exact order of
+a status and a message stamped in the same second).
+
 Limits, each with its reason:
 * a client clock more than 23 h ahead of the server (its `sentAt`, or the record's
   `timestamp` itself) is refused, not corrected: that is a broken clock or a wrong
@@ -39,12 +45,15 @@ class Receipt:
     sent_at: float | None = None
 
 
-def normalize(record: object, now: float, future_tolerance: float, receipt: Receipt | None = None) -> NormalizedEvent:
+def normalize(
+    record: object, now: float, future_tolerance: float, receipt: Receipt | None = None, skew_tolerance: float = 0.0
+) -> NormalizedEvent:
     """Validate one decoded JSON value and place it in time: corrected for its client's clock
-    when it has a send time, else as given (the future judged against `now`)."""
+    when it has a send time more than `skew_tolerance` off the receive time, else as given
+    (the future judged against `now`)."""
     event = recognise(record)
     times = send_time(record, receipt)  # type: ignore[arg-type]  # recognise() proved it an object
-    if times is None:
+    if times is None or abs(times[0] - times[1]) <= skew_tolerance:
         check_not_future(event, now, future_tolerance)
     else:
         correct(event, *times, future_tolerance)

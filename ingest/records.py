@@ -142,6 +142,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float, receip
     limits = settings.SWITCHBOARD
     max_record = limits["MAX_RECORD_BYTES"]
     tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
+    skew_tolerance = limits["CLOCK_SKEW_TOLERANCE_SECONDS"]
     nesting = limits["MAX_NESTING"]
     events, reject = chunk.events, chunk.reject
     for line, raw, end in records:
@@ -163,7 +164,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float, receip
             value = orjson.loads(raw)
             if reason := too_deep(raw, value, nesting):
                 raise Invalid(reason)
-            event = normalize(value, now, tolerance, receipt)
+            event = normalize(value, now, tolerance, receipt, skew_tolerance)
         except orjson.JSONDecodeError as error:
             reject(line, json_error_reason(error), raw)
         except Invalid as error:
@@ -178,6 +179,7 @@ def validate_values(values: list[object], now: float, receipt: Receipt | None = 
     """Validate already-decoded JSON values (a JSON request body); line = position."""
     chunk = Chunk(first_line=1 if values else 0, last_line=len(values))
     tolerance = settings.SWITCHBOARD["FUTURE_TOLERANCE_SECONDS"]
+    skew_tolerance = settings.SWITCHBOARD["CLOCK_SKEW_TOLERANCE_SECONDS"]
     for line, value in enumerate(values, start=1):
         raw = orjson.dumps(value)
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
@@ -186,7 +188,7 @@ def validate_values(values: list[object], now: float, receipt: Receipt | None = 
         try:
             if reason := too_deep(raw, value):
                 raise Invalid(reason)
-            event = normalize(value, now, tolerance, receipt)
+            event = normalize(value, now, tolerance, receipt, skew_tolerance)
         except Invalid as error:
             chunk.reject(line, str(error), raw)
         else:
