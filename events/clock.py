@@ -6,7 +6,7 @@ it, the skew is `sentAt - received_at`, and the event is placed at
 `received_at - (sentAt - timestamp)` (as Segment and PostHog do); the timestamp as
 sent is kept (`Event.client_timestamp`). Without a send time nothing changes.
 
-A skew within CLOCK_SKEW_TOLERANCE_SECONDS (10 s) is not corrected: `received_at - sentAt`
+A skew within the setting CLOCK_SKEW_TOLERANCE_SECONDS (10 s) is not corrected: `received_at - sentAt`
 is the clock's offset plus the request's transit (milliseconds, seconds for a slow upload
 or a queued request), so a small one is mostly transit, and correcting it would only move
 a well-set clock's events by a jitter that differs per batch (and break the exact order of
@@ -30,8 +30,6 @@ from typing import Any
 
 from events.registry import RECEIVED_AT, SENT_AT, Invalid, NormalizedEvent, check_not_future, json_type_name, recognise
 
-# `sentAt`: the record's send time in the client's clock; `receivedAt`: an imported record's
-# receive time (logged traffic, exports), ignored from the API. Each is epoch seconds or ISO 8601.
 MAX_CLOCK_AHEAD_SECONDS = 23 * 3600
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
@@ -93,6 +91,9 @@ def header_epoch(text: str) -> float:
 
 def send_time(record: dict[str, Any], receipt: Receipt | None) -> tuple[float, float] | None:
     """(sent_at, received_at) when the record's time is to be corrected, else None.
+
+    `sentAt` is the record's send time by its client's clock; `receivedAt` an imported record's
+    receive time (logged traffic, exports), ignored from the API. Each is epoch seconds or ISO 8601.
 
     From the API (a receipt): the record's `sentAt`, else its batch's. Imports have no
     receipt: only a record that brings both `sentAt` and `receivedAt` is corrected.

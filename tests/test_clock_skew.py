@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 from django.core.management import call_command
+from django.urls import reverse
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
@@ -387,7 +388,7 @@ def test_an_import_places_only_records_that_bring_both_times(tmp_path):
     assert list(Rejection.objects.values_list("reason", flat=True)) == ["'receivedAt' 'later' is not ISO 8601"]
 
 
-def test_event_pages_show_the_timestamp_as_sent(app, analyst_token):
+def test_event_pages_show_the_timestamp_as_sent(app, analyst_token, admin_client):
     now = time.time()
     skew = 5 * MINUTE
     processed(
@@ -402,6 +403,9 @@ def test_event_pages_show_the_timestamp_as_sent(app, analyst_token):
     assert events["e"]["client_epoch"] == now - MINUTE + skew
     assert events["e"]["epoch"] == Event.objects.get(uid="e").ts != events["e"]["client_epoch"]
     assert events["g"]["client_epoch"] is None
+    page = admin_client.get(reverse("admin:events_event_change", args=[Event.objects.get(uid="e").pk])).content
+    sent = datetime.fromtimestamp(now - MINUTE + skew, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    assert b"Time as the client sent it (UTC)" in page and sent.encode() in page
 
 
 # -- the rule against the oracle, on random clocks ---------------------------------------------
@@ -442,3 +446,33 @@ def test_the_module_refuses_what_it_cannot_read():
     assert header_epoch("2026-01-01T00:00:00Z") == datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     with pytest.raises(Invalid, match="must be finite"):
         epoch_of(float("inf"), "sentAt")
+
+
+def test_export_then_import_places_records_at_the_same_times(app, tmp_path):
+    """`export_events` adds the times a record was placed by; `import_jsonl` places it the same."""
+    now = time.time()
+    skew = -9 * MINUTE
+    own = [chat(f"o{i}", "message", "v", now - i * MINUTE + skew, sentAt=now + skew) for i in range(3)]
+    by_header = [chat(f"h{i}", "status", "op", now - i * MINUTE + skew, online=i % 2 == 0) for i in range(3)]
+    page = interaction(iso(now - HOUR + skew), sentAt=now + skew)  # no id: its identity must not move
+    plain = [chat("p", "message", "v", now - HOUR)]
+    processed(post(app, [*own, page]), post(app, by_header, sent_at=now + skew), post(app, plain))
+    before = set(Event.objects.values_list("uid", "ts", "client_timestamp"))
+    assert sum(client is not None for _, _, client in before) == 7
+
+    out = io.StringIO()
+    call_command("export_events", stdout=out, stderr=io.StringIO())
+    lines = out.getvalue().splitlines()
+    exported = {orjson.loads(line).get("id"): line for line in lines}
+    assert exported["p"] == Event.objects.get(uid="p").raw  # taken as given: byte for byte
+    assert exported["o0"].startswith(Event.objects.get(uid="o0").raw[:-1] + ',"receivedAt":')
+    assert '"sentAt":' in exported["h0"].split('"receivedAt":')[1]  # the batch's send time, added
+    path = tmp_path / "events.jsonl"
+    path.write_text(out.getvalue())
+    Event.objects.all().delete()
+    call_command("import_jsonl", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert set(Event.objects.values_list("uid", "ts", "client_timestamp")) == before
+    again = io.StringIO()
+    call_command("export_events", stdout=again, stderr=io.StringIO())
+    assert again.getvalue() == out.getvalue()  # and exported again, the same lines
