@@ -339,6 +339,8 @@ SWITCHBOARD = {
     "MAX_RECORDS_PER_BODY": env_int("MAX_RECORDS_PER_BODY", 50_000),
     "MAX_REJECTED_RAW_CHARS": 2000,
     "FUTURE_TOLERANCE_SECONDS": 300,
+    # A client clock off the receive time by more is corrected by its send time (events/clock.py).
+    "CLOCK_SKEW_TOLERANCE_SECONDS": env_int("CLOCK_SKEW_TOLERANCE_SECONDS", 10),
     # Arrays/objects nested deeper are rejected: Django reads JSON back recursively.
     "MAX_NESTING": env_int("MAX_NESTING", 100),
     # 25,000: as fast as 50,000 on a durable server, with ~40 % less memory (docs/benchmarks.md).

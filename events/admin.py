@@ -290,7 +290,8 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     list_select_related = ()
     actions = [csv_action(EVENT_COLUMNS, "events.csv", ("ts", "id"))]
     fields = (
-        "uid", "family", "kind", "category", "site", "session", "actor", "when", "ts", "online", "batch", "line",
+        "uid", "family", "kind", "category", "site", "session", "actor", "when", "ts", "client_time",
+        "client_timestamp", "online", "batch", "line",
         "pretty_payload",
     )  # fmt: skip
     readonly_fields = fields
@@ -309,6 +310,11 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
     @admin.display(description="time (UTC)", ordering="ts")
     def when(self, obj: Event) -> str:
         return format_html('<span style="white-space: nowrap">{}</span>', utc(obj.ts))
+
+    @admin.display(description="time as the client sent it (UTC)")
+    def client_time(self, obj: Event) -> str:
+        # Shown only for a timestamp corrected for its client's clock (events/clock.py).
+        return utc(obj.client_timestamp)
 
     @admin.display(description="session / room")
     def short_session(self, obj: Event) -> str:

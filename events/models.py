@@ -43,8 +43,12 @@ class Event(models.Model):
     session = models.CharField(max_length=255, blank=True, default="")
     # chat `from` or xmpp `nick`; empty for interactions.
     actor = models.CharField(max_length=255, blank=True, default="")
-    # Epoch seconds; a float keeps chat timestamps exact enough to order ties.
+    # Epoch seconds; a float keeps chat timestamps exact enough to order ties. For a record
+    # sent with its client's send time, the time by the server's clock (events/clock.py).
     ts = models.FloatField()
+    # The timestamp as the client sent it, when `ts` was corrected for the client's clock;
+    # NULL (no bytes stored) for every record taken as given.
+    client_timestamp = models.FloatField(null=True, blank=True)
     # A chat status: True for "online", False for "offline"; NULL otherwise.
     online = models.BooleanField(null=True)
     # The record's JSON text exactly as received (unknown fields, key order and number

@@ -27,6 +27,10 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # `room_id,events=N,...`: a comma in one would forge the fields of its line.
 FIELD_SEPARATOR = ","
 KEY_COLUMNS = ("site", "session")
+# When the client sent the record and when a server received it (events/clock.py): transport,
+# not content, so a resend stamped anew is the same event.
+SENT_AT = "sentAt"
+RECEIVED_AT = "receivedAt"
 
 
 class Invalid(ValueError):
@@ -49,6 +53,8 @@ class NormalizedEvent:
     detail: dict[str, Any] | None = None
     # The record's JSON text as received, stored as the payload without re-encoding.
     payload_json: bytes | None = None
+    # The timestamp as the client sent it, when `ts` was corrected for its clock (events/clock.py).
+    client_ts: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,7 +79,14 @@ def families() -> tuple[FamilySpec, ...]:
 
 
 def normalize(record: object, now: float, future_tolerance: float = 300.0) -> NormalizedEvent:
-    """Validate one decoded JSON value; raise `Invalid` with the reason otherwise.
+    """Validate one decoded JSON value, its timestamp taken as given; raise `Invalid` with the reason otherwise."""
+    event = recognise(record)
+    check_not_future(event, now, future_tolerance)
+    return event
+
+
+def recognise(record: object) -> NormalizedEvent:
+    """The family's event of one decoded JSON value (no rule on time); `Invalid` otherwise.
 
     A family's code that raises anything else (a KeyError of a payload validator, say) rejects
     that record with the error as its reason: a bug in one family must not stop a batch, an
@@ -89,7 +102,8 @@ def normalize(record: object, now: float, future_tolerance: float = 300.0) -> No
             if type(event) is not NormalizedEvent or type(event.uid) is not str or type(event.site) is not str:
                 raise TypeError(f"it returned {malformed(event)}")  # the store would fail on it
             check_identifiers(event, family.fields)
-            ahead = event.ts > now + future_tolerance
+            if type(event.ts) not in (int, float):
+                raise TypeError(f"it returned a timestamp of type {type(event.ts).__name__}")
         except Invalid:
             raise
         except Exception as error:  # a bug in the family's code: this record is rejected, not the batch
@@ -100,9 +114,12 @@ def normalize(record: object, now: float, future_tolerance: float = 300.0) -> No
             "matches no event family: expected chat ('type' message or status), "
             "xmpp ('stanza' and 'room_id') or interaction ('category' and 'name')"
         )
-    if ahead:
-        raise Invalid(f"timestamp {event.ts:.3f} is more than {future_tolerance:.0f}s in the future")
     return event
+
+
+def check_not_future(event: NormalizedEvent, now: float, future_tolerance: float) -> None:
+    if event.ts > now + future_tolerance:
+        raise Invalid(f"timestamp {event.ts:.3f} is more than {future_tolerance:.0f}s in the future")
 
 
 def malformed(event: object) -> str:
@@ -216,5 +233,7 @@ def identity(record: dict[str, Any]) -> str:
     """The record's `id`, or a hash of its canonical content so a resend is a duplicate."""
     if "id" in record:
         return require_text(record, "id", MAX_UID_LENGTH)
+    if SENT_AT in record or RECEIVED_AT in record:
+        record = {key: value for key, value in record.items() if key != SENT_AT and key != RECEIVED_AT}
     canonical = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
     return "sha256:" + hashlib.sha256(canonical).hexdigest()

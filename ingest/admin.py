@@ -139,7 +139,7 @@ class RawBatchAdmin(ReadOnlyMixin, admin.ModelAdmin):
     fields = (
         "id", "status", "source", "app", "import_job", "first_line", "last_line", "byte_start", "byte_end",
         "content_type", "content_encoding", "record_count", "accepted", "duplicates", "rejected_link", "attempts",
-        "created_at", "processed_at", "last_error", "replayed_link", "body_preview",
+        "created_at", "sent_at", "processed_at", "last_error", "replayed_link", "body_preview",
     )  # fmt: skip
     readonly_fields = fields
 

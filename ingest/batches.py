@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Field, Min, Q
 from django.utils import timezone
 
+from events.clock import Receipt
 from events.db import update_rows
 from ingest import wakeups
 from ingest.body import decode_body, iter_body_records
@@ -49,8 +50,17 @@ CANDIDATES = 500  # rows looked at per claim
 ERROR_LENGTH = 2000
 
 
-def receive_batch(app: Application, body: bytes, content_type: str, content_encoding: str, records: int) -> RawBatch:
-    """Store a request body as it was received (one insert) and ask for a worker to wake up."""
+def receive_batch(
+    app: Application,
+    body: bytes,
+    content_type: str,
+    content_encoding: str,
+    records: int,
+    sent_at: datetime | None = None,
+) -> RawBatch:
+    """Store a request body as it was received (one insert) and ask for a worker to wake up.
+
+    `sent_at`: the client's send time for the body (`X-Sent-At`); `created_at` is the receive time."""
     values = {
         "app_id": app.pk,
         "source": API_SOURCE,
@@ -59,6 +69,7 @@ def receive_batch(app: Application, body: bytes, content_type: str, content_enco
         "content_encoding": content_encoding[:32],
         "record_count": records,
         "created_at": timezone.now(),
+        "sent_at": sent_at,
     }
     batch_id = _insert_batch(values)
     transaction.on_commit(wakeups.wake)
@@ -66,7 +77,7 @@ def receive_batch(app: Application, body: bytes, content_type: str, content_enco
 
 
 # The columns a request gives; every other column takes its model default.
-_GIVEN = ("app_id", "source", "body", "content_type", "content_encoding", "record_count", "created_at")
+_GIVEN = ("app_id", "source", "body", "content_type", "content_encoding", "record_count", "created_at", "sent_at")
 
 
 @functools.cache
@@ -101,7 +112,18 @@ def batch_records(batch: RawBatch) -> Chunk:
     chunk = Chunk(max_rejections=limits["MAX_STORED_REJECTIONS"])
     # Streamed: a body of many tiny records is never held as a list of them.
     records = iter_body_records(body, batch.content_type, whole_record_limit())
-    return reject_sites_not_allowed(validate_into(chunk, records, batch.created_at.timestamp()), batch.app)
+    chunk = validate_into(chunk, records, batch.created_at.timestamp(), batch_receipt(batch))
+    return reject_sites_not_allowed(chunk, batch.app)
+
+
+def batch_receipt(batch: RawBatch) -> Receipt | None:
+    """An API batch's receive time (and its client's send time), by which records that have a
+    send time are placed (events/clock.py); None for other batches (replays), whose records
+    are taken as given unless they bring both times."""
+    if batch.source != API_SOURCE:
+        return None
+    received = batch.created_at.timestamp()
+    return Receipt(received, None if batch.sent_at is None else batch.sent_at.timestamp())
 
 
 # -- claiming ------------------------------------------------------------------

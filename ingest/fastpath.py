@@ -18,6 +18,7 @@ import logging
 import math
 import re
 from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, datetime
 
 import orjson
 from django.conf import settings
@@ -25,6 +26,8 @@ from django.core import signals
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
+from events.clock import header_epoch
+from events.registry import Invalid
 from ingest.auth import KEYWORD, AppRateThrottle
 from ingest.batches import receive_batch
 from ingest.body import BodyError, count_records, decode_body
@@ -35,6 +38,7 @@ logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")
 
 PATH = "/api/events/"
+SENT_AT_HEADER = "HTTP_X_SENT_AT"  # the client's send time of the body (events/clock.py)
 BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
 Answer = tuple[int, dict, dict[str, str]]  # status, JSON body, extra headers
 REASONS = {202: "Accepted", 400: "Bad Request", 411: "Length Required", 413: "Request Entity Too Large",
@@ -69,17 +73,30 @@ def read_body(meta: Mapping[str, object], read: Callable[[int], bytes], limit: i
     return raw
 
 
+def send_time_header(meta: Mapping[str, object]) -> datetime | None:
+    """The client's send time for the whole body (`X-Sent-At`: epoch seconds or ISO 8601), if
+    given; a value that is not one is refused (400) before anything is stored."""
+    text = meta.get(SENT_AT_HEADER)
+    if text is None:
+        return None
+    try:
+        return datetime.fromtimestamp(header_epoch(str(text)), UTC)
+    except (Invalid, OverflowError, OSError, ValueError) as error:
+        raise BodyError(f"invalid X-Sent-At header: {error}") from None
+
+
 def accept(meta: Mapping[str, object], read: Callable[[int], bytes], app: Application) -> Answer:
     """Store the body raw (one insert) and answer 202, or say why it cannot be taken."""
     limit = settings.SWITCHBOARD["MAX_BODY_BYTES"]
     content_type = str(meta.get("CONTENT_TYPE", ""))
     content_encoding = str(meta.get("HTTP_CONTENT_ENCODING", ""))
     try:
+        sent_at = send_time_header(meta)
         raw = read_body(meta, read, limit)
         records = count_records(decode_body(raw, content_encoding, limit), content_type)
     except BodyError as error:
         return error.status, {"detail": str(error)}, {}
-    batch = receive_batch(app, raw, content_type, content_encoding, records)
+    batch = receive_batch(app, raw, content_type, content_encoding, records, sent_at)
     status_url = f"{BATCHES_URL}{batch.pk}/"
     data = {"batch_id": batch.pk, "records": records, "status": batch.status, "status_url": status_url}
     return 202, data, {"Location": status_url}

@@ -130,6 +130,9 @@ class RawBatch(models.Model):
     rejected = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # The client's send time for the whole body (the `X-Sent-At` header, in its clock): its
+    # records are placed by `created_at`, the receive time (events/clock.py). NULL: not sent.
+    sent_at = models.DateTimeField(null=True, blank=True)
     # When a worker last took it: a claim older than PROCESSING_TIMEOUT_SECONDS is taken
     # for lost with its worker (ingest/batches.py). Workers are woken, not sent batches, so
     # there is no "enqueued" time to keep (import ranges have one: ImportRange).

@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 
-from events.registry import Invalid, NormalizedEvent, normalize
+from events.clock import Receipt, normalize
+from events.registry import Invalid, NormalizedEvent
 from ingest.framing import Broken, RawRecord, oversize_reason
 
 # PostgreSQL text and jsonb cannot hold NUL, so such a record could never be stored.
@@ -151,11 +152,15 @@ def too_deep(raw: bytes, value: object, limit: int | None = None) -> str | None:
     return None
 
 
-def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chunk:
-    """Validate raw records into `chunk`; blank lines are skipped, not rejected."""
+def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float, receipt: Receipt | None = None) -> Chunk:
+    """Validate raw records into `chunk`; blank lines are skipped, not rejected.
+
+    `receipt`: an API batch's receive time (and send time), by which records with a send
+    time are placed (events/clock.py); without it (imports), timestamps are taken as given."""
     limits = settings.SWITCHBOARD
     max_record = limits["MAX_RECORD_BYTES"]
     tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
+    skew_tolerance = limits["CLOCK_SKEW_TOLERANCE_SECONDS"]
     nesting = limits["MAX_NESTING"]
     events, reject = chunk.events, chunk.reject
     for line, raw, end in records:
@@ -179,7 +184,7 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
             value = orjson.loads(raw)
             if reason := too_deep(raw, value, nesting):
                 raise Invalid(reason)
-            event = normalize(value, now, tolerance)
+            event = normalize(value, now, tolerance, receipt, skew_tolerance)
         except orjson.JSONDecodeError as error:
             reject(line, json_error_reason(error), raw)
         except Invalid as error:
@@ -190,10 +195,11 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float) -> Chu
     return chunk
 
 
-def validate_values(values: list[object], now: float) -> Chunk:
+def validate_values(values: list[object], now: float, receipt: Receipt | None = None) -> Chunk:
     """Validate already-decoded JSON values (a JSON request body); line = position."""
     chunk = Chunk(first_line=1 if values else 0, last_line=len(values))
     tolerance = settings.SWITCHBOARD["FUTURE_TOLERANCE_SECONDS"]
+    skew_tolerance = settings.SWITCHBOARD["CLOCK_SKEW_TOLERANCE_SECONDS"]
     for line, value in enumerate(values, start=1):
         raw = orjson.dumps(value)
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
@@ -202,7 +208,7 @@ def validate_values(values: list[object], now: float) -> Chunk:
         try:
             if reason := too_deep(raw, value):
                 raise Invalid(reason)
-            event = normalize(value, now, tolerance)
+            event = normalize(value, now, tolerance, receipt, skew_tolerance)
         except Invalid as error:
             chunk.reject(line, str(error), raw)
         else:

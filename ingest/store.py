@@ -28,7 +28,7 @@ logger = logging.getLogger(__name__)
 
 EVENT_COLUMNS = (
     "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw",
-    "batch_id", "line",
+    "batch_id", "line", "client_timestamp",
 )  # fmt: skip
 COPY_THRESHOLD = 2000  # rows; below it multi-row INSERTs are as fast as COPY
 
@@ -44,6 +44,7 @@ def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
     return (
         event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor,
         event.ts, event.online, (event.payload_json or orjson.dumps(event.payload)).decode(), batch_id, line,
+        event.client_ts,
     )  # fmt: skip
 
 

@@ -9,7 +9,7 @@ import orjson
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiResponse, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework import status
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
@@ -51,6 +51,16 @@ class PostEventsMixin:
             "on a server that de-chunks: gunicorn). Only the framing is checked here; events are validated "
             "by a worker. Poll `status_url` for the outcome."
         ),
+        parameters=[
+            OpenApiParameter(
+                "X-Sent-At",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="When the client sent this request, by the clock that stamped its events (epoch "
+                "seconds or ISO 8601): records without their own `sentAt` are placed at "
+                "`received_at - (X-Sent-At - timestamp)`. Unreadable: 400.",
+            )
+        ],
         request={
             "application/json": OpenApiTypes.OBJECT,
             "application/x-ndjson": OpenApiTypes.STR,

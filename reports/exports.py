@@ -19,11 +19,14 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
+import orjson
 from django.db.models import Model, QuerySet
 from django.http import StreamingHttpResponse
 
 from events.models import Event
-from events.registry import printable
+from events.registry import RECEIVED_AT, SENT_AT, printable
+from ingest.batches import API_SOURCE
+from ingest.models import RawBatch
 from reports.room_summary import RoomRow
 from reports.serializers import iso_utc
 from reports.site_summary import SiteRow
@@ -104,8 +107,12 @@ class Columns:
 
 
 # The same fields as the event list's JSON (reports.serializers.EventSerializer); payload as received.
+EVENT_HEADER = (
+    "id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "client_epoch", "online",
+    "payload",
+)  # fmt: skip
 EVENT_COLUMNS = Columns(
-    ("id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "online", "payload"),
+    EVENT_HEADER,
     lambda e: (
         e.uid,
         e.family,
@@ -116,6 +123,7 @@ EVENT_COLUMNS = Columns(
         e.actor,
         iso_utc(e.ts),
         e.ts,
+        e.client_timestamp,
         e.online,
         one_line(e.raw),
     ),
@@ -157,6 +165,43 @@ def one_line(raw: str) -> str:
 
 
 def records(events: QuerySet[Event]) -> Iterator[str]:
-    """The stored records of `events` as NDJSON lines (with their newline), oldest first."""
-    for event in keyset(events.only("ts", "raw")):
-        yield one_line(event.raw) + "\n"
+    """The stored records of `events` as NDJSON lines (with their newline), oldest first.
+
+    A record placed by its API batch's receive time (`client_timestamp` set) also gets the
+    times it was placed by, `receivedAt` (and its batch's `sentAt` when it had none of its
+    own), so that `import_jsonl` places it at the same time (events/clock.py)."""
+    page: list[Event] = []
+    for event in keyset(events.only("ts", "raw", "client_timestamp", "batch_id")):
+        page.append(event)
+        if len(page) == FETCH_ROWS:
+            yield from _lines(page)
+            page = []
+    yield from _lines(page)
+
+
+def _lines(events: list[Event]) -> Iterator[str]:
+    placed = {e.batch_id for e in events if e.client_timestamp is not None}
+    receipts = {
+        pk: (created.timestamp(), None if sent is None else sent.timestamp())
+        for pk, created, sent in RawBatch.objects.filter(pk__in=placed, source=API_SOURCE).values_list(
+            "pk", "created_at", "sent_at"
+        )
+    }
+    for event in events:
+        raw = event.raw
+        if event.client_timestamp is not None and event.batch_id in receipts:
+            raw = with_receipt(raw, *receipts[event.batch_id])
+        yield one_line(raw) + "\n"
+
+
+def with_receipt(raw: str, received_at: float, batch_sent_at: float | None) -> str:
+    """The record's text with the receive time (and the batch's send time, if the record has
+    none) added as its last members; the rest of the text as received."""
+    record = orjson.loads(raw)
+    if record.get(RECEIVED_AT) is not None:
+        return raw
+    added = f'"{RECEIVED_AT}":{received_at!r}'
+    if record.get(SENT_AT) is None and batch_sent_at is not None:
+        added += f',"{SENT_AT}":{batch_sent_at!r}'
+    text = raw.rstrip()
+    return f"{text[:-1]},{added}}}"  # a stored record is a non-empty JSON object: it ends with "}"

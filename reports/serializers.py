@@ -69,9 +69,18 @@ class EventSerializer(serializers.ModelSerializer):
     site = serializers.CharField(source="site_id")
     time = IsoTimeField(source="ts", help_text="The event's timestamp in UTC.")
     epoch = serializers.FloatField(source="ts", help_text="The same timestamp in epoch seconds.")
+    client_epoch = serializers.FloatField(
+        source="client_timestamp",
+        allow_null=True,
+        help_text="The timestamp as the client sent it (epoch seconds) when `time` was corrected for the "
+        "client's clock by its send time (`sentAt` or `X-Sent-At`); null when taken as given.",
+    )
     payload = serializers.JSONField(help_text="The record as received.")
 
     class Meta:
         model = Event
-        fields = ["id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "online", "payload"]
+        fields = [
+            "id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "client_epoch", "online",
+            "payload",
+        ]  # fmt: skip
         read_only_fields = fields

@@ -23,6 +23,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 FUTURE_TOLERANCE = 300.0  # "more than 5 minutes ahead of the server clock"
+CLOCK_AHEAD_LIMIT = 23 * 3600.0  # SPEC §10: "a timestamp more than 23 h in the future is refused"
+# House rule (docs/event-types.md): a send time this close to the receive time is mostly transit.
+SKEW_TOLERANCE = 10.0
 BOM = b"\xef\xbb\xbf"
 
 
@@ -118,6 +121,25 @@ def check(record: object, now: float) -> ChatEvent:
     if "," in site:
         raise Rejected("site_id holds a comma")
     return ChatEvent(uid=uid, kind=kind, site=site, actor=actor, ts=ts, online=online)
+
+
+def placed(record: dict, received_at: float, batch_sent_at: float | None = None) -> dict:
+    """SPEC §10 for a chat record received at `received_at`: with a send time (its own
+    `sentAt`, epoch seconds here, else the batch's) a copy placed at
+    `received_at - (sentAt - timestamp)`; without one, or one within SKEW_TOLERANCE of the
+    receipt, the record as it is. A client clock more than 23 h ahead is refused; the future
+    rule is then `check`'s, on the placed time."""
+    sent = record.get("sentAt", batch_sent_at)
+    if sent is None:
+        return record
+    ts = record.get("timestamp")
+    if not _is_number(sent) or sent < 0 or not _is_number(ts):
+        raise Rejected("sentAt or timestamp")
+    if abs(sent - received_at) <= SKEW_TOLERANCE:
+        return record
+    if sent - received_at > CLOCK_AHEAD_LIMIT or ts - received_at > CLOCK_AHEAD_LIMIT:
+        raise Rejected("more than 23 h ahead")
+    return {**record, "timestamp": received_at - (sent - ts)}
 
 
 def _no_constants(name: str) -> object:

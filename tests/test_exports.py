@@ -117,6 +117,7 @@ def test_event_csv_columns_are_the_json_fields(analyst, data):
         "actor",
         "time",
         "epoch",
+        "client_epoch",
         "online",
         "payload",
     ]

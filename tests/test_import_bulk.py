@@ -378,16 +378,17 @@ def test_a_site_foreign_key_saved_before_it_was_dropped_is_not_built_again():
         assert site_foreign_keys(cursor) == {}
 
 
+@pytest.mark.parametrize("client_ts", [None, 0.25])  # a timestamp corrected for its client's clock
 @pytest.mark.parametrize("online", [None, True, False])
 @pytest.mark.parametrize(
     ("actor", "message"),
     [("v1", "plain"), ("v1", 'a "quote", a \\ and a\ttab'), ("v\\1", "plain"), ("v\t1", "plain"), ("v1", "line\r\n")],
 )
-def test_a_copy_row_escapes_what_copy_text_escapes(online, actor, message):
+def test_a_copy_row_escapes_what_copy_text_escapes(online, actor, message, client_ts):
     """The COPY row of the fast path (no field to escape) is the escaped row, field by field."""
     record = {"id": "m1", "from": actor, "site_id": "s1", "data": {"message": message}, "timestamp": 1.5}
-    event = NormalizedEvent("m1", "chat", "message", "s1", 1.5, record, actor=actor, online=online)
+    event = NormalizedEvent("m1", "chat", "message", "s1", 1.5, record, actor=actor, online=online, client_ts=client_ts)
     event.payload_json = orjson.dumps(record)
-    fields = ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, event.payload_json.decode(), 7)
+    fields = ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, client_ts, event.payload_json.decode(), 7)
 
     assert loader._copy_line(event, 7) == "\t".join(map(copy_text, fields)) + "\n"

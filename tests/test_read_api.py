@@ -30,7 +30,9 @@ from reports.models import SiteSummary
 pytestmark = pytest.mark.django_db
 
 CHAT_FILES = ["small", "mixed", "edge", "external_small", "external_bad"]
-EVENT_KEYS = {"id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "online", "payload"}
+EVENT_KEYS = {
+    "id", "family", "type", "category", "site", "session", "actor", "time", "epoch", "client_epoch", "online", "payload"
+}  # fmt: skip
 TIE_TS = 1_500_000_000
 TIES = 1200  # more events in one second than DRF's cursor offset cutoff (1000)
 
@@ -336,6 +338,7 @@ class TestEvents:
             "actor": record["from"],
             "time": iso(record["timestamp"]),
             "epoch": float(record["timestamp"]),
+            "client_epoch": None,  # sent without a send time: taken as given
             "online": record["data"]["status"] == "online",
             "payload": record,
         }

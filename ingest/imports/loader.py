@@ -45,7 +45,10 @@ NO_BLOCKS = Blocks()
 PR_SET_PDEATHSIG = 1
 
 # The columns a chunk brings; `batch_id` is added when it is stored.
-COLUMNS = ("uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "raw", "line")
+COLUMNS = (
+    "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "client_timestamp", "raw",
+    "line",
+)  # fmt: skip
 _NAMES = ", ".join(COLUMNS)
 # COPY text escapes, as events.db.copy_text writes them.
 _COPY_ESCAPE = re.compile(r"\\(.)")
@@ -120,13 +123,14 @@ TABS_PER_LINE = len(COLUMNS) - 1
 def _copy_line(event: NormalizedEvent, line: int) -> str:
     """One row in COPY text format; fields are escaped only when they need it (rarely)."""
     raw = event.payload_json.decode()  # type: ignore[union-attr]  # always set by validation
+    client = "\\N" if event.client_ts is None else repr(event.client_ts)
     text = (
         f"{event.uid}\t{event.family}\t{event.kind}\t{event.category}\t{event.site}\t{event.session}"
-        f"\t{event.actor}\t{event.ts!r}\t{ONLINE_TEXT[event.online]}\t{raw}\t{line}\n"
+        f"\t{event.actor}\t{event.ts!r}\t{ONLINE_TEXT[event.online]}\t{client}\t{raw}\t{line}\n"
     )
-    # No field held a tab, newline, carriage return or backslash (but the NULL marker's own,
-    # `\N`, the online column of nearly every record): nothing to escape.
-    backslashes = 1 if event.online is None else 0
+    # No field held a tab, newline, carriage return or backslash (but the NULL markers' own,
+    # `\N`, the online and client timestamp columns of nearly every record): nothing to escape.
+    backslashes = (event.online is None) + (event.client_ts is None)
     if (
         text.count("\\") == backslashes
         and "\r" not in text
@@ -136,7 +140,7 @@ def _copy_line(event: NormalizedEvent, line: int) -> str:
         return text
     texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
     online = ONLINE_TEXT[event.online]
-    return "\t".join(map(copy_text, texts)) + f"\t{event.ts!r}\t{online}\t{copy_text(raw)}\t{line}\n"
+    return "\t".join(map(copy_text, texts)) + f"\t{event.ts!r}\t{online}\t{client}\t{copy_text(raw)}\t{line}\n"
 
 
 def prepare(
@@ -181,7 +185,7 @@ def prepare(
 def _row(event: NormalizedEvent, line: int) -> tuple:
     raw = event.payload_json.decode()  # type: ignore[union-attr]
     return (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor,
-            event.ts, event.online, raw, line)  # fmt: skip
+            event.ts, event.online, event.client_ts, raw, line)  # fmt: skip
 
 
 # -- the pipeline ----------------------------------------------------------------

@@ -24,6 +24,7 @@ import json
 import random
 import re
 import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -37,6 +38,18 @@ USER_AGENT = f"switchboard-client/{__version__}"
 # The server's 413 detail, when it names its records limit (ingest/body.py).
 RECORDS_LIMIT = re.compile(r"more than (\d+) records")
 T = TypeVar("T")
+# This machine's clock when a request leaves: the server corrects the events' timestamps
+# by it for this clock's skew (its docs/event-types.md, "Client clocks").
+SENT_AT_HEADER = "X-Sent-At"
+
+
+def send_time() -> float:
+    return time.time()
+
+
+def stamp_send_time(request: urllib.request.Request) -> None:
+    """Set the send time of this attempt: a retry is stamped anew, the body stays the same."""
+    request.add_header(SENT_AT_HEADER, f"{send_time():.6f}")
 
 
 class Rejected(Exception):
@@ -137,18 +150,22 @@ class Transport:
     opener: urllib.request.OpenerDirector = field(default_factory=lambda: urllib.request.build_opener(NoRedirects))
 
     def post_ndjson(self, body: bytes) -> dict:
-        """Post one NDJSON body (retried as needed); returns the server's 202 answer."""
-        return self.post_events(body, "application/x-ndjson")
+        """Post one NDJSON body of events stamped by this machine's clock (retried as needed);
+        returns the server's 202 answer."""
+        return self.post_events(body, "application/x-ndjson", stamped=True)
 
-    def post_events(self, body: bytes, content_type: str) -> dict:
-        """Post one body of events: NDJSON, or JSON (an object or an array)."""
+    def post_events(self, body: bytes, content_type: str, stamped: bool = False) -> dict:
+        """Post one body of events: NDJSON, or JSON (an object or an array). `stamped`: their
+        timestamps come from this machine's clock, so each attempt tells its send time."""
         headers = {"Content-Type": content_type}
         if self.gzip:
             body = gzip.compress(body, compresslevel=6)
             headers["Content-Encoding"] = "gzip"
-        return self.request("POST", "/api/events/", body, headers)
+        return self.request("POST", "/api/events/", body, headers, stamped=stamped)
 
-    def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None) -> dict:
+    def request(
+        self, method: str, path: str, body: bytes | None = None, headers: dict | None = None, stamped: bool = False
+    ) -> dict:
         headers = {
             "Authorization": f"Api-Key {self.api_key}",
             "Accept": "application/json",
@@ -161,6 +178,8 @@ class Transport:
             retry_after = None
             if self.cancel.is_set():
                 raise Cancelled(f"{method} {path} given up on")
+            if stamped:
+                stamp_send_time(request)
             try:
                 with self.opener.open(request, timeout=self.timeout) as response:
                     return json.loads(response.read())
