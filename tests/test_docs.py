@@ -154,9 +154,9 @@ def references(doc: str, markdown: str | None = None) -> Finder:
     fences, spans = code_of(markdown)
     for line in markdown.splitlines():  # a `::test` after a `tests/x.py::test` in a line is x.py's too
         module = None
-        for match in re.finditer(r"`(?:tests/)?(test_\w+\.py)?::(\w+)", line):
+        for match in re.finditer(r"`(?:tests/)?(test_\w+\.py)?::(\w+)(?:::(\w+))?", line):
             module = match.group(1) or module
-            finder.test(module, match.group(2))
+            finder.test(module, match.group(3) or match.group(2))  # a method: `x.py::TestClass::test_y`
     # Not other languages' fences: they show code to write (`# events/sensor.py`), not commands.
     texts = [(text, True) for text in spans] + [(text, False) for lang, text in fences if lang in SHELL_FENCES]
     for text, inline in texts:
