@@ -11,6 +11,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from monitoring.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -77,7 +79,7 @@ if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
     # Load balancers and local probes may ask over plain HTTP.
-    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
@@ -112,9 +114,11 @@ INSTALLED_APPS = [
     "events",
     "ingest",
     "reports",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
+    "monitoring.middleware.request_metrics",  # first: times and counts every answer (the fast path counts its own)
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -333,9 +337,8 @@ SWITCHBOARD = {
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-}
+# Plain text by default; LOG_FORMAT=json: one JSON object per line (monitoring/logs.py).
+LOGGING = logging_config(os.environ.get("LOG_FORMAT", "text").strip().lower(), os.environ.get("LOG_LEVEL", "WARNING"))
+# /metrics (monitoring/exposition.py): with a token, only `Authorization: Bearer <token>`;
+# without one, only requests made on this machine (loopback, not through a proxy).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import json_not_found, json_server_error
+from monitoring.views import metrics_view
 from reports.admin_dashboard import dashboard_view
 
 urlpatterns = [
@@ -12,6 +13,7 @@ urlpatterns = [
     path("api/", include("reports.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 handler404 = json_not_found
