@@ -338,7 +338,8 @@ SWITCHBOARD = {
 }
 
 # Plain text by default; LOG_FORMAT=json: one JSON object per line (monitoring/logs.py).
-LOGGING = logging_config((os.environ.get("LOG_FORMAT") or "text").strip().lower(), os.environ.get("LOG_LEVEL", "WARNING"))
+LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
+LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "WARNING"))
 # /metrics (monitoring/exposition.py): with a token, only `Authorization: Bearer <token>`;
 # without one, only requests made on this machine (loopback, not through a proxy).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")
