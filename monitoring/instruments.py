@@ -37,7 +37,6 @@ events_received = Counter(
     "Records accepted into the outbox (answered 202), by client app",
     ["app"],
 )
-batches_received = Counter("switchboard_batches_received", "Request bodies accepted into the outbox (202)", ["app"])
 
 events_stored = Counter(
     "switchboard_events_stored", "New events stored, by API batches and imports, by family", ["family"]
