@@ -278,3 +278,25 @@ def test_the_log_format_is_checked():
     )  # fmt: skip
     assert done.returncode != 0
     assert "LOG_FORMAT must be 'text' (the default) or 'json', not 'xml'" in done.stderr
+
+
+def test_the_outbox_gauges_read_partial_indexes_not_the_batch_table(client, app):
+    """Each gauge query on the batch table can be answered from the partial index on unfinished or
+    failed batches (the planner is told to avoid table scans where it can, to prove the index fits)."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    receive_batch(app, ndjson(chat("i1")), "application/x-ndjson", "", 1)
+    with CaptureQueriesContext(connection) as queries:
+        assert scrape(client)[0] == 200
+    on_batches = [q["sql"] for q in queries.captured_queries if '"ingest_rawbatch"' in q["sql"]]
+    assert len(on_batches) == 2
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute("SET LOCAL enable_seqscan = off")
+        for sql in on_batches:
+            explain = "EXPLAIN QUERY PLAN " if connection.vendor == "sqlite" else "EXPLAIN "
+            cursor.execute(explain + sql)
+            plan = " ".join(str(row) for row in cursor.fetchall())
+            assert "rawbatch_pending" in plan or "rawbatch_failed" in plan, plan
+            assert "Seq Scan" not in plan, plan
