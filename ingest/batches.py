@@ -23,7 +23,6 @@ retried only by `manage.py retry_failed`.
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -42,8 +41,6 @@ from ingest.records import Chunk, validate_into
 from ingest.site_access import reject_sites_not_allowed
 from ingest.store import StoreResult, finish_batch, store_group
 from monitoring import recording
-
-logger = logging.getLogger(__name__)
 
 API_SOURCE = "api"
 CANDIDATES = 500  # rows looked at per claim
