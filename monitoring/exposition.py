@@ -12,6 +12,7 @@ import hmac
 import ipaddress
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, make_wsgi_app, multiprocess
@@ -43,13 +44,25 @@ def _loopback(address: object) -> bool:
         return False
 
 
+class _FoldAwareCollector(multiprocess.MultiProcessCollector):
+    """Reads the files while no ended process's counts are being folded into another's."""
+
+    def __init__(self, registry: CollectorRegistry, path: Path) -> None:
+        super().__init__(registry, path=str(path))
+        self._directory = path
+
+    def collect(self) -> list:
+        with multiproc.locked(self._directory, exclusive=False):
+            return list(super().collect())
+
+
 def process_registry() -> CollectorRegistry:
     """The counters of every process of PROMETHEUS_MULTIPROC_DIR, added up; without it, this process's."""
     path = multiproc.directory()
     if path is None:
         return REGISTRY
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(path))
+    _FoldAwareCollector(registry, path)
     return registry
 
 

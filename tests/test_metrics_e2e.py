@@ -127,3 +127,20 @@ def test_the_backlog_gauge_follows_a_stopped_worker(metrics_stack, app_key):
         lambda: total(scrape(metrics_stack), "switchboard_outbox_backlog_batches") == 0, 120, "the backlog drained"
     )
     assert total(scrape(metrics_stack), "switchboard_outbox_oldest_pending_seconds") == 0
+
+
+def test_workers_replaced_by_max_requests_keep_their_counts_and_leave_no_files(metrics_stack, app_key):
+    """gunicorn's master adds an exiting worker's counts to its own file: the totals stay exact
+    and the directory (what a scrape reads) does not grow with every replaced worker."""
+    n = 60
+    metrics_stack.start_web(workers=3, deploy_config=True, extra=("--max-requests", "8", "--max-requests-jitter", "0"))
+    post_each(metrics_stack, app_key, [chat_line(i) for i in range(n)])
+
+    text = scrape(metrics_stack)
+    assert total(text, "switchboard_events_received_total") == n
+    assert total(text, "switchboard_http_requests_total", **ROUTE) == n
+    booted = metrics_stack.log("web.log").count("Booting worker")
+    assert booted >= 3 + 3  # workers were replaced (each after 8 requests)
+    directory = metrics_stack.env["PROMETHEUS_MULTIPROC_DIR"]
+    pids = {name.rsplit("_", 1)[-1] for name in os.listdir(directory) if name.endswith(".db")}
+    assert len(pids) <= 3 + 1, sorted(os.listdir(directory))  # the live workers' and the master's

@@ -22,7 +22,7 @@ accesslog = os.environ.get("ACCESS_LOG") or None
 # them up. The service manager gives a fresh directory (systemd's RuntimeDirectory, a tmpfs
 # in compose, var/metrics in `make run`); without one, a temporary directory of this server's.
 # At start the files of processes that are gone are removed; a worker that exits is marked
-# dead (its counters stay in the totals).
+# dead and its counters are added to the master's file (they stay in the totals).
 _own_metrics_dir = not os.environ.get("PROMETHEUS_MULTIPROC_DIR")
 if _own_metrics_dir:
     import tempfile
@@ -48,7 +48,9 @@ def on_exit(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
     from monitoring.multiproc import process_ended
 
-    process_ended(worker.pid)
+    # Its counts join the master's file (the master counts nothing itself): the directory holds
+    # one set of files per live worker, however many workers max_requests has replaced.
+    process_ended(worker.pid, fold_into_owner=os.getpid())
 
 
 # LOG_FORMAT=json: gunicorn's own lines (start, worker exits, access log) as JSON too.
