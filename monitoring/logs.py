@@ -30,13 +30,15 @@ def request_id(environ: Mapping[str, object]) -> str:
     return given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
 
 
-def bind_request_id(value: str) -> contextvars.Token:
-    """Log records made while this request is served carry `request_id` (RequestIdFilter)."""
-    return _request_id.set(value)
+def bind_request_id(value: str) -> None:
+    """Log records made while this request is served carry `request_id` (RequestIdFilter), up to
+    Django's own line about its status, logged after the middleware returned."""
+    _request_id.set(value)
 
 
-def unbind_request_id(token: contextvars.Token) -> None:
-    _request_id.reset(token)
+def clear_request_id(**kwargs: object) -> None:
+    """The request is finished (Django's request_finished signal)."""
+    _request_id.set("")
 
 
 class RequestIdFilter(logging.Filter):

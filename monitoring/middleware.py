@@ -18,11 +18,8 @@ UNMATCHED = "unmatched"  # no URL pattern: 404s, and static files answered befor
 def request_metrics(get_response: Callable[[HttpRequest], HttpResponse]) -> Callable[[HttpRequest], HttpResponse]:
     def middleware(request: HttpRequest) -> HttpResponse:
         started = time.perf_counter()
-        token = logs.bind_request_id(logs.request_id(request.META))
-        try:
-            response = get_response(request)
-        finally:
-            logs.unbind_request_id(token)
+        logs.bind_request_id(logs.request_id(request.META))  # cleared when the request finishes
+        response = get_response(request)
         match = request.resolver_match
         route = match.route if match is not None and match.route else UNMATCHED
         recording.request_answered(route, response.status_code, time.perf_counter() - started)

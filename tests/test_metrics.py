@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import logging
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -300,3 +301,21 @@ def test_the_outbox_gauges_read_partial_indexes_not_the_batch_table(client, app)
             plan = " ".join(str(row) for row in cursor.fetchall())
             assert "rawbatch_pending" in plan or "rawbatch_failed" in plan, plan
             assert "Seq Scan" not in plan, plan
+
+
+def test_a_request_django_answers_with_an_error_logs_its_request_id(client):
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestIdFilter())
+    logger = logging.getLogger("django.request")
+    logger.addHandler(handler)
+    try:
+        assert client.get("/api/nothing-here/", HTTP_X_REQUEST_ID="req-0815").status_code == 404
+        assert client.get("/api/nothing-either/").status_code == 404
+    finally:
+        logger.removeHandler(handler)
+
+    first, second = json_lines(stream.getvalue())
+    assert (first["request_id"], first["status_code"], first["path"]) == ("req-0815", 404, "/api/nothing-here/")
+    assert re.fullmatch(r"[0-9a-f]{32}", second["request_id"])  # none given: a new one
