@@ -22,7 +22,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 run: $(STAMP)
 	$(BIN)/python manage.py migrate --noinput
 	$(BIN)/python manage.py collectstatic --noinput -v0
-	@echo "Switchboard on http://127.0.0.1:$${PORT:-8000}/  (admin: /admin/, API docs: /api/docs/)"
+	@echo "Switchboard on http://127.0.0.1:$${PORT:-8000}/  (admin: /admin/, API docs: /api/docs/, Prometheus metrics: /metrics)"
 	@echo "  key for a client app:  $(BIN)/python manage.py create_app my-site"
 	@echo "  post an event:         curl -X POST http://127.0.0.1:$${PORT:-8000}/api/events/ -H 'Authorization: Api-Key <key>' \\"
 	@echo "                           -H 'Content-Type: application/json' -d '{\"id\":\"m1\",\"type\":\"message\",\"from\":\"v1\",\"site_id\":\"demo\",\"data\":{\"message\":\"hi\"},\"timestamp\":'$$(date +%s)'}'"

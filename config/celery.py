@@ -2,7 +2,11 @@ import os
 
 from celery import Celery
 
+from monitoring import worker as worker_metrics  # connects the workers' metrics signals
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
+    worker_metrics.use_django_logging()
 
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")

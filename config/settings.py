@@ -13,6 +13,8 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from monitoring.logs import logging_config
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 
@@ -114,7 +116,7 @@ if PRODUCTION:
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SECURE_SSL_REDIRECT = True
     # Load balancers and local probes may ask over plain HTTP.
-    SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+    SECURE_REDIRECT_EXEMPT = [r"^api/health/$", r"^metrics$"]
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True
     SECURE_HSTS_SECONDS = env_int("SECURE_HSTS_SECONDS", 31_536_000)
@@ -148,9 +150,11 @@ INSTALLED_APPS = [
     "ingest",
     "reports",
     "events.privacy",
+    "monitoring",
 ]
 
 MIDDLEWARE = [
+    "monitoring.middleware.request_metrics",  # first: times and counts every answer (the fast path counts its own)
     "django.middleware.security.SecurityMiddleware",
     "config.hostile.refuse_nul_characters",  # a NUL in a path or query: 400, not a database error
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -380,9 +384,9 @@ SWITCHBOARD = {
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
 }
 
-LOGGING = {
-    "version": 1,
-    "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "WARNING")},
-}
+# Plain text by default; LOG_FORMAT=json: one JSON object per line (monitoring/logs.py).
+LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
+LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "WARNING"))
+# /metrics (monitoring/exposition.py): with a token, only `Authorization: Bearer <token>`;
+# without one, only requests made on this machine (loopback, not through a proxy).
+METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

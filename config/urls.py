@@ -4,6 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import json_not_found, json_server_error
 from config.hostile import bound_date_hierarchies
+from monitoring.views import metrics_view
 from reports.admin_dashboard import dashboard_view
 
 urlpatterns = [
@@ -14,6 +15,7 @@ urlpatterns = [
     path("api/", include("events.privacy.urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
+    path("metrics", metrics_view, name="metrics"),
 ]
 
 bound_date_hierarchies(admin.site)

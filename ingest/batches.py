@@ -23,7 +23,6 @@ retried only by `manage.py retry_failed`.
 from __future__ import annotations
 
 import functools
-import logging
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -41,9 +40,8 @@ from ingest.collector import collector_paused
 from ingest.models import Application, RawBatch
 from ingest.records import Chunk, validate_into, whole_record_limit
 from ingest.site_access import reject_sites_not_allowed
-from ingest.store import finish_batch, store_group
-
-logger = logging.getLogger(__name__)
+from ingest.store import StoreResult, finish_batch, store_group
+from monitoring import recording
 
 API_SOURCE = "api"
 CANDIDATES = 500  # rows looked at per claim
@@ -205,7 +203,7 @@ def _give_up(pk: int, attempts: int, last_error: str, now: datetime) -> None:
         processed_at=now,
         last_error=f"gave up after {attempts} attempts; last: {reason}"[:ERROR_LENGTH],
     )
-    logger.error("batch %s failed after %s attempts: %s", pk, attempts, reason)
+    recording.batch_error(pk, f"gave up after {attempts} attempts: {reason}", final=True)
 
 
 # -- processing ----------------------------------------------------------------
@@ -236,16 +234,16 @@ def _process_group(batch_ids: list[int]) -> GroupOutcome:
         except Exception as error:  # a bug or a body that no longer decodes: that batch alone
             _record_failure(batch.pk, error)
             failed += 1
-    done, store_failed = _store_isolating(items)
+    done, store_failed = _store_isolating(items, group=min(batch_ids))
     return GroupOutcome(done, failed + store_failed)
 
 
-def _store_isolating(items: list[tuple[RawBatch, Chunk]]) -> tuple[int, int]:
+def _store_isolating(items: list[tuple[RawBatch, Chunk]], group: int) -> tuple[int, int]:
     """Store the group; if it fails, halve it until the failing batches are alone."""
     if not items:
         return 0, 0
     try:
-        return _store(items), 0
+        return _store(items, group), 0
     except Exception as error:
         if not connection.is_usable():
             raise  # the database is gone, not a batch's fault: the claims expire and are taken again
@@ -253,12 +251,12 @@ def _store_isolating(items: list[tuple[RawBatch, Chunk]]) -> tuple[int, int]:
             _record_failure(items[0][0].pk, error)
             return 0, 1
     middle = len(items) // 2
-    left = _store_isolating(items[:middle])
-    right = _store_isolating(items[middle:])
+    left = _store_isolating(items[:middle], group)
+    right = _store_isolating(items[middle:], group)
     return left[0] + right[0], left[1] + right[1]
 
 
-def _store(items: list[tuple[RawBatch, Chunk]]) -> int:
+def _store(items: list[tuple[RawBatch, Chunk]], group: int) -> int:
     with transaction.atomic():
         # Locked in id order (no deadlocks between groups); one finished meanwhile is skipped.
         mine = set(
@@ -278,13 +276,22 @@ def _store(items: list[tuple[RawBatch, Chunk]]) -> int:
              "processed_at", "last_error"],
             finished,
         )  # fmt: skip
+    for batch, result in zip(finished, results, strict=True):  # committed: count them
+        _record_stored(batch, result, group)
     return len(finished)
+
+
+def _record_stored(batch: RawBatch, result: StoreResult, group: int) -> None:
+    recording.batch_stored(
+        batch_id=batch.pk, group=group, created_at=batch.created_at, processed_at=batch.processed_at,
+        records=batch.record_count, families=result.families, duplicates=result.duplicates, rules=result.rules,
+    )  # fmt: skip
 
 
 def _record_failure(batch_id: int, error: BaseException) -> None:
     """Back to pending with the error, to be retried (alone) after RETRY_DELAY_SECONDS."""
     message = f"{type(error).__name__}: {error}".strip()[:ERROR_LENGTH]
-    logger.warning("batch %s failed: %s", batch_id, message)
+    recording.batch_error(batch_id, message, final=False)
     RawBatch.objects.filter(pk=batch_id, status=RawBatch.Status.PROCESSING).update(
         status=RawBatch.Status.PENDING, last_error=message, claimed_at=timezone.now()
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 
@@ -33,12 +34,14 @@ from ingest.batches import receive_batch
 from ingest.body import BodyError, count_records, decode_body
 from ingest.keys import cached_application_for_key
 from ingest.models import Application
+from monitoring import logs, recording
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")
 
 PATH = "/api/events/"
 SENT_AT_HEADER = "HTTP_X_SENT_AT"  # the client's send time of the body (events/clock.py)
+ROUTE = "api/events/"  # the URL pattern Django reports for PATH: one metrics label for both paths
 BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
 Answer = tuple[int, dict, dict[str, str]]  # status, JSON body, extra headers
 REASONS = {202: "Accepted", 400: "Bad Request", 411: "Length Required", 413: "Request Entity Too Large",
@@ -97,6 +100,7 @@ def accept(meta: Mapping[str, object], read: Callable[[int], bytes], app: Applic
     except BodyError as error:
         return error.status, {"detail": str(error)}, {}
     batch = receive_batch(app, raw, content_type, content_encoding, records, sent_at)
+    recording.batch_received(app.name, records)
     status_url = f"{BATCHES_URL}{batch.pk}/"
     data = {"batch_id": batch.pk, "records": records, "status": batch.status, "status_url": status_url}
     return 202, data, {"Location": status_url}
@@ -177,6 +181,7 @@ def wsgi(django_app: Callable) -> Callable:
     def application(environ: dict, start_response: Callable) -> Iterable[bytes]:
         if not _served_here(environ):
             return django_app(environ, start_response)
+        started = time.perf_counter()
         signals.request_started.send(sender=__name__, environ=environ)  # database connection upkeep
         try:
             stream = environ["wsgi.input"]
@@ -191,7 +196,8 @@ def wsgi(django_app: Callable) -> Callable:
             signals.request_finished.send(sender=__name__)
         if status >= 400:  # as Django's handler logs them (django.request)
             log = request_logger.error if status >= 500 else request_logger.warning
-            log("%s: %s", REASONS.get(status, ""), PATH, extra={"status_code": status})
+            extra = {"status_code": status, "method": "POST", "path": PATH, "request_id": logs.request_id(environ)}
+            log("%s: %s", REASONS.get(status, ""), PATH, extra=extra)
         body = orjson.dumps(data)
         start_response(
             f"{status} {REASONS.get(status, '')}",
@@ -202,6 +208,7 @@ def wsgi(django_app: Callable) -> Callable:
                 *security[is_secure(environ)],
             ],
         )
+        recording.request_answered(ROUTE, status, time.perf_counter() - started)
         return [body]
 
     return application

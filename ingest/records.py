@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
@@ -50,6 +51,7 @@ class Chunk:
     # record over MAX_RECORD_BYTES is kept whole only within them (see `rejected`).
     whole_bytes_left: int = field(default_factory=lambda: settings.SWITCHBOARD["MAX_REJECTED_BYTES_PER_BATCH"])
     withheld: int = 0  # records of erased actors moved to the rejections (events/privacy/blocks.py)
+    omitted_rules: Counter[str] = field(default_factory=Counter)  # their `rejection_rule`s (metrics)
 
     @property
     def rejected(self) -> int:
@@ -62,6 +64,7 @@ class Chunk:
     def reject(self, line: int, reason: str, raw: bytes, *, whole: bool = True) -> None:
         if self.max_rejections is not None and len(self.rejections) >= self.max_rejections:
             self.omitted_rejections += 1
+            self.omitted_rules[rejection_rule(reason)] += 1
             return
         record = rejected(line, reason, raw, whole=whole, over_limit=len(raw) <= self.whole_bytes_left)
         if record.complete:
@@ -114,6 +117,30 @@ def reason_rule(reason: str) -> str:
     for pattern, replacement in RULE_PATTERNS:
         reason = pattern.sub(replacement, reason)
     return reason
+
+
+INVALID_JSON_STARTS = ("not valid JSON", "not valid UTF-8", "the stream is not", "unexpected data", "the JSON array")
+# The bounded set of rules a rejection reason falls under, for metrics labels and alerts
+# (`switchboard_records_rejected_total{rule}`): the first whose test matches, else "other".
+REJECTION_RULES: tuple[tuple[str, Callable[[str], bool]], ...] = (
+    ("database_refused", lambda r: r.startswith(REFUSED)),
+    ("too_large", lambda r: r.startswith("record is ") and "over the limit" in r),
+    ("nul_character", lambda r: r == NUL_REASON),
+    ("invalid_json", lambda r: r.startswith(INVALID_JSON_STARTS)),
+    ("not_an_object", lambda r: r.startswith("not a JSON object")),
+    ("too_deep", lambda r: r.startswith("arrays and objects nest deeper")),
+    ("unknown_family", lambda r: r.startswith("matches no event family")),
+    ("future_timestamp", lambda r: r.startswith("timestamp ") and r.endswith("in the future")),
+    ("site_not_allowed", lambda r: r.startswith("site ") and "is not among the sites" in r),
+    ("invalid_stanza", lambda r: r.startswith(("'stanza'", "stanza "))),
+    ("invalid_field", lambda r: r.startswith("'")),
+)  # fmt: skip
+RULE_LABELS = (*(name for name, _ in REJECTION_RULES), "other")
+
+
+def rejection_rule(reason: str) -> str:
+    """Which of RULE_LABELS a rejection reason falls under (a bounded set, unlike `reason_rule`)."""
+    return next((name for name, test in REJECTION_RULES if test(reason)), "other")
 
 
 def json_error_reason(error: orjson.JSONDecodeError) -> str:

@@ -9,8 +9,9 @@ from __future__ import annotations
 import io
 import logging
 import time
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import orjson
 from django.db import DatabaseError, connection, transaction
@@ -22,6 +23,7 @@ from events.privacy import blocks
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, rejected
+from monitoring.recording import count_rejections
 from reports import maintenance
 
 logger = logging.getLogger(__name__)
@@ -38,6 +40,8 @@ class StoreResult:
     accepted: int
     duplicates: int
     rejected: int
+    families: Counter[str] = field(default_factory=Counter)  # the accepted, by family (metrics)
+    rules: Counter[str] = field(default_factory=Counter)  # the rejected, by `rejection_rule` (metrics)
 
 
 def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
@@ -164,10 +168,12 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     new_uids, refused = insert_events_isolating(rows) if rows else (set(), [])
     refused_uids = {row[0]: reason for row, reason in refused}
     accepted = [0] * len(items)
+    families: list[Counter[str]] = [Counter() for _ in items]
     new_events = []
     for uid, (index, _, event) in ordered:
         if uid in new_uids:
             accepted[index] += 1
+            families[index][event.family] += 1
             new_events.append(event)
     if details := [e for e in new_events if e.detail]:
         ids = event_ids([e.uid for e in details])
@@ -187,6 +193,8 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
                 accepted=accepted[index],
                 duplicates=len(chunk.events) - accepted[index] - len(refused_here),
                 rejected=chunk.rejected + len(refused_here),
+                families=families[index],
+                rules=count_rejections((r.reason for r in kept), chunk.omitted_rules),
             )
         )
     Rejection.objects.bulk_create(rejections, batch_size=1000)

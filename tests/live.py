@@ -80,10 +80,14 @@ class LiveStack:
         # A session of its own: killing the group takes the worker's pool children too.
         return subprocess.Popen(args, cwd=REPO, env=self.env, stdout=out, stderr=out, start_new_session=True)
 
-    def start_web(self) -> None:
+    def start_web(self, workers: int = 2, *, deploy_config: bool = False, extra: tuple[str, ...] = ()) -> None:
+        """gunicorn; with `deploy_config`, under contrib/deploy/gunicorn.conf.py (its hooks: metrics)."""
+        config = ["-c", "contrib/deploy/gunicorn.conf.py"] if deploy_config else []
         self.web = self._spawn(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2"], "web.log"
-        )
+            [sys.executable, "-m", "gunicorn", *config, "config.wsgi", "-b", f"127.0.0.1:{self.port}",
+             "-w", str(workers), *extra],
+            "web.log",
+        )  # fmt: skip
         wait_for(self._web_up, 30, "gunicorn to answer")
 
     def _web_up(self) -> bool:

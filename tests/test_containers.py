@@ -15,6 +15,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -80,6 +81,12 @@ def test_compose_starts_everything_in_order_with_health_checks_and_volumes():
     assert mounted == {"pgdata": "/var/lib/postgresql/data", "redisdata": "/data", "beatdata": "/var/lib/switchboard"}
     assert declared == set(mounted)
     assert "--schedule=/var/lib/switchboard/celerybeat-schedule" in services["beat"]["command"]
+    # Metrics: each web and worker container counts into a tmpfs of its own, empty at each start
+    # (pids repeat across containers: a shared directory would mix their files).
+    for name in ("web", "worker"):
+        directory = services[name]["environment"]["PROMETHEUS_MULTIPROC_DIR"]
+        assert services[name]["tmpfs"] == [directory], name
+    assert services["worker"]["environment"]["WORKER_METRICS_PORT"] == "9101"
 
 
 def test_compose_images_are_pinned_and_the_app_is_built_from_the_dockerfile():
@@ -233,9 +240,15 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
     beat_dir.mkdir()
 
     def env_of(name: str) -> dict[str, str]:
-        return service_env(services[name], database_url, broker_env_once)
+        env = service_env(services[name], database_url, broker_env_once)
+        if "PROMETHEUS_MULTIPROC_DIR" in env:  # the container's tmpfs: a directory of this test's
+            env["PROMETHEUS_MULTIPROC_DIR"] = str(tmp_path / f"metrics-{name}")
+        if "WORKER_METRICS_PORT" in env:
+            env["WORKER_METRICS_PORT"] = f"127.0.0.1:{worker_metrics_port}"
+        return env
 
     broker_env_once = broker_env(tmp_path)
+    worker_metrics_port = free_port()
     migrate = subprocess.run(local(services["migrate"]["command"]), cwd=REPO, env=env_of("migrate"),
                              capture_output=True, text=True, timeout=300)  # fmt: skip
     assert migrate.returncode == 0, migrate.stderr
@@ -262,6 +275,10 @@ def test_each_service_command_runs_against_real_services(database_url, tmp_path,
             services["worker"]["healthcheck"]["test"], worker_env, {"celery ": f"{BIN}/celery "}
         )
         assert worker_check.returncode == 0, worker_check.stdout + worker_check.stderr
+        # Each worker container serves its pool's counts on its own port; gunicorn's on /metrics.
+        metrics = urllib.request.Request(f"http://127.0.0.1:{worker_metrics_port}/metrics")
+        with urllib.request.urlopen(metrics, timeout=10) as response:
+            assert b"switchboard_batches_processed_total 1.0" in response.read()
 
         stack.env = env_of("beat")
         beat = stack._spawn(local(beat_command), "beat.log")

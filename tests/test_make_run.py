@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from tests.live import REPO, free_port, wait_for
+from tests.metrics_text import total
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +43,8 @@ def start_make_run(tmp_path: Path, port: int) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL", "REDIS_URL")}
     # The embedded default, with its files in tmp_path instead of the checkout's var/ and db.sqlite3.
     env |= {"PORT": str(port), "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}", "QUEUE_DIR": str(tmp_path / "q"),
-            "BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule")}  # fmt: skip
+            "BEAT_SCHEDULE": str(tmp_path / "celerybeat-schedule"),
+            "PROMETHEUS_MULTIPROC_DIR": str(tmp_path / "metrics")}  # fmt: skip
     return subprocess.Popen(
         ["make", "run"], cwd=REPO, env=env, start_new_session=True,
         stdout=open(tmp_path / "run.log", "wb"), stderr=subprocess.STDOUT,  # noqa: SIM115 - the child holds it
@@ -79,6 +81,11 @@ def post_and_see_processed(port: int, env: dict[str, str]) -> None:
     wait_for(done, 60, "the worker to process the batch")
 
 
+def worker_counts_scraped(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        return total(response.read().decode(), "switchboard_batches_processed_total")
+
+
 def health_answers(port: int, make: subprocess.Popen, log: Path) -> bool:
     assert make.poll() is None, log.read_text()
     try:
@@ -104,6 +111,8 @@ def test_make_run_serves_processes_and_stops_everything(tmp_path, stop):
         assert len(session_members(make.pid)) >= 4  # make, run.sh, gunicorn, the worker (and their children)
         env = {**os.environ, "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}"}
         post_and_see_processed(port, env)
+        # One scrape of the web server shows the worker's counts too: they share one directory (var/metrics by default).
+        wait_for(lambda: worker_counts_scraped(port) == 1, 30, "the worker's count in /metrics")
 
         stop(make)
         make.wait(timeout=60)

@@ -16,6 +16,12 @@ STOP_TIMEOUT=${STOP_TIMEOUT:-30}
 # BEAT_SCHEDULE: the sweeper's schedule file (default var/celerybeat-schedule)
 parent=$PPID
 
+# Metrics: gunicorn's workers and the Celery worker's pool count into one directory, emptied
+# here at each start, so that http://127.0.0.1:$PORT/metrics shows them all (from this machine).
+PROMETHEUS_MULTIPROC_DIR=${PROMETHEUS_MULTIPROC_DIR:-$PWD/var/metrics}
+rm -rf "$PROMETHEUS_MULTIPROC_DIR" && mkdir -p "$PROMETHEUS_MULTIPROC_DIR" || exit 1
+export PROMETHEUS_MULTIPROC_DIR
+
 set -m # background jobs get process groups of their own
 "$BIN/celery" -A config worker --beat --loglevel=warning --concurrency=2 \
 	--schedule-filename="${BEAT_SCHEDULE:-var/celerybeat-schedule}" &

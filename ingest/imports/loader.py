@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
+import functools
 import gc
 import io
 import os
@@ -38,6 +39,7 @@ from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
+from monitoring import recording
 from reports import event_counts, maintenance
 
 T = TypeVar("T")
@@ -257,7 +259,13 @@ def _start_worker(parent: int) -> None:
 
 
 def store(
-    prepared: Prepared, *, source: str, job_id: int | None, byte_start: int, seen: SeenIds | None = None
+    prepared: Prepared,
+    *,
+    source: str,
+    job_id: int | None,
+    byte_start: int,
+    seen: SeenIds | None = None,
+    range_id: int | None = None,
 ) -> Stored:
     """Store a prepared chunk under a new provenance batch (call inside the checkpoint's transaction).
 
@@ -280,7 +288,8 @@ def store(
         [Stanza(event_id=pk, **prepared.details[uid]) for pk, uid in inserted.ids if uid in prepared.details],
         batch_size=1000,
     )
-    maintenance.deferred_events_stored(*_tallies_of_new(prepared, inserted.skipped))
+    marks, counts = _tallies_of_new(prepared, inserted.skipped)
+    maintenance.deferred_events_stored(marks, counts)
     rejections = prepared.rejections + refused
     Rejection.objects.bulk_create(
         [Rejection.from_record(batch, r) for r in rejections],
@@ -289,6 +298,17 @@ def store(
     result = Stored(inserted.count, prepared.events - inserted.count - len(refused), len(rejections), batch)
     batch.accepted, batch.duplicates, batch.rejected = result.accepted, result.duplicates, result.rejected
     batch.save(update_fields=["accepted", "duplicates", "rejected"])
+    families: Counter[str] = Counter()
+    for (_, family, _), n in counts.items():
+        families[family] += n
+    transaction.on_commit(  # with the checkpoint: a chunk rolled back counts nothing
+        functools.partial(
+            recording.import_chunk_stored, job_id=job_id, range_id=range_id, batch_id=batch.pk,
+            lines=prepared.records, byte_start=byte_start, byte_end=prepared.end_offset,
+            next_line=prepared.next_line, families=families, duplicates=result.duplicates,
+            rejection_reasons=[r.reason for r in rejections],
+        )
+    )  # fmt: skip
     return result
 
 

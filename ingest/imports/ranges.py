@@ -208,7 +208,7 @@ def _store_range_chunk(range_id: int, start: int, prepared: loader.Prepared) -> 
     part = ImportRange.objects.select_for_update().select_related("job").get(pk=range_id)
     if part.status == ImportRange.Status.DONE or part.next_offset != start:
         return None
-    result = loader.store(prepared, source=part.job.path, job_id=part.job_id, byte_start=start)
+    result = loader.store(prepared, source=part.job.path, job_id=part.job_id, byte_start=start, range_id=range_id)
     # A range holds many chunks: its counts grow with each, and it is done at its end.
     part.record_count += prepared.records
     part.accepted += result.accepted
