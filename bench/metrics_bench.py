@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def per_call_us(calls: int, threads: int) -> float:
-    from monitoring import recording
+    from ingest.monitoring import recording
 
     def run(n: int) -> None:
         for _ in range(n):
@@ -57,10 +57,10 @@ def main() -> None:
     four = per_call_us(args.calls, 4)
     # Four more processes' files, as five gunicorn workers leave them, then one scrape's cost.
     code = "import django, os; os.environ.setdefault('DJANGO_SETTINGS_MODULE', 'config.settings'); django.setup(); " \
-           "from monitoring import recording; recording.request_answered('api/events/', 202, 0.001)"  # fmt: skip
+           "from ingest.monitoring import recording; recording.request_answered('api/events/', 202, 0.001)"  # fmt: skip
     for _ in range(4):
         subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
-    from monitoring.exposition import process_registry, render
+    from ingest.monitoring.exposition import process_registry, render
 
     render(process_registry())
     started = time.perf_counter()

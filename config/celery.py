@@ -2,7 +2,7 @@ import os
 
 from celery import Celery
 
-from monitoring import worker as worker_metrics  # connects the workers' metrics signals
+from ingest.monitoring import worker as worker_metrics  # connects the workers' metrics signals
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":

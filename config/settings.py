@@ -13,7 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from monitoring.logs import logging_config
+from ingest.monitoring.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -150,11 +150,11 @@ INSTALLED_APPS = [
     "ingest",
     "reports",
     "events.privacy",
-    "monitoring",
+    "ingest.monitoring",
 ]
 
 MIDDLEWARE = [
-    "monitoring.middleware.request_metrics",  # first: times and counts every answer (the fast path counts its own)
+    "ingest.monitoring.middleware.request_metrics",  # first: times and counts every answer (the fast path counts its own)
     "django.middleware.security.SecurityMiddleware",
     "config.hostile.refuse_nul_characters",  # a NUL in a path or query: 400, not a database error
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -384,9 +384,9 @@ SWITCHBOARD = {
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
 }
 
-# Plain text by default; LOG_FORMAT=json: one JSON object per line (monitoring/logs.py).
+# Plain text by default; LOG_FORMAT=json: one JSON object per line (ingest/monitoring/logs.py).
 LOG_FORMAT = (os.environ.get("LOG_FORMAT") or "text").strip().lower()
 LOGGING = logging_config(LOG_FORMAT, os.environ.get("LOG_LEVEL", "WARNING"))
-# /metrics (monitoring/exposition.py): with a token, only `Authorization: Bearer <token>`;
+# /metrics (ingest/monitoring/exposition.py): with a token, only `Authorization: Bearer <token>`;
 # without one, only requests made on this machine (loopback, not through a proxy).
 METRICS_TOKEN = os.environ.get("METRICS_TOKEN", "")

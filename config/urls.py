@@ -4,7 +4,7 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import json_not_found, json_server_error
 from config.hostile import bound_date_hierarchies
-from monitoring.views import metrics_view
+from ingest.monitoring.views import metrics_view
 from reports.admin_dashboard import dashboard_view
 
 urlpatterns = [

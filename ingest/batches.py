@@ -38,10 +38,10 @@ from ingest import wakeups
 from ingest.body import decode_body, iter_body_records
 from ingest.collector import collector_paused
 from ingest.models import Application, RawBatch
+from ingest.monitoring import recording
 from ingest.records import Chunk, validate_into, whole_record_limit
 from ingest.site_access import reject_sites_not_allowed
 from ingest.store import StoreResult, finish_batch, store_group
-from monitoring import recording
 
 API_SOURCE = "api"
 CANDIDATES = 500  # rows looked at per claim

@@ -34,7 +34,7 @@ from ingest.batches import receive_batch
 from ingest.body import BodyError, count_records, decode_body
 from ingest.keys import cached_application_for_key
 from ingest.models import Application
-from monitoring import logs, recording
+from ingest.monitoring import logs, recording
 
 logger = logging.getLogger(__name__)
 request_logger = logging.getLogger("django.request")

@@ -22,8 +22,8 @@ from events.models import Event, Site, Stanza
 from events.privacy import blocks
 from events.registry import NormalizedEvent
 from ingest.models import RawBatch, Rejection
+from ingest.monitoring.recording import count_rejections
 from ingest.records import REFUSED, Chunk, rejected
-from monitoring.recording import count_rejections
 from reports import maintenance
 
 logger = logging.getLogger(__name__)

@@ -22,8 +22,8 @@ from ingest.batches import process_batch, receive_batch
 from ingest.imports.sequential import import_file
 from ingest.keys import create_application
 from ingest.models import ImportJob, RawBatch
+from ingest.monitoring.logs import JsonFormatter, RequestIdFilter
 from ingest.records import RULE_LABELS, rejection_rule
-from monitoring.logs import JsonFormatter, RequestIdFilter
 from tests.live import REPO
 from tests.metrics_text import total
 from tests.test_outbox import chat, limits, ndjson

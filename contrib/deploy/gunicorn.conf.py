@@ -33,7 +33,7 @@ if _own_metrics_dir:
 def on_starting(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
     from pathlib import Path
 
-    from monitoring.multiproc import prepare
+    from ingest.monitoring.multiproc import prepare
 
     prepare(Path(os.environ["PROMETHEUS_MULTIPROC_DIR"]))
 
@@ -46,7 +46,7 @@ def on_exit(server) -> None:  # noqa: ANN001 - gunicorn's Arbiter
 
 
 def child_exit(server, worker) -> None:  # noqa: ANN001 - gunicorn's Arbiter and Worker
-    from monitoring.multiproc import process_ended
+    from ingest.monitoring.multiproc import process_ended
 
     # Its counts join the master's file (the master counts nothing itself): the directory holds
     # one set of files per live worker, however many workers max_requests has replaced.
@@ -58,7 +58,7 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
     logconfig_dict = {
         "version": 1,
         "disable_existing_loggers": False,
-        "formatters": {"json": {"()": "monitoring.logs.JsonFormatter"}},
+        "formatters": {"json": {"()": "ingest.monitoring.logs.JsonFormatter"}},
         "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "json"}},
         "loggers": {
             "gunicorn.error": {"handlers": ["console"], "level": "INFO", "propagate": False},

@@ -38,8 +38,8 @@ from ingest.collector import COLLECT_EVERY, collector_paused
 from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
+from ingest.monitoring import recording
 from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
-from monitoring import recording
 from reports import event_counts, maintenance
 
 T = TypeVar("T")

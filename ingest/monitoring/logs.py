@@ -85,8 +85,8 @@ def logging_config(fmt: str, level: str) -> dict:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"request_id": {"()": "monitoring.logs.RequestIdFilter"}},
-        "formatters": {"json": {"()": "monitoring.logs.JsonFormatter"}},
+        "filters": {"request_id": {"()": "ingest.monitoring.logs.RequestIdFilter"}},
+        "formatters": {"json": {"()": "ingest.monitoring.logs.JsonFormatter"}},
         "handlers": {"console": handler},
         "root": {"handlers": ["console"], "level": level},
     }

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from django.http import HttpRequest, HttpResponse
 
-from monitoring import logs, recording
+from ingest.monitoring import logs, recording
 
 UNMATCHED = "unmatched"  # no URL pattern: 404s, and static files answered before URL resolution
 

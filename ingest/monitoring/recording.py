@@ -13,8 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from ingest.monitoring import instruments
 from ingest.records import rejection_rule
-from monitoring import instruments
 
 batch_logger = logging.getLogger("switchboard.batches")
 import_logger = logging.getLogger("switchboard.imports")

@@ -13,7 +13,7 @@ import os
 
 from celery import signals
 
-from monitoring import multiproc
+from ingest.monitoring import multiproc
 
 logger = logging.getLogger(__name__)
 PORT_ENV = "WORKER_METRICS_PORT"
@@ -37,7 +37,7 @@ def serve_metrics(**kwargs: object) -> None:
     if bind:
         from django.conf import settings
 
-        from monitoring.exposition import serve_in_thread
+        from ingest.monitoring.exposition import serve_in_thread
 
         serve_in_thread(bind, settings.METRICS_TOKEN)
         logger.info("worker metrics on %s", bind)

@@ -7,8 +7,8 @@ from django.http import HttpRequest, HttpResponse
 from django.views.decorators.http import require_GET
 from prometheus_client import CollectorRegistry
 
-from monitoring.database import DatabaseCollector
-from monitoring.exposition import CONTENT_TYPE_LATEST, process_registry, refusal, render
+from ingest.monitoring.database import DatabaseCollector
+from ingest.monitoring.exposition import CONTENT_TYPE_LATEST, process_registry, refusal, render
 
 
 def _database_registry() -> CollectorRegistry:

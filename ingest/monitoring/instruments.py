@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Histogram
 
-from monitoring import multiproc
+from ingest.monitoring import multiproc
 
 multiproc.ensure_directory()  # before the first metric: each writes its file there at once
 

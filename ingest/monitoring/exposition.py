@@ -18,7 +18,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, make_wsgi_app, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, ThreadingWSGIServer
 
-from monitoring import multiproc
+from ingest.monitoring import multiproc
 
 Answer = tuple[int, str, dict[str, str]]  # status, plain-text reason, headers
 
