@@ -154,7 +154,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
-    "ingest.monitoring.middleware.request_metrics",  # first: times and counts every answer (the fast path counts its own)
+    # First: times and counts every answer (the fast path counts its own).
+    "ingest.monitoring.middleware.request_metrics",
     "django.middleware.security.SecurityMiddleware",
     "config.hostile.refuse_nul_characters",  # a NUL in a path or query: 400, not a database error
     "whitenoise.middleware.WhiteNoiseMiddleware",

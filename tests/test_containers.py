@@ -146,6 +146,7 @@ LOCAL_FILES = [
 NOT_IN_THE_IMAGE = (
     "tests/", "bench/", "docs/", "samples/", "contrib/client/", "contrib/dev/", ".ci/",
     "contrib/deploy/switchboard",  # systemd units and their environment file, for machines without containers
+    "contrib/monitoring/",  # alert rules and a dashboard, loaded by Prometheus and Grafana, not by the image
 )  # fmt: skip
 
 
