@@ -207,7 +207,7 @@ def test_a_batch_received_before_the_erasure_stores_nothing_of_the_actor():
     forget_actor("gone")
 
     assert ActorBlock.objects.filter(received_before__isnull=False).count() == 1  # batches wait: the fence stays
-    assert _store([(held, in_memory)]) == 1  # the worker's store step, with what it read before
+    assert _store([(held, in_memory)], held.pk) == 1  # the worker's store step, with what it read before
     drain()
     assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
     assert rows_holding("gone") == []

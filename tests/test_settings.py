@@ -18,8 +18,11 @@ PRINT_KEY = "from django.conf import settings; print(settings.SECRET_KEY)"
 
 @pytest.fixture
 def checkout(tmp_path: Path) -> Path:
-    """config/ alone, the usual umask (022: new files readable by others, what the key must not inherit)."""
+    """A copy of config/ (the apps beside it linked, for the settings' imports), the usual umask
+    (022: new files readable by others, what the key must not inherit)."""
     shutil.copytree(REPO / "config", tmp_path / "config", ignore=shutil.ignore_patterns("__pycache__"))
+    for app in ("events", "ingest", "reports"):
+        (tmp_path / app).symlink_to(REPO / app)
     old = os.umask(0o022)
     yield tmp_path
     os.umask(old)
