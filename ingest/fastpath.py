@@ -25,6 +25,7 @@ from django.core import signals
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
+from config.errors import database_unavailable, database_unavailable_answer
 from ingest.auth import KEYWORD, AppRateThrottle
 from ingest.batches import receive_batch
 from ingest.body import BodyError, count_records, decode_body
@@ -38,7 +39,7 @@ PATH = "/api/events/"
 BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
 Answer = tuple[int, dict, dict[str, str]]  # status, JSON body, extra headers
 REASONS = {202: "Accepted", 400: "Bad Request", 413: "Request Entity Too Large", 415: "Unsupported Media Type",
-           429: "Too Many Requests", 500: "Internal Server Error"}  # fmt: skip
+           429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable"}  # fmt: skip
 
 
 def read_body(meta: Mapping[str, object], read: Callable[[int], bytes], limit: int) -> bytes:
@@ -153,9 +154,12 @@ def wsgi(django_app: Callable) -> Callable:
             if answer is None:  # not an active key: Django reads the body, which is still unread
                 return django_app(environ, start_response)
             status, data, headers = answer
-        except Exception:
-            logger.exception("POST %s failed", PATH)
-            status, data, headers = 500, {"detail": "Internal server error; it has been logged."}, {}
+        except Exception as error:
+            if database_unavailable(error):  # down, restarting, failing over: the client retries
+                status, data, headers = database_unavailable_answer(error)
+            else:
+                logger.exception("POST %s failed", PATH)
+                status, data, headers = 500, {"detail": "Internal server error; it has been logged."}, {}
         finally:
             signals.request_finished.send(sender=__name__)
         if status >= 400:  # as Django's handler logs them (django.request)

@@ -80,9 +80,10 @@ class LiveStack:
         # A session of its own: killing the group takes the worker's pool children too.
         return subprocess.Popen(args, cwd=REPO, env=self.env, stdout=out, stderr=out, start_new_session=True)
 
-    def start_web(self) -> None:
+    def start_web(self, workers: int = 2) -> None:
         self.web = self._spawn(
-            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", "2"], "web.log"
+            [sys.executable, "-m", "gunicorn", "config.wsgi", "-b", f"127.0.0.1:{self.port}", "-w", str(workers)],
+            "web.log",
         )
         wait_for(self._web_up, 30, "gunicorn to answer")
 
