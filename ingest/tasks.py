@@ -36,10 +36,11 @@ def back_off(task: Task, error: BaseException, **kwargs: object) -> None:
         return
     delay = min(OUTAGE_MAX_DELAY_SECONDS, 2**retries)
     logger.warning("%s: the database is unavailable (%s); again in %s s", task.name, reason, delay)
-    raise task.retry(countdown=delay, kwargs=kwargs, max_retries=None)
+    raise task.retry(countdown=delay, kwargs=kwargs)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+# max_retries=None: `back_off` counts (Celery's default would stop after 3).
+@shared_task(bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def drain_outbox_task(self: Task, release: list[int] | None = None, claimed_at: str | None = None) -> None:
     """A wake-up: process claimable API batches in groups until none is left.
 
@@ -60,7 +61,8 @@ def drain_outbox_task(self: Task, release: list[int] | None = None, claimed_at: 
         back_off(self, error, release=release, claimed_at=claimed_at)
 
 
-@shared_task(bind=True, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
+# max_retries=None: `back_off` counts (Celery's default would stop after 3).
+@shared_task(bind=True, max_retries=None, acks_late=True, reject_on_worker_lost=True, ignore_result=True)
 def process_batch_task(self: Task, batch_id: int) -> None:
     """A message of the per-batch protocol (before wake-ups) still in a queue: that batch, then the rest."""
     try:

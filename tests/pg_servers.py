@@ -72,25 +72,28 @@ class Cluster:
         self.run("initdb", "-D", str(server.data), "-U", "postgres", "-A", "trust", "-E", "UTF8", "--locale=C",
                  "--no-sync")  # fmt: skip
         with open(server.data / "postgresql.conf", "a") as conf:
-            # Loopback only, no socket file; a throwaway server: no durability. wal_level=replica
-            # (the default) and initdb's pg_hba.conf let a standby stream from it.
+            # Loopback only, no socket file. wal_level=replica (the default) and initdb's
+            # pg_hba.conf let a standby stream from it. No fsync: the tests stop the server, never
+            # the machine. synchronous_commit stays on: with it off, a stop in immediate mode (a
+            # crash) would lose commits already acknowledged, which no client can be expected to retry.
             conf.write("listen_addresses = '127.0.0.1'\nunix_socket_directories = ''\n")
-            conf.write("fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n")
+            conf.write("fsync = off\nfull_page_writes = off\n")
         self.servers.append(server)
         server.start()
-        conn = server.connect("postgres")
-        conn.autocommit = True
-        conn.cursor().execute(f"CREATE DATABASE {DATABASE}")
-        conn.close()
+        server.execute(f"CREATE DATABASE {DATABASE}")
         return server
 
-    def standby_of(self, primary: Server, name: str = "standby") -> Server:
-        """A streaming replica of `primary` (pg_basebackup -R), started."""
+    def standby_of(self, primary: Server, name: str = "standby", synchronous: bool = True) -> Server:
+        """A streaming replica of `primary` (pg_basebackup -R), started. `synchronous`: from then
+        on a commit on the primary waits until the standby has it, so that a failover loses
+        nothing acknowledged."""
         server = Server(self, self.root / name, free_port())
         self.run("pg_basebackup", "-h", "127.0.0.1", "-p", str(primary.port), "-U", "postgres", "-D",
                  str(server.data), "-R", "-X", "stream", "--checkpoint=fast", "--no-sync")  # fmt: skip
         self.servers.append(server)
         server.start()
+        if synchronous:  # set on the primary only now: its commits would wait for a standby yet to come
+            primary.execute("ALTER SYSTEM SET synchronous_standby_names = '*'", "SELECT pg_reload_conf()")
         return server
 
     def remove(self) -> None:
@@ -130,6 +133,17 @@ class Server:
 
     def running(self) -> bool:
         return self.pg_ctl("status", check=False) == 0
+
+    def execute(self, *statements: str) -> None:
+        """Statements run one by one outside any transaction, as the superuser."""
+        conn = self.connect("postgres")
+        conn.autocommit = True
+        try:
+            with conn.cursor() as cursor:
+                for sql in statements:
+                    cursor.execute(sql)
+        finally:
+            conn.close()
 
     def query(self, sql: str, params: tuple = ()) -> list[tuple]:
         conn = self.connect()
