@@ -110,6 +110,15 @@ class BatchDetailView(APIView):
 class HealthView(APIView):
     permission_classes = [AllowAny]  # throttled per address for strangers (ANON_THROTTLE_RATE)
 
+    def perform_authentication(self, request: Request) -> None:
+        """While the database is down no credential can be checked: the caller gets the status only."""
+        try:
+            request.user  # noqa: B018 - authenticates
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            request.user, request.auth = AnonymousUser(), None
+
     @extend_schema(
         summary="Service health",
         description=(
@@ -120,15 +129,6 @@ class HealthView(APIView):
         responses={200: HealthSerializer, 503: HealthSerializer, 429: ERROR},
         tags=["operations"],
     )
-    def perform_authentication(self, request: Request) -> None:
-        """While the database is down no credential can be checked: the caller gets the status only."""
-        try:
-            request.user  # noqa: B018 - authenticates
-        except Exception as error:
-            if not database_unavailable(error):
-                raise
-            request.user, request.auth = AnonymousUser(), None
-
     def get(self, request: Request) -> Response:
         report, up = current_health(details=bool(request.user and request.user.is_staff))
         return Response(report, status=status.HTTP_200_OK if up else status.HTTP_503_SERVICE_UNAVAILABLE)

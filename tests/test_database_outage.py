@@ -77,11 +77,13 @@ def test_every_endpoint_answers_503_with_retry_after_while_the_database_is_unrea
     analyst = APIClient()
     analyst.credentials(HTTP_AUTHORIZATION=f"Token {create_analyst('ann')[1]}")
     body = orjson.dumps(chat("a"))
-    assert app.post("/api/events/", body, content_type="application/json").status_code == 202
+    first = app.post("/api/events/", body, content_type="application/json")
+    assert first.status_code == 202
+    status_url = first.json()["status_url"]
 
     with database_unreachable():
         post = app.post("/api/events/", body, content_type="application/json")
-        batch = app.get("/api/batches/1/")
+        batch = app.get(status_url)
         summary = analyst.get("/api/sites/summary/")
         events = analyst.get("/api/events/?site=s1")
         admin = admin_client.get("/admin/", HTTP_ACCEPT="text/html")
@@ -99,7 +101,7 @@ def test_every_endpoint_answers_503_with_retry_after_while_the_database_is_unrea
     assert (staff_health.status_code, staff_health.json()) == (503, {"status": "down"})
     # Back: everything answers again, nothing was stored by the refused post.
     assert app.post("/api/events/", body, content_type="application/json").status_code == 202
-    assert app.get("/api/batches/1/").status_code == 200
+    assert app.get(status_url).status_code == 200
     assert RawBatch.objects.count() == 2
 
 
