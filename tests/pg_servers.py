@@ -3,8 +3,9 @@ promoted without touching the server that other tests share (contrib/dev/service
 
 The binaries are found as contrib/dev/services.sh finds them (SWITCHBOARD_PG_BIN, else the
 newest /usr/lib/postgresql/*/bin, else initdb on PATH); `contrib/dev/services.sh install`
-installs them. As root, the servers run as SWITCHBOARD_SERVICE_USER, else `postgres`
-(PostgreSQL refuses root), in a directory of their own under the system's temporary folder.
+installs them. As root, the servers run as SWITCHBOARD_SERVICE_USER, else `postgres`, else
+`switchboard-ci` (PostgreSQL refuses root), in a directory of their own under the system's
+temporary folder.
 """
 
 from __future__ import annotations
@@ -37,10 +38,17 @@ def pg_bin() -> Path:
 
 
 def server_user() -> str | None:
-    """Whom the servers run as: None (ourselves) unless we are root."""
+    """Whom the servers run as: None (ourselves) unless we are root; then the user
+    contrib/dev/services.sh would pick."""
     if os.geteuid() != 0:
         return None
-    return os.environ.get("SWITCHBOARD_SERVICE_USER") or "postgres"
+    for user in (os.environ.get("SWITCHBOARD_SERVICE_USER"), "postgres", "switchboard-ci"):
+        if user:
+            try:
+                return pwd.getpwnam(user).pw_name
+            except KeyError:
+                continue
+    raise AssertionError("as root, PostgreSQL needs another user to run as: set SWITCHBOARD_SERVICE_USER")
 
 
 class Cluster:
