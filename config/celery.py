@@ -6,6 +6,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Celery's Django fixup closes the database connections before and after every task, so a
+# task never starts on a connection that a database restart or failover killed.
 app.autodiscover_tasks()
 app.autodiscover_tasks(["ingest.imports"])  # not an app of its own: its tasks module is found here
 
