@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -44,6 +44,21 @@ def cluster() -> Iterator[Cluster]:
     own = Cluster()
     yield own
     own.remove()
+
+
+@pytest.fixture
+def service_on(tmp_path: Path) -> Iterator[Callable[[str], Service]]:
+    """Switchboard on a database URL; its processes are stopped after the test, whatever happens."""
+    started: list[Service] = []
+
+    def start(database_url: str) -> Service:
+        started.append(Service(database_url, tmp_path))
+        started[-1].start()
+        return started[-1]
+
+    yield start
+    for service in started:
+        service.stack.stop()
 
 
 class Service:
@@ -157,10 +172,11 @@ def assert_exact(service: Service, server: Server, sample_data: Path) -> None:
     assert got["duplicates"] == EVENTS - STORED + resent
 
 
-def test_a_postgresql_restart_mid_stream_is_a_non_event_for_a_client_that_retries(cluster, tmp_path, sample_data):
+def test_a_postgresql_restart_mid_stream_is_a_non_event_for_a_client_that_retries(
+    cluster, service_on, tmp_path, sample_data
+):
     server = cluster.primary()
-    service = Service(server.url(), tmp_path)
-    service.start()
+    service = service_on(server.url())
     stack = service.stack
     before = service.processes()
     feeder = Feeder(service, small_events(sample_data), per_second=150)
@@ -197,13 +213,12 @@ def test_a_postgresql_restart_mid_stream_is_a_non_event_for_a_client_that_retrie
     assert "the database is unavailable" in worker  # a drain backed off and ran again
 
 
-def test_failover_to_a_promoted_standby_with_two_hosts_in_database_url(cluster, tmp_path, sample_data):
+def test_failover_to_a_promoted_standby_with_two_hosts_in_database_url(cluster, service_on, tmp_path, sample_data):
     primary = cluster.primary()
     standby = cluster.standby_of(primary, synchronous=True)  # a commit acknowledged is on the standby too
     url = (f"postgres://postgres@127.0.0.1:{primary.port},127.0.0.1:{standby.port}/switchboard"
            "?target_session_attrs=read-write")  # fmt: skip
-    service = Service(url, tmp_path)
-    service.start()
+    service = service_on(url)
     before = service.processes()
     feeder = Feeder(service, small_events(sample_data), per_second=200)
     wait_for(lambda: feeder.client.sent >= 400, 60, "a fifth of the stream delivered")
