@@ -10,6 +10,8 @@ if os.environ.get("LOG_FORMAT", "").strip().lower() == "json":
 
 app = Celery("switchboard")
 app.config_from_object("django.conf:settings", namespace="CELERY")
+# Celery's Django fixup closes the database connections before and after every task, so a
+# task never starts on a connection that a database restart or failover killed.
 app.autodiscover_tasks()
 app.autodiscover_tasks(["ingest.imports"])  # not an app of its own: its tasks module is found here
 

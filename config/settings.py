@@ -10,9 +10,9 @@ import tempfile
 from datetime import timedelta
 from pathlib import Path
 
-import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from config.database import database_from_url
 from ingest.monitoring.logs import logging_config
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -158,6 +158,8 @@ MIDDLEWARE = [
     "ingest.monitoring.middleware.request_metrics",
     "django.middleware.security.SecurityMiddleware",
     "config.hostile.refuse_nul_characters",  # a NUL in a path or query: 400, not a database error
+    # A view failing on the database answers 503 with Retry-After (config/errors.py).
+    "config.errors.DatabaseUnavailableMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -203,9 +205,17 @@ TEMPLATES = [
 ]
 
 DATABASES = {
-    "default": dj_database_url.parse(
+    # PostgreSQL: several hosts allowed, with timeouts so that an outage fails fast (config/database.py).
+    "default": database_from_url(
         os.environ.get("DATABASE_URL", f"sqlite:///{BASE_DIR / 'db.sqlite3'}"),
         conn_max_age=env_int("CONN_MAX_AGE", 60),
+        # A kept connection is checked before a request (or task) reuses it, so that the first
+        # request after a database restart or failover does not fail on the dead connection.
+        health_checks=env_bool("CONN_HEALTH_CHECKS", True),
+        # Statements running longer are cancelled (0: no limit). The web server's configuration
+        # (contrib/deploy/gunicorn.conf.py) sets it below its worker timeout; workers and
+        # manage.py (imports, index builds) run without one.
+        statement_timeout=env_int("DB_STATEMENT_TIMEOUT_SECONDS", 0),
     )
 }
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
@@ -383,6 +393,8 @@ SWITCHBOARD = {
     # App keys are looked up once per web process and this many seconds: a
     # revoked key stops working within this time.
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
+    # While the database is unavailable, requests answer 503 with this Retry-After (seconds).
+    "DB_RETRY_AFTER_SECONDS": env_int("DB_RETRY_AFTER_SECONDS", 5),
 }
 
 # Plain text by default; LOG_FORMAT=json: one JSON object per line (ingest/monitoring/logs.py).

@@ -17,7 +17,8 @@ worker claims them again. Failures: a group that fails is halved until the
 failing batch is alone; it goes back to pending with its error and is retried
 after RETRY_DELAY_SECONDS, alone; a batch claimed MAX_ATTEMPTS times without
 finishing (errors, or workers lost while holding it) ends `failed` and is
-retried only by `manage.py retry_failed`.
+retried only by `manage.py retry_failed`. A database outage is no batch's failure: the
+interrupted group is given back (`release_claims`) by the task's retry once the database is back.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Count, F, Field, Min, Q
 from django.utils import timezone
 
+from config.errors import database_unavailable
 from events.clock import Receipt
 from events.db import update_rows
 from ingest import wakeups
@@ -145,6 +147,7 @@ class Claimed(list):
     """Claimed batch ids; `full` when the group stopped at its bounds (more may be waiting)."""
 
     full = False
+    claimed_at: datetime | None = None
 
 
 def claim_group(batch_ids: list[int] | None = None) -> Claimed:
@@ -187,6 +190,7 @@ def claim_group(batch_ids: list[int] | None = None) -> Claimed:
             RawBatch.objects.filter(pk__in=chosen).update(
                 status=RawBatch.Status.PROCESSING, attempts=F("attempts") + 1, claimed_at=now
             )
+            chosen.claimed_at = now
     return chosen
 
 
@@ -319,7 +323,12 @@ def drain(max_seconds: float | None = None, linger: float = 0) -> DrainResult:
         claimed = claim_group()
         if not claimed:
             break
-        outcome = process_group(claimed)
+        try:
+            outcome = process_group(claimed)
+        except Exception as error:
+            if database_unavailable(error):
+                raise GroupInterrupted(claimed) from error
+            raise
         result.groups += 1
         result.done += outcome.done
         result.failed += outcome.failed
@@ -330,6 +339,25 @@ def drain(max_seconds: float | None = None, linger: float = 0) -> DrainResult:
     if result.failed:  # their retry is due then, whether or not new posts wake a worker
         wakeups.publish(countdown=settings.SWITCHBOARD["RETRY_DELAY_SECONDS"] + 1)
     return result
+
+
+class GroupInterrupted(Exception):
+    """The database became unavailable while a group was claimed (the cause is chained):
+    `release_claims` gives its batches back once the database is back."""
+
+    def __init__(self, claimed: Claimed) -> None:
+        super().__init__(f"the database became unavailable while {len(claimed)} claimed batches were processed")
+        self.batch_ids = list(claimed)
+        self.claimed_at = claimed.claimed_at
+
+
+def release_claims(batch_ids: list[int], claimed_at: datetime) -> int:
+    """Give back batches whose group a database outage interrupted: pending again at once, that
+    attempt not counted (an outage is not the batch's fault, and must not make it fail). A batch
+    finished meanwhile or claimed again by another worker is left alone."""
+    return RawBatch.objects.filter(pk__in=batch_ids, status=RawBatch.Status.PROCESSING, claimed_at=claimed_at).update(
+        status=RawBatch.Status.PENDING, attempts=F("attempts") - 1
+    )
 
 
 def process_batch(batch_id: int) -> RawBatch | None:

@@ -27,6 +27,7 @@ from django.core import signals
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
+from config.errors import database_unavailable, database_unavailable_answer
 from events.clock import header_epoch
 from events.registry import Invalid
 from ingest.auth import KEYWORD, AppRateThrottle
@@ -45,7 +46,8 @@ ROUTE = "api/events/"  # the URL pattern Django reports for PATH: one metrics la
 BATCHES_URL = "/api/batches/"  # + id + "/": the batch-detail route (ingest/urls.py)
 Answer = tuple[int, dict, dict[str, str]]  # status, JSON body, extra headers
 REASONS = {202: "Accepted", 400: "Bad Request", 411: "Length Required", 413: "Request Entity Too Large",
-           415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error"}  # fmt: skip
+           415: "Unsupported Media Type", 429: "Too Many Requests", 500: "Internal Server Error",
+           503: "Service Unavailable"}  # fmt: skip
 
 
 def is_chunked(meta: Mapping[str, object]) -> bool:
@@ -189,9 +191,12 @@ def wsgi(django_app: Callable) -> Callable:
             if answer is None:  # not an active key: Django reads the body, which is still unread
                 return django_app(environ, start_response)
             status, data, headers = answer
-        except Exception:
-            logger.exception("POST %s failed", PATH)
-            status, data, headers = 500, {"detail": "Internal server error; it has been logged."}, {}
+        except Exception as error:
+            if database_unavailable(error):  # down, restarting, failing over: the client retries
+                status, data, headers = database_unavailable_answer(error)
+            else:
+                logger.exception("POST %s failed", PATH)
+                status, data, headers = 500, {"detail": "Internal server error; it has been logged."}, {}
         finally:
             signals.request_finished.send(sender=__name__)
         if status >= 400:  # as Django's handler logs them (django.request)

@@ -6,6 +6,7 @@ import functools
 from collections.abc import Callable
 
 import orjson
+from django.contrib.auth.models import AnonymousUser
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
@@ -16,6 +17,7 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from config.errors import database_unavailable
 from ingest import fastpath
 from ingest.auth import IsApp, IsAppOrAnalyst, request_app
 from ingest.health import current_health
@@ -119,6 +121,15 @@ class BatchDetailView(APIView):
 
 class HealthView(APIView):
     permission_classes = [AllowAny]  # throttled per address for strangers (ANON_THROTTLE_RATE)
+
+    def perform_authentication(self, request: Request) -> None:
+        """While the database is down no credential can be checked: the caller gets the status only."""
+        try:
+            request.user  # noqa: B018 - authenticates
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            request.user, request.auth = AnonymousUser(), None
 
     @extend_schema(
         summary="Service health",

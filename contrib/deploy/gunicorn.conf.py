@@ -9,6 +9,9 @@ workers = int(os.environ.get("WEB_CONCURRENCY", multiprocessing.cpu_count() * 2 
 threads = int(os.environ.get("WEB_THREADS", 2))
 timeout = 30
 graceful_timeout = 30
+# The web's SQL statements are cancelled before the worker timeout would kill the worker with
+# its statement still running on the server (the client gets a 503 with Retry-After instead).
+os.environ.setdefault("DB_STATEMENT_TIMEOUT_SECONDS", str(timeout - 5))
 # A worker restarts after this many requests (a bound on slow leaks). Not much
 # lower: a restart re-imports Django (~1 s of CPU), which at ~800 posts/s every
 # few thousand requests would cost a noticeable share of the web tier.

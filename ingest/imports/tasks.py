@@ -10,6 +10,7 @@ from django.utils import timezone
 
 from ingest.imports import ranges, sequential
 from ingest.models import ImportRange
+from ingest.tasks import sweep
 
 logger = logging.getLogger(__name__)
 
@@ -22,12 +23,12 @@ def import_range_task(range_id: int, chunk_lines: int | None = None) -> None:
 @shared_task(ignore_result=True)
 def sweep_ranges_task() -> int:
     """The sweeper of parallel imports: ranges left pending or abandoned are enqueued again."""
-    return enqueue_ranges(ranges.stale_ranges().values_list("pk", flat=True))
+    return sweep(lambda: enqueue_ranges(ranges.stale_ranges().values_list("pk", flat=True)), "the sweep of ranges")
 
 
 @shared_task(ignore_result=True)
 def rebuild_stale_summaries_task() -> int:
-    return sequential.rebuild_abandoned_stale_summaries()
+    return sweep(sequential.rebuild_abandoned_stale_summaries, "the rebuild of stale summaries")
 
 
 def enqueue_ranges(range_ids: Iterable[int], chunk_lines: int | None = None) -> int:
