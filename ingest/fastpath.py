@@ -63,7 +63,12 @@ def read_body(meta: Mapping[str, object], read: Callable[[int], bytes], limit: i
         raise BodyError("invalid Content-Length header") from None
     if declared > limit:
         raise BodyError(f"the body is {declared} bytes, over the limit of {limit}", 413)
-    raw = read(limit + 1)
+    try:
+        raw = read(limit + 1)
+    except Exception as error:  # the server's de-chunker refusing broken framing (gunicorn's own types)
+        if not is_chunked(meta):
+            raise
+        raise BodyError(f"the chunked body's framing is broken: {type(error).__name__}") from None
     if len(raw) > limit:
         raise BodyError(f"the body is over the limit of {limit} bytes", 413)
     return raw
