@@ -62,6 +62,14 @@ class AnalystTokenAuthentication(KnoxTokenAuthentication):
     """`Authorization: Token <token>` for analysts (ingest.analysts): stored as a digest,
     revoked by deleting it, refused after its expiry."""
 
+    def authenticate_credentials(self, token: bytes) -> tuple:
+        # Knox decodes the token as UTF-8; a header is Latin-1 text, so `Token é` raised a 500.
+        try:
+            token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        return super().authenticate_credentials(token)
+
 
 def request_app(request: Request) -> Application | None:
     return request.auth if isinstance(request.auth, Application) else None

@@ -205,3 +205,16 @@ def test_a_nul_in_a_header_is_refused_not_looked_up(db, analyst_token, header):
 
     assert response.status_code == 400 and "NUL" in response.json()["detail"]
     assert client.get("/api/sites/summary/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/sites/summary/", "/api/events/"])
+def test_a_token_that_is_not_utf8_is_a_401_not_a_500(db, analyst_token, path):
+    """Issue 22 item 11, second look: a header arrives as Latin-1 text; knox decodes the token
+    as UTF-8 and raised UnicodeDecodeError (500) for `Token é…`, on every endpoint, GET and POST."""
+    client = APIClient(HTTP_AUTHORIZATION="Token " + "\u00e9" * 10)
+
+    for response in (client.get(path), client.post(path, b"{}", content_type="application/json")):
+        assert response.status_code == 401, response.content
+        assert response.json()["detail"] == "Invalid token."
+    client.credentials(HTTP_AUTHORIZATION=f"Token {analyst_token}")
+    assert client.get(path).status_code == 200
