@@ -5,6 +5,7 @@
   literal, so a lookup by such a value failed instead of matching nothing), and no identifier
   may contain one (events/registry.py).
 - A date hierarchy's year out of range is a bad lookup (the admin's "?e=1"), not a crash.
+- A JSON body nested past Python's recursion limit is a parse error (400), not a RecursionError.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from django.contrib.admin import AdminSite
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
 
 NUL = "\x00"
 REASON = "The request's URL or a header contains a NUL character (%00), which no stored value can hold."
@@ -59,3 +62,13 @@ def bound_date_hierarchies(site: AdminSite) -> None:
     for model_admin in site._registry.values():
         if model_admin.date_hierarchy:
             model_admin.get_changelist = lambda request, **kwargs: BoundedDateChangeList
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser (request bodies DRF decodes: the erasure endpoint's), deep nesting a 400."""
+
+    def parse(self, stream: object, media_type: str | None = None, parser_context: dict | None = None) -> object:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - arrays and objects are nested too deeply") from None

@@ -301,6 +301,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["ingest.auth.IsAnalyst"],
+    # DRF's own, but for a JSON body nested past the recursion limit: a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.hostile.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_CLASSES": [
         "ingest.auth.AppRateThrottle",
         "ingest.auth.AnalystRateThrottle",

@@ -14,6 +14,7 @@ import orjson
 import pytest
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import override_settings
@@ -218,3 +219,19 @@ def test_a_token_that_is_not_utf8_is_a_401_not_a_500(db, analyst_token, path):
         assert response.json()["detail"] == "Invalid token."
     client.credentials(HTTP_AUTHORIZATION=f"Token {analyst_token}")
     assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"actor":' * 50_000], ids=["arrays", "objects"])
+def test_json_nested_past_the_recursion_limit_is_a_400(db, body):
+    """Issue 22 item 13, second look: DRF's JSON parser (the erasure endpoint's body) raised
+    RecursionError on deep nesting, a 500; the events endpoint reads its body raw and bounds nesting."""
+    user = User.objects.create_user("dpo", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="forget_actor"))
+    client = APIClient()
+    client.force_authenticate(user)
+
+    response = client.post("/api/actors/forget/", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert "nested too deeply" in response.json()["detail"]
+    assert client.post("/api/actors/forget/", {"actor": "a"}, format="json").status_code == 200
