@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
@@ -177,6 +178,25 @@ def test_the_password_change_page_still_changes_the_password():
     assert response.status_code == 302 and response["Location"] == reverse("admin:password_change_done")
     assert User.objects.get(username="ann").check_password(new)
     assert browser.get(reverse("admin:index")).status_code == 200  # still signed in
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "address"),
+    [("unknown", "192.0.2.30"), ("garbage, 203.0.113.7:4711", "203.0.113.7"), ("[2001:db8::7]:443", "2001:db8::7"),
+     ("2001:db8::8", "2001:db8::8"), ("fe80::1%eth0", "fe80::1"), ("203.0.113.9", "203.0.113.9")],
+)  # fmt: skip
+def test_a_forwarded_address_that_is_not_an_ip_address_is_not_stored_as_one(forwarded, address):
+    """Issue 22 item 11, second look: behind a proxy that writes "unknown" or "address:port" in
+    X-Forwarded-For (some do), a failed admin login stored that text in django-axes' address
+    column, PostgreSQL's inet: a 500 instead of a counted failure. Such a hop is read without its
+    port; one that is still no address counts as the proxy's own."""
+    User.objects.create_user("ann", password="ann's own", is_staff=True)
+    proxied = {"HTTP_X_FORWARDED_FOR": forwarded, "REMOTE_ADDR": "192.0.2.30"}
+    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}):
+        response = Client().post(reverse("admin:login"), {"username": "ann", "password": "typo"}, **proxied)
+
+    assert response.status_code == 200  # the form again
+    assert list(AccessAttempt.objects.values_list("ip_address", "failures_since_start")) == [(address, 1)]
 
 
 def test_workers_get_time_limits_and_a_memory_ceiling_from_the_environment():
