@@ -10,7 +10,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from django.contrib.admin import AdminSite
 from django.contrib.admin.options import IncorrectLookupParameters
@@ -23,11 +23,18 @@ NUL = "\x00"
 REASON = "The request's URL or a header contains a NUL character (%00), which no stored value can hold."
 
 
+def has_nul_header(meta: Mapping[str, object]) -> bool:
+    """A NUL in a header of a WSGI environ: gunicorn refuses one, other servers may pass one on
+    (e.g. in a token). Content-Type and Content-Length are headers without the HTTP_ prefix."""
+    return any(
+        NUL in value
+        for name, value in meta.items()
+        if type(value) is str and (name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH"))
+    )
+
+
 def _has_nul(request: HttpRequest) -> bool:
-    if NUL in request.path_info:
-        return True
-    # gunicorn refuses a NUL in a header; other servers may pass one on (e.g. in a token).
-    if any(NUL in value for name, value in request.META.items() if name.startswith("HTTP_") and type(value) is str):
+    if NUL in request.path_info or has_nul_header(request.META):
         return True
     if "%00" not in request.META.get("QUERY_STRING", ""):  # the only way a query carries one
         return False

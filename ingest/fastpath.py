@@ -25,6 +25,7 @@ from django.core import signals
 from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
+from config.hostile import has_nul_header
 from ingest.auth import KEYWORD, AppRateThrottle
 from ingest.batches import receive_batch
 from ingest.body import BodyError, count_records, decode_body
@@ -132,6 +133,8 @@ def _served_here(environ: Mapping[str, object]) -> bool:
         return False
     if settings.USE_X_FORWARDED_HOST or _redirected_to_https(environ):
         return False  # Django's middleware reads the proxy's host header / redirects to HTTPS
+    if has_nul_header(environ):
+        return False  # Django's middleware refuses it, saying why (config/hostile.py)
     host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
     domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])

@@ -235,3 +235,28 @@ def test_json_nested_past_the_recursion_limit_is_a_400(db, body):
     assert response.status_code == 400, response.content
     assert "nested too deeply" in response.json()["detail"]
     assert client.post("/api/actors/forget/", {"actor": "a"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["fast path", "django"])
+def test_a_nul_in_the_content_type_is_refused_on_both_write_paths(transactional_db, path):
+    """Issue 22 item 11, second look: Content-Type is no HTTP_ header in WSGI, so the NUL check
+    missed it, and the fast path (in front of Django) checks none: the batch's content type was
+    stored with its NUL, which PostgreSQL refuses (a 500)."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from config.wsgi import application
+    from ingest.keys import create_application
+    from tests.test_outbox import wsgi_post
+
+    _, key = create_application("nul")
+    body = orjson.dumps({"id": "a", "type": "message", "from": "v", "site_id": "s", "data": {"message": "m"},
+                         "timestamp": NOW})  # fmt: skip
+    served_by = application if path == "fast path" else WSGIHandler()
+
+    status, _, data = wsgi_post(body, f"Api-Key {key}", extra={"CONTENT_TYPE": "application/json\x00"},
+                                application=served_by)  # fmt: skip
+
+    assert status.startswith("400"), data
+    assert "NUL" in orjson.loads(data)["detail"]
+    assert not RawBatch.objects.exists()
+    assert wsgi_post(body, f"Api-Key {key}", application=served_by)[0].startswith("202")
