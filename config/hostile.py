@@ -5,26 +5,36 @@
   literal, so a lookup by such a value failed instead of matching nothing), and no identifier
   may contain one (events/registry.py).
 - A date hierarchy's year out of range is a bad lookup (the admin's "?e=1"), not a crash.
+- A JSON body nested past Python's recursion limit is a parse error (400), not a RecursionError.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from django.contrib.admin import AdminSite
 from django.contrib.admin.options import IncorrectLookupParameters
 from django.contrib.admin.views.main import ChangeList
 from django.http import HttpRequest, HttpResponse, JsonResponse
+from rest_framework import parsers
+from rest_framework.exceptions import ParseError
 
 NUL = "\x00"
 REASON = "The request's URL or a header contains a NUL character (%00), which no stored value can hold."
 
 
+def has_nul_header(meta: Mapping[str, object]) -> bool:
+    """A NUL in a header of a WSGI environ: gunicorn refuses one, other servers may pass one on
+    (e.g. in a token). Content-Type and Content-Length are headers without the HTTP_ prefix."""
+    return any(
+        NUL in value
+        for name, value in meta.items()
+        if type(value) is str and (name.startswith("HTTP_") or name in ("CONTENT_TYPE", "CONTENT_LENGTH"))
+    )
+
+
 def _has_nul(request: HttpRequest) -> bool:
-    if NUL in request.path_info:
-        return True
-    # gunicorn refuses a NUL in a header; other servers may pass one on (e.g. in a token).
-    if any(NUL in value for name, value in request.META.items() if name.startswith("HTTP_") and type(value) is str):
+    if NUL in request.path_info or has_nul_header(request.META):
         return True
     if "%00" not in request.META.get("QUERY_STRING", ""):  # the only way a query carries one
         return False
@@ -59,3 +69,13 @@ def bound_date_hierarchies(site: AdminSite) -> None:
     for model_admin in site._registry.values():
         if model_admin.date_hierarchy:
             model_admin.get_changelist = lambda request, **kwargs: BoundedDateChangeList
+
+
+class JSONParser(parsers.JSONParser):
+    """DRF's JSON parser (request bodies DRF decodes: the erasure endpoint's), deep nesting a 400."""
+
+    def parse(self, stream: object, media_type: str | None = None, parser_context: dict | None = None) -> object:
+        try:
+            return super().parse(stream, media_type, parser_context)
+        except RecursionError:
+            raise ParseError("JSON parse error - arrays and objects are nested too deeply") from None

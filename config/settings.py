@@ -4,6 +4,7 @@ production explicit: its secrets and services must be configured (the process
 stops with a message naming what is missing) and HTTPS is enforced."""
 
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -73,12 +74,23 @@ PRODUCTION_REQUIRES = {
 }
 
 
+# A host as Django reads it from a request (django.http.request.host_validation_re, without the
+# port it strips before comparing), optionally with the leading dot of a domain and its subdomains.
+_HOST_PATTERN = re.compile(r"^\.?([a-z0-9.-]+|\[[a-f0-9]*:[a-f0-9.:]+\])$")
+
+
 def production_problems(environ: dict[str, str]) -> list[str]:
     """What the environment lacks for production, one line each (empty: nothing)."""
     problems = [f"{name} is not set: {what}" for name, what in PRODUCTION_REQUIRES.items() if not environ.get(name)]
     hosts = env_list(environ.get("ALLOWED_HOSTS", ""))
     if environ.get("ALLOWED_HOSTS") and not hosts:
         problems.append("ALLOWED_HOSTS names no host: " + PRODUCTION_REQUIRES["ALLOWED_HOSTS"])
+    for entry in hosts:
+        if entry != "*" and not _HOST_PATTERN.match(entry.lower()):
+            problems.append(
+                f"ALLOWED_HOSTS entry {entry!r} matches no host: Django compares the host without its port, "
+                "so give a name, a .domain or an address ([::1] for IPv6), no scheme, port or path"
+            )
     if "*" in hosts:
         problems.append(
             "ALLOWED_HOSTS accepts any host ('*'): Host headers then reach the links Django builds "
@@ -304,6 +316,12 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["ingest.auth.IsAnalyst"],
+    # DRF's own, but for a JSON body nested past the recursion limit: a 400, not a 500.
+    "DEFAULT_PARSER_CLASSES": [
+        "config.hostile.JSONParser",
+        "rest_framework.parsers.FormParser",
+        "rest_framework.parsers.MultiPartParser",
+    ],
     "DEFAULT_THROTTLE_CLASSES": [
         "ingest.auth.AppRateThrottle",
         "ingest.auth.AnalystRateThrottle",

@@ -4,11 +4,13 @@ from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.errors import json_not_found, json_server_error
 from config.hostile import bound_date_hierarchies
+from ingest.login_lockout import admin_password_change
 from ingest.monitoring.views import metrics_view
 from reports.admin_dashboard import dashboard_view
 
 urlpatterns = [
     path("admin/dashboard/", admin.site.admin_view(dashboard_view), name="switchboard-dashboard"),
+    path("admin/password_change/", admin.site.admin_view(admin_password_change)),  # before the admin's own
     path("admin/", admin.site.urls),
     path("api/", include("ingest.urls")),
     path("api/", include("reports.urls")),

@@ -8,6 +8,7 @@ family is one `register_family` call; see docs/event-types.md.
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -99,11 +100,9 @@ def recognise(record: object) -> NormalizedEvent:
             if not family.matches(record):
                 continue
             event = family.normalize(record)
-            if type(event) is not NormalizedEvent or type(event.uid) is not str or type(event.site) is not str:
-                raise TypeError(f"it returned {malformed(event)}")  # the store would fail on it
+            if problem := malformed(event):  # the store would fail on it, or store a time nothing reads
+                raise TypeError(f"it returned {problem}")
             check_identifiers(event, family.fields)
-            if type(event.ts) not in (int, float):
-                raise TypeError(f"it returned a timestamp of type {type(event.ts).__name__}")
         except Invalid:
             raise
         except Exception as error:  # a bug in the family's code: this record is rejected, not the batch
@@ -122,10 +121,18 @@ def check_not_future(event: NormalizedEvent, now: float, future_tolerance: float
         raise Invalid(f"timestamp {event.ts:.3f} is more than {future_tolerance:.0f}s in the future")
 
 
-def malformed(event: object) -> str:
-    if not isinstance(event, NormalizedEvent):
+def malformed(event: object) -> str | None:
+    """What makes a family's `event` unstorable, if anything: not an event, a text column that
+    is not text, or a time that is not a finite number."""
+    if type(event) is not NormalizedEvent:
         return f"{type(event).__name__}, not a NormalizedEvent"
-    return f"an event whose uid is {type(event.uid).__name__} and site {type(event.site).__name__}, not str"
+    for column in IDENTIFIER_COLUMNS:
+        if type(getattr(event, column)) is not str:
+            return f"an event whose {column} is {type(getattr(event, column)).__name__}, not str"
+    ts = event.ts
+    if type(ts) not in (float, int) or not math.isfinite(ts):
+        return f"an event whose ts is {ts!r}, not a finite number"
+    return None
 
 
 def validator_error(family: str, error: Exception) -> str:

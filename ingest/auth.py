@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import ipaddress
 import logging
 import threading
 import time
@@ -62,6 +63,14 @@ class AnalystTokenAuthentication(KnoxTokenAuthentication):
     """`Authorization: Token <token>` for analysts (ingest.analysts): stored as a digest,
     revoked by deleting it, refused after its expiry."""
 
+    def authenticate_credentials(self, token: bytes) -> tuple:
+        # Knox decodes the token as UTF-8; a header is Latin-1 text, so `Token é` raised a 500.
+        try:
+            token.decode("utf-8")
+        except UnicodeDecodeError:
+            raise exceptions.AuthenticationFailed("Invalid token.") from None
+        return super().authenticate_credentials(token)
+
 
 def request_app(request: Request) -> Application | None:
     return request.auth if isinstance(request.auth, Application) else None
@@ -109,8 +118,23 @@ def client_ip(request: HttpRequest | Request) -> str:
     forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
     if proxies and forwarded:
         hops = forwarded.split(",")
-        return hops[-min(proxies, len(hops))].strip()
+        if address := ip_address_of(hops[-min(proxies, len(hops))].strip()):
+            return address
     return request.META.get("REMOTE_ADDR", "")
+
+
+def ip_address_of(hop: str) -> str | None:
+    """A forwarded hop's IP address, without the port some proxies add ("203.0.113.7:4711",
+    "[2001:db8::7]:443"); None for one that is no address ("unknown"): the lockouts store it in
+    an address column (PostgreSQL's inet refused such text with a 500)."""
+    if hop.startswith("["):
+        hop = hop[1:].partition("]")[0]
+    elif hop.count(":") == 1:
+        hop = hop.partition(":")[0]
+    try:
+        return str(ipaddress.ip_address(hop))
+    except ValueError:
+        return None
 
 
 SYNC_SECONDS = 0.1  # longest a web process counts requests on its own before adding them to the cache

@@ -28,6 +28,7 @@ from django.http.request import split_domain_port, validate_host
 from rest_framework import exceptions
 
 from config.errors import database_unavailable, database_unavailable_answer
+from config.hostile import has_nul_header
 from events.clock import header_epoch
 from events.registry import Invalid
 from ingest.auth import KEYWORD, AppRateThrottle
@@ -72,7 +73,12 @@ def read_body(meta: Mapping[str, object], read: Callable[[int], bytes], limit: i
         raise BodyError("invalid Content-Length header") from None
     if declared > limit:
         raise BodyError(f"the body is {declared} bytes, over the limit of {limit}", 413)
-    raw = read(limit + 1)
+    try:
+        raw = read(limit + 1)
+    except Exception as error:  # the server's de-chunker refusing broken framing (gunicorn's own types)
+        if not is_chunked(meta):
+            raise
+        raise BodyError(f"the chunked body's framing is broken: {type(error).__name__}") from None
     if len(raw) > limit:
         raise BodyError(f"the body is over the limit of {limit} bytes", 413)
     return raw
@@ -150,6 +156,8 @@ def _served_here(environ: Mapping[str, object]) -> bool:
         return False
     if settings.USE_X_FORWARDED_HOST or _redirected_to_https(environ):
         return False  # Django's middleware reads the proxy's host header / redirects to HTTPS
+    if has_nul_header(environ):
+        return False  # Django's middleware refuses it, saying why (config/hostile.py)
     host = str(environ.get("HTTP_HOST") or environ.get("SERVER_NAME", ""))
     domain, _ = split_domain_port(host)
     allowed = settings.ALLOWED_HOSTS or (["localhost", "127.0.0.1", "[::1]"] if settings.DEBUG else [])

@@ -53,6 +53,9 @@ ON CONFLICT (room_id) DO UPDATE SET
 """
 
 
+COMMENT = "#"  # starts the totals line, after the room lines
+
+
 @dataclass(frozen=True, slots=True)
 class RoomRow:
     room_id: str
@@ -66,8 +69,11 @@ class RoomRow:
     refreshed_at: datetime | None = field(default=None, compare=False)
 
     def classic(self) -> str:
+        name = printable(self.room_id, also=FIELD_SEPARATOR)
+        if name.startswith(COMMENT):  # a room named "# rooms=…" would print a second totals line
+            name = "\\x23" + name[1:]
         return (
-            f"{printable(self.room_id, also=FIELD_SEPARATOR)},events={self.events},messages={self.messages},"
+            f"{name},events={self.events},messages={self.messages},"
             f"typing={self.typing},"
             f"participants={self.participants},first={_ts(self.first)},last={_ts(self.last)}"
         )
@@ -83,7 +89,7 @@ class RoomTotals:
     refreshed_at: datetime | None = field(default=None, compare=False)
 
     def classic(self) -> str:
-        return f"# rooms={self.rooms} events={self.events} avg_events_per_room={self.avg_events_per_room:.2f}"
+        return f"{COMMENT} rooms={self.rooms} events={self.events} avg_events_per_room={self.avg_events_per_room:.2f}"
 
 
 def _ts(value: float | None) -> str:

@@ -127,6 +127,17 @@ def test_an_expiry_beyond_the_calendar_is_a_clear_error(days):
     assert AuthToken.objects.filter(user__username="dan").count() == 1
 
 
+@pytest.mark.parametrize("username", ["a" * 151, "ann\nvictim", "ann lee", "ann\u2028"])
+def test_a_username_the_admin_would_refuse_is_a_clear_error(username):
+    """Issue 22 item 16, second look: the command took any text as the username: one over 150
+    characters was a database error's traceback on PostgreSQL, and a line break went into the
+    names printed one per line."""
+    with pytest.raises(CommandError, match="not a valid username"):
+        run_create_analyst(username)
+
+    assert not User.objects.exists()
+
+
 def test_the_longest_expiry_works():
     token = run_create_analyst("carl", "--expires-in-days", "36500")[0].strip()
     assert read_with(token) == 200

@@ -9,6 +9,7 @@ from __future__ import annotations
 import http.client
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -123,3 +124,35 @@ def test_both_paths_read_a_chunked_body_only_from_a_server_that_ends_its_stream(
         assert len(statuses) == 1 and next(iter(statuses)).startswith("411")
         assert "send Content-Length" in orjson.loads(answers[1][2])["detail"]
         assert not RawBatch.objects.exists()
+
+
+def post_raw(port: int, key: str, chunked_body: bytes) -> tuple[int, dict]:
+    """A chunked post written byte for byte, its framing as given (http.client would fix it)."""
+    head = (
+        f"POST /api/events/ HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Api-Key {key}\r\n"
+        "Content-Type: application/x-ndjson\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(head.encode() + chunked_body)
+        response = http.client.HTTPResponse(connection)
+        response.begin()
+        return response.status, orjson.loads(response.read())
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        pytest.param(lambda body: b"zz\r\n" + body + b"\r\n0\r\n\r\n", id="size not hex"),
+        pytest.param(lambda body: b"%x\r\n" % (len(body) - 5) + body + b"\r\n0\r\n\r\n", id="size too small"),
+    ],
+)
+def test_broken_chunk_framing_is_a_400_on_both_paths(server, transactional_db, framing):
+    """Issue 22 item 12, second look: gunicorn raises its own parse error from the body's read
+    when a chunk's framing is broken; both paths answered 500."""
+    _, key = create_application("chunked")
+
+    status, data = post_raw(server, key, framing(record("a")))
+
+    assert status == 400, data
+    assert "chunked" in data["detail"]
+    assert not RawBatch.objects.exists()

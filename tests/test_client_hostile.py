@@ -15,6 +15,8 @@ import gzip
 import http.server
 import json
 import logging
+import os
+import stat
 import subprocess
 import sys
 import threading
@@ -445,3 +447,21 @@ def test_installing_the_client_leaves_nothing_in_the_source_tree(tmp_path):
     assert untracked() == before  # no build/, no *.egg-info, not even ignored ones
     assert (tmp_path / "site" / "switchboard_client" / "client.py").exists()
     assert (tmp_path / "site" / "bin" / "switchboard-send").exists()
+
+
+def test_the_spool_file_is_readable_by_its_owner_only(tmp_path):
+    """Issue 22 item 9, second look: the spool holds the events themselves (messages, actors), yet
+    was created with the process's umask (0644 under the usual 022), readable by every local user."""
+    spool = tmp_path / "undelivered.ndjson"
+    previous = os.umask(0o022)
+    try:
+        client = Client(f"http://127.0.0.1:{free_port()}", "sb_x", backoff=20, spool_path=spool)
+        sent = events(3)
+        for event in sent:
+            client.enqueue(event)
+        assert client.shutdown(timeout=0.5) is False
+    finally:
+        os.umask(previous)
+
+    assert stat.S_IMODE(spool.stat().st_mode) == 0o600
+    assert [json.loads(line) for line in spool.read_text().splitlines()] == sent

@@ -141,6 +141,9 @@ LOCAL_FILES = [
     ".venv/bin/python", ".git/config", "bench/out/run.json", "tls/server.key", "tls/server.pem",
     "ingest/.env", "config/local.env", "ingest/__pycache__/auth.cpython-311.pyc", "credentials.json",
     ".pytest_cache/v/cache/nodeids", "compose.override.yaml",
+    # ... and inside the folders the image runs (issue 22 item 3, second look: all of these were sent).
+    "config/credentials.json", "config/.envrc", "ingest/id_rsa", "events/server.p12", "reports/debug.log",
+    "config/settings.py.orig", "ingest/.netrc", "events/dump.jsonl",
 ]  # fmt: skip
 # Tracked, but not what the image runs (besides the top folder's files other than Python's).
 NOT_IN_THE_IMAGE = (

@@ -256,6 +256,15 @@ def test_a_reason_that_names_the_actor_is_refused(db):
     assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
 
 
+@pytest.mark.parametrize("reason", ["spam\nvictim,messages=1", "spam\u2028x", "spam\x1b[2J"])
+def test_a_reason_with_a_line_break_or_control_character_is_refused(db, reason):
+    """Issue 22 item 2, second look: the reason is shown with every refused record, in the
+    replay's summary line too; a line break in it forged lines there."""
+    with pytest.raises(CommandError, match="control character"):
+        call_command("forget_actor", "bob", "--suppress", "--reason", reason, stderr=io.StringIO())
+    assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
+
+
 # -- who may erase: the API and the admin ----------------------------------------------------
 
 

@@ -237,3 +237,26 @@ def test_no_sample_file_holds_a_refused_identifier(sample_data: Path):
                 assert "control character" not in str(error) and "comma" not in str(error), (name, raw)
     for record in orjson.loads((sample_data / "xmpp/chatid_sample.json").read_bytes()):
         normalize(record, time.time())
+
+
+@pytest.mark.django_db
+def test_a_room_named_like_the_totals_line_does_not_print_a_second_one(analyst_token, tmp_path):
+    """Issue 22 item 2, second look: the room lines end with the totals line "# rooms=N events=N
+    avg_events_per_room=F"; a room id (an xmpp `room_id`, any printable text without a comma)
+    written as that printed a line a reader takes for the totals. A leading '#' is escaped."""
+    forged = "# rooms=1 events=1000000 avg_events_per_room=1000000.00"
+    record = {"id": "x1", "timestamp": NOW, "room_id": forged, "channel": "chan", "event": "muc-occupant-joined",
+              "nick": "n", "stanza": None}  # fmt: skip
+    path = tmp_path / "rooms.jsonl"
+    path.write_bytes(orjson.dumps(record) + b"\n")
+    call_command("import_jsonl", str(path), stderr=io.StringIO())  # valid: the rule allows the name
+    room_summary.rebuild_all_rooms()
+    cli = io.StringIO()
+    call_command("room_summary", stdout=cli)
+    api = APIClient(HTTP_AUTHORIZATION=f"Token {analyst_token}").get("/api/rooms/summary/", {"format": "txt"})
+
+    for text in (cli.getvalue(), api.content.decode()):
+        lines = text.splitlines()
+        assert [line for line in lines if line.startswith("#")] == [lines[-1]], lines
+        assert lines[0].startswith("\\x23 rooms=1 events=1000000 avg_events_per_room=1000000.00,events=1,"), lines
+        assert lines[-1] == "# rooms=1 events=1 avg_events_per_room=1.00"

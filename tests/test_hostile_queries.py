@@ -14,6 +14,7 @@ import orjson
 import pytest
 from django.conf import settings
 from django.contrib import admin
+from django.contrib.auth.models import Permission, User
 from django.core.cache import cache
 from django.core.management import call_command
 from django.test import override_settings
@@ -205,3 +206,57 @@ def test_a_nul_in_a_header_is_refused_not_looked_up(db, analyst_token, header):
 
     assert response.status_code == 400 and "NUL" in response.json()["detail"]
     assert client.get("/api/sites/summary/").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["/api/sites/summary/", "/api/events/"])
+def test_a_token_that_is_not_utf8_is_a_401_not_a_500(db, analyst_token, path):
+    """Issue 22 item 11, second look: a header arrives as Latin-1 text; knox decodes the token
+    as UTF-8 and raised UnicodeDecodeError (500) for `Token é…`, on every endpoint, GET and POST."""
+    client = APIClient(HTTP_AUTHORIZATION="Token " + "\u00e9" * 10)
+
+    for response in (client.get(path), client.post(path, b"{}", content_type="application/json")):
+        assert response.status_code == 401, response.content
+        assert response.json()["detail"] == "Invalid token."
+    client.credentials(HTTP_AUTHORIZATION=f"Token {analyst_token}")
+    assert client.get(path).status_code == 200
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b'{"actor":' * 50_000], ids=["arrays", "objects"])
+def test_json_nested_past_the_recursion_limit_is_a_400(db, body):
+    """Issue 22 item 13, second look: DRF's JSON parser (the erasure endpoint's body) raised
+    RecursionError on deep nesting, a 500; the events endpoint reads its body raw and bounds nesting."""
+    user = User.objects.create_user("dpo", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="forget_actor"))
+    client = APIClient()
+    client.force_authenticate(user)
+
+    response = client.post("/api/actors/forget/", body, content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert "nested too deeply" in response.json()["detail"]
+    assert client.post("/api/actors/forget/", {"actor": "a"}, format="json").status_code == 200
+
+
+@pytest.mark.parametrize("path", ["fast path", "django"])
+def test_a_nul_in_the_content_type_is_refused_on_both_write_paths(transactional_db, path):
+    """Issue 22 item 11, second look: Content-Type is no HTTP_ header in WSGI, so the NUL check
+    missed it, and the fast path (in front of Django) checks none: the batch's content type was
+    stored with its NUL, which PostgreSQL refuses (a 500)."""
+    from django.core.handlers.wsgi import WSGIHandler
+
+    from config.wsgi import application
+    from ingest.keys import create_application
+    from tests.test_outbox import wsgi_post
+
+    _, key = create_application("nul")
+    body = orjson.dumps({"id": "a", "type": "message", "from": "v", "site_id": "s", "data": {"message": "m"},
+                         "timestamp": NOW})  # fmt: skip
+    served_by = application if path == "fast path" else WSGIHandler()
+
+    status, _, data = wsgi_post(body, f"Api-Key {key}", extra={"CONTENT_TYPE": "application/json\x00"},
+                                application=served_by)  # fmt: skip
+
+    assert status.startswith("400"), data
+    assert "NUL" in orjson.loads(data)["detail"]
+    assert not RawBatch.objects.exists()
+    assert wsgi_post(body, f"Api-Key {key}", application=served_by)[0].startswith("202")

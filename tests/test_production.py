@@ -151,3 +151,33 @@ def test_production_refuses_allowed_hosts_that_accept_any_host_or_none(hosts):
     assert done.returncode != 0
     assert "SWITCHBOARD_MODE=production, but the environment is incomplete" in done.stderr
     assert "  - ALLOWED_HOSTS" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "entry", ["switchboard.example.com:8443", "https://switchboard.example.com", "switchboard.example.com/", "::1"]
+)
+def test_production_refuses_allowed_hosts_entries_that_match_no_host(entry):
+    """Issue 22 item 15, second look: Django compares a request's host without its port with each
+    entry, so an entry with a port, a scheme or a path (or an IPv6 address without brackets) never
+    matches: every request was a 400, the health check's too, with nothing saying why."""
+    env = {
+        **documented_environment(),
+        "SECRET_KEY": secrets.token_urlsafe(50),
+        "ALLOWED_HOSTS": f"a.example.com,{entry}",
+    }
+
+    done = run_manage(env, "check")
+
+    assert done.returncode != 0
+    assert f"  - ALLOWED_HOSTS entry {entry!r} matches no host" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "hosts", ["switchboard.example.com", ".example.org, [::1], 192.0.2.1, Switchboard.Example.COM"]
+)
+def test_production_takes_host_names_domains_and_addresses(hosts):
+    env = {**documented_environment(), "SECRET_KEY": secrets.token_urlsafe(50), "ALLOWED_HOSTS": hosts}
+
+    done = run_manage(env, "check", "--deploy", "--fail-level", "CRITICAL")
+
+    assert done.returncode == 0, done.stderr

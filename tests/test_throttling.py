@@ -12,6 +12,7 @@ from pathlib import Path
 
 import orjson
 import pytest
+from axes.models import AccessAttempt
 from django.conf import settings
 from django.contrib.auth.models import User
 from django.core.cache import cache
@@ -138,6 +139,64 @@ def test_signing_in_clears_ones_own_failures_only():
 
     assert (first, admin_in) == ([200, 200], 302)
     assert then == [200, 429]  # ann's typo and admin's two new ones: the limit
+
+
+@override_settings(AXES_FAILURE_LIMIT=3)
+def test_guesses_at_the_old_password_on_the_password_change_page_count_towards_the_lockout():
+    """Issue 22 item 5, second look: the admin's password change checks the old password
+    itself, not through a login, so a borrowed session could guess it without limit."""
+    User.objects.create_user("ann", password="ann's own", is_staff=True)
+    browser, office = Client(), "192.0.2.20"
+    assert admin_login_as(browser, "ann", "ann's own", office).status_code == 302
+    url = reverse("admin:password_change")
+
+    def change(old: str) -> int:
+        new = "a new long passphrase 42"
+        return browser.post(url, {"old_password": old, "new_password1": new, "new_password2": new},
+                            REMOTE_ADDR=office).status_code  # fmt: skip
+
+    guesses = [change(f"guess {n}") for n in range(3)]
+
+    assert guesses[:2] == [200, 200]  # the form again, saying the old password is wrong
+    assert guesses[2] in (403, 429) and change("ann's own") in (403, 429)  # locked: even the right one
+    assert User.objects.get(username="ann").check_password("ann's own")
+    assert sign_in("ann", "ann's own", office) == 429  # and every login from the address
+    assert sign_in("ann", "ann's own", "198.51.100.20") == 302
+
+
+def test_the_password_change_page_still_changes_the_password():
+    User.objects.create_user("ann", password="ann's own", is_staff=True)
+    browser = Client()
+    assert admin_login_as(browser, "ann", "ann's own", "192.0.2.21").status_code == 302
+    new = "a new long passphrase 42"
+    page = browser.get(reverse("admin:password_change"))
+    assert page.status_code == 200 and b"Old password" in page.content and b"Switchboard" in page.content
+
+    response = browser.post(reverse("admin:password_change"),
+                            {"old_password": "ann's own", "new_password1": new, "new_password2": new})  # fmt: skip
+
+    assert response.status_code == 302 and response["Location"] == reverse("admin:password_change_done")
+    assert User.objects.get(username="ann").check_password(new)
+    assert browser.get(reverse("admin:index")).status_code == 200  # still signed in
+
+
+@pytest.mark.parametrize(
+    ("forwarded", "address"),
+    [("unknown", "192.0.2.30"), ("garbage, 203.0.113.7:4711", "203.0.113.7"), ("[2001:db8::7]:443", "2001:db8::7"),
+     ("2001:db8::8", "2001:db8::8"), ("fe80::1%eth0", "fe80::1"), ("203.0.113.9", "203.0.113.9")],
+)  # fmt: skip
+def test_a_forwarded_address_that_is_not_an_ip_address_is_not_stored_as_one(forwarded, address):
+    """Issue 22 item 11, second look: behind a proxy that writes "unknown" or "address:port" in
+    X-Forwarded-For (some do), a failed admin login stored that text in django-axes' address
+    column, PostgreSQL's inet: a 500 instead of a counted failure. Such a hop is read without its
+    port; one that is still no address counts as the proxy's own."""
+    User.objects.create_user("ann", password="ann's own", is_staff=True)
+    proxied = {"HTTP_X_FORWARDED_FOR": forwarded, "REMOTE_ADDR": "192.0.2.30"}
+    with override_settings(REST_FRAMEWORK={**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}):
+        response = Client().post(reverse("admin:login"), {"username": "ann", "password": "typo"}, **proxied)
+
+    assert response.status_code == 200  # the form again
+    assert list(AccessAttempt.objects.values_list("ip_address", "failures_since_start")) == [(address, 1)]
 
 
 def test_workers_get_time_limits_and_a_memory_ceiling_from_the_environment():

@@ -64,7 +64,7 @@ def broken(request) -> tuple[list[bytes], str]:
         bad, error = {"id": "n-1", "n": 7}, "TypeError"
     else:
         registry.register_family(FamilySpec("numbered", lambda r: "n" in r, garbage_family_normalize))
-        bad, error = {"id": "n-1", "n": 7}, "TypeError: it returned an event whose uid is str and site NoneType"
+        bad, error = {"id": "n-1", "n": 7}, "TypeError: it returned an event whose site is NoneType, not str"
     before = [chat(f"c-{i}") for i in range(3)] + [click(f"/p{i}") for i in range(3)]
     after = [chat(f"d-{i}") for i in range(3)] + [click(f"/q{i}") for i in range(3)]
     yield [orjson.dumps(r) for r in [*before, bad, *after]], error
@@ -137,3 +137,34 @@ def test_a_replay_goes_on_past_a_validator_that_raises(broken, tmp_path: Path, s
     assert Event.objects.count() == 12
     assert set(Rejection.objects.filter(replayed_at=None).values_list("line", flat=True)) == {7}
     assert replay(matching()).examined == 1  # and again: still rejected, nothing else happens
+
+
+ODD_VALUES = {"ts": [float("nan"), float("inf"), -float("inf"), True, "1e9", None], "actor": [None, 5, b"v"],
+              "kind": [None, 5], "session": [None, ["r"]], "category": [None, 1.5]}  # fmt: skip
+
+
+@pytest.mark.parametrize(("column", "value"), [(c, v) for c, values in ODD_VALUES.items() for v in values], ids=repr)
+def test_an_event_with_a_column_of_the_wrong_type_is_rejected_not_stored(column: str, value: object):
+    """Issue 22 item 13, second look: a family returning an event whose time is NaN or infinite
+    (the store took it: every later time conversion of the site failed) or whose text column is
+    not text is a bug of that family: the record is rejected naming the column, the rest stored."""
+
+    def odd_family_normalize(record: dict[str, Any]) -> registry.NormalizedEvent:
+        event = registry.NormalizedEvent(record["id"], "chat", "message", "s1", 1e9, record, actor="v")
+        if record["n"]:
+            object.__setattr__(event, column, value)
+        return event
+
+    registry.register_family(FamilySpec("numbered", lambda r: "n" in r, odd_family_normalize))
+    try:
+        app, _ = create_application("shop")
+        lines = [orjson.dumps({"id": f"n-{n}", "n": n}) for n in (0, 1, 0)]
+        lines[2] = lines[2].replace(b"n-0", b"n-2")
+        batch = process_batch(receive_batch(app, b"\n".join(lines), "application/x-ndjson", "", 3).pk)
+    finally:
+        registry._FAMILIES[:] = [f for f in registry._FAMILIES if f.name != "numbered"]
+
+    assert (batch.status, batch.accepted, batch.rejected) == ("done", 2, 1)
+    (rejection,) = Rejection.objects.all()
+    assert rejection.line == 2
+    assert f"validator failed: TypeError: it returned an event whose {column} is" in rejection.reason, rejection.reason

@@ -38,6 +38,7 @@ from events.models import Event, Family, Site, Stanza
 from events.privacy import blocks
 from events.privacy.matching import CUT_TYPE, ActorRecords, cut_records
 from events.privacy.models import ActorBlock, Erasure
+from events.registry import control_character
 from ingest.body import decode_body
 from ingest.models import ImportJob, RawBatch, Rejection
 from reports import event_counts, room_summary, site_summary
@@ -125,6 +126,8 @@ def check_request(actor: str, site: str | None, reason: str) -> None:
     if actor in reason:
         # The reason is stored and shown with every refused record: it must not name the actor.
         raise ErasureRefused("the reason must not contain the actor id (it is stored and shown)")
+    if char := control_character(reason):  # nor forge a line where reasons are printed one per line
+        raise ErasureRefused(f"the reason must not contain a control character or line break (U+{ord(char):04X})")
 
 
 def _block(actor: str, site: str | None, suppress: bool, reason: str) -> None:

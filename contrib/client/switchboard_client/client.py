@@ -418,12 +418,19 @@ class Client:
             self._in_on_error.active = False
 
     def _spool(self, lines: list[bytes]) -> bool:
-        """Append the lines to `spool_path` in one write; False without one, or if it fails."""
+        """Append the lines to `spool_path` (O_APPEND); False without one, or if it fails."""
         if self.spool_path is None:
             return False
         try:
-            with self._spool_lock, open(self.spool_path, "ab", buffering=0) as spool:
-                spool.write(join(lines))
+            with self._spool_lock:
+                # The events themselves (messages, actors): a new spool file is its owner's only.
+                spool = os.open(self.spool_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    data = memoryview(join(lines))
+                    while data:  # a write may take only part (a signal, a file past 2 GiB)
+                        data = data[os.write(spool, data) :]
+                finally:
+                    os.close(spool)
         except OSError as error:
             log.error("switchboard_client: cannot append to %s: %s", self.spool_path, error)
             return False

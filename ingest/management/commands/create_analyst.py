@@ -4,6 +4,7 @@ import os
 from datetime import timedelta
 
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from ingest.analysts import ANALYST_GROUP, MAX_TOKEN_DAYS, create_analyst, issue_token
@@ -39,7 +40,12 @@ class Command(BaseCommand):
                 f"(leave it out for a token that does not expire), not {days}"
             )
         expires_in = timedelta(days=days) if days else None
-        user = get_user_model().objects.filter(username=username).first()
+        user_model = get_user_model()
+        try:  # the rules the admin's user forms apply: at most 150 letters, digits and @.+-_
+            user_model._meta.get_field(user_model.USERNAME_FIELD).clean(username, None)
+        except ValidationError as error:
+            raise CommandError(f"{username!r} is not a valid username: {' '.join(error.messages)}") from None
+        user = user_model.objects.filter(username=username).first()
         if options["new_token"]:
             if user is None or not user.groups.filter(name=ANALYST_GROUP).exists():
                 raise CommandError(f"there is no analyst named {username!r}")
