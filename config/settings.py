@@ -376,6 +376,9 @@ SWITCHBOARD = {
     # App keys are looked up once per web process and this many seconds: a
     # revoked key stops working within this time.
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
+    # Days of events kept whole; beat prunes older chat and interaction events every hour,
+    # keeping what the summaries need (events/retention.py). 0: keep everything.
+    "RETENTION_DAYS": env_int("RETENTION_DAYS", 0),
 }
 
 LOGGING = {
