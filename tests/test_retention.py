@@ -26,7 +26,7 @@ from ingest.imports import bulk
 from ingest.keys import create_application
 from ingest.models import ImportJob, RawBatch
 from ingest.store import store_chunk
-from reports import event_counts, maintenance, site_summary
+from reports import event_counts, maintenance, room_summary, site_summary
 from reports.models import EventCount, SiteActor
 from reports.site_summary import summary_rows
 from tests import chat_oracle
@@ -262,3 +262,23 @@ def test_prunes_at_any_moment_and_cut_keep_the_oracles_summary(mode, arrival, da
         site_summary.rebuild_all_sites()
         assert classic() == want
         transaction.set_rollback(True)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_interaction_events_are_pruned_by_their_identity_and_xmpp_events_are_kept(sample_data, tmp_path):
+    eye = sample_data / "interactions" / "eye_sample.jsonl"
+    call_command("import_jsonl", str(eye), str(sample_data / "xmpp" / "chatid_sample.json"), stderr=io.StringIO())
+    interactions = Event.objects.filter(family="interaction").count()
+    xmpp = Event.objects.filter(family="xmpp").count()
+    rooms = room_summary.room_rows()
+    assert interactions > 0 and xmpp == 340
+
+    call_command("prune_events", "--before", "2100-01-01", stderr=io.StringIO())
+
+    assert not Event.objects.filter(family="interaction").exists()
+    assert PrunedEvent.objects.filter(family="interaction").count() == interactions
+    assert Event.objects.filter(family="xmpp").count() == xmpp and room_summary.room_rows() == rooms
+    # Identities derived from content (records without `id`) stay duplicates too.
+    job = import_lines(tmp_path / "eye-again.jsonl", eye.read_bytes().splitlines()[::-1])
+    assert job.accepted == 0 and job.duplicates > 0
+    assert not Event.objects.filter(family="interaction").exists()
