@@ -22,4 +22,5 @@ app.conf.beat_schedule = {
     "sweep-import-ranges": {"task": "ingest.imports.tasks.sweep_ranges_task", "schedule": 60.0},
     "rebuild-stale-summaries": {"task": "ingest.imports.tasks.rebuild_stale_summaries_task", "schedule": 300.0},
     "expire-erasure-fences": {"task": "events.privacy.tasks.expire_fences_task", "schedule": 300.0},
+    "prune-old-events": {"task": "events.tasks.prune_old_events_task", "schedule": 3600.0},
 }

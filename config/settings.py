@@ -413,6 +413,9 @@ SWITCHBOARD = {
     "KEY_CACHE_SECONDS": env_int("KEY_CACHE_SECONDS", 5),
     # While the database is unavailable, requests answer 503 with this Retry-After (seconds).
     "DB_RETRY_AFTER_SECONDS": env_int("DB_RETRY_AFTER_SECONDS", 5),
+    # Days of events kept whole; beat prunes older chat and interaction events every hour,
+    # keeping what the summaries need (events/retention.py). 0: keep everything.
+    "RETENTION_DAYS": env_int("RETENTION_DAYS", 0),
 }
 
 # Plain text by default; LOG_FORMAT=json: one JSON object per line (ingest/monitoring/logs.py).

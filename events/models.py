@@ -106,3 +106,35 @@ class Stanza(models.Model):
 
     def __str__(self) -> str:
         return f"<{self.element}> of event {self.event_id}"
+
+
+class PrunedEvent(models.Model):
+    """What is kept of an event `prune_events` removed (events/retention.py): its identity, so
+    that a resend stays a duplicate, and the fields the site summary's rules read, so that
+    summaries stay exact for everything ever ingested. The payload (`raw`) and provenance go.
+
+    One row per pruned event, statuses and messages alike: ordering statuses needs their
+    id, and a message's identity is its id anyway, so counts per (site, ts, actor) would
+    be no smaller (float timestamps make nearly every key unique) and erasure needs the
+    actor of each.
+    """
+
+    uid = models.CharField(max_length=255)
+    family = models.CharField(max_length=16, choices=Family.choices)
+    kind = models.CharField(max_length=255)
+    # Site.code, without a foreign key (as Event.site): no lookup per pruned row.
+    site = models.ForeignKey(Site, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False)
+    actor = models.CharField(max_length=255, blank=True, default="")
+    ts = models.FloatField()
+    online = models.BooleanField(null=True)
+
+    class Meta:
+        indexes = [
+            # The same lookups as the event store's indexes of the same names serve.
+            models.Index(fields=["site", "family", "kind", "ts"], name="pruned_site_kind_ts"),
+            models.Index(fields=["site", "actor", "ts"], name="pruned_site_actor_ts"),
+        ]
+        constraints = [models.UniqueConstraint(fields=["uid"], name="pruned_uid_unique")]
+
+    def __str__(self) -> str:
+        return f"pruned {self.family}/{self.kind} {self.uid}"

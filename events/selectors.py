@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import QuerySet
 
-from events.models import Event, Family, Site
+from events.models import Event, Family, PrunedEvent, Site
 
 
 def through_site_indexes(events: QuerySet[Event]) -> QuerySet[Event]:
@@ -16,3 +16,9 @@ def through_site_indexes(events: QuerySet[Event]) -> QuerySet[Event]:
     it probes each site's (and family's) range: 250 sites, ~30 ms. Same rows either way.
     """
     return events.filter(site_id__in=Site.objects.values("code"), family__in=Family.values)
+
+
+def any_pruned() -> bool:
+    """Whether any event was ever pruned (events/retention.py): one index probe. Readers of the
+    pruned baseline skip it while it is empty, so a store that never prunes pays nothing for it."""
+    return PrunedEvent.objects.exists()

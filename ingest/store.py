@@ -17,6 +17,7 @@ import orjson
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
+from events import retention
 from events.db import chunked, copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
 from events.models import Event, Site, Stanza
 from events.privacy import blocks
@@ -159,6 +160,8 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     for index, (_, chunk) in enumerate(items):
         for line, event in chunk.events:
             unique.setdefault(event.uid, (index, line, event))
+    for uid in retention.pruned_ids(unique):  # stored once, then pruned: duplicates
+        del unique[uid]
     # Inserting in uid order: two groups sharing ids then wait on each other
     # instead of deadlocking on the unique index (PostgreSQL).
     ordered = sorted(unique.items())

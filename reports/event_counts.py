@@ -60,7 +60,8 @@ def add_counts(counts: Mapping[tuple[int, str, str], int]) -> None:
 
 
 def rebuild() -> int:
-    """Recompute the table from the stored events (repair); returns its rows.
+    """Recompute the table from the stored events and the pruned ones (events/retention.py:
+    the dashboard keeps counting what was accepted); returns its rows.
 
     On PostgreSQL the table is locked first: a batch storing meanwhile either committed
     before the recount (and is in it) or waits and adds its events after it.
@@ -71,7 +72,8 @@ def rebuild() -> int:
         cursor.execute("DELETE FROM reports_eventcount")
         cursor.execute(
             "INSERT INTO reports_eventcount (hour, family, site, events)"
-            f" SELECT {_hour_sql()}, family, site_id, COUNT(*) FROM events_event GROUP BY 1, 2, 3"
+            f" SELECT {_hour_sql()}, family, site_id, COUNT(*) FROM (SELECT ts, family, site_id FROM events_event"
+            " UNION ALL SELECT ts, family, site_id FROM events_prunedevent) e GROUP BY 1, 2, 3"
         )
         cursor.execute("SELECT COUNT(*) FROM reports_eventcount")
         return cursor.fetchone()[0]

@@ -38,8 +38,8 @@ from django.db import connection, transaction
 from django.utils import timezone
 
 from events.db import chunked, insert_ignoring_conflicts, update_rows
-from events.models import Site
 from events.registry import FIELD_SEPARATOR, printable
+from events.selectors import any_pruned
 from reports.models import OnlineSpan, SiteActor, SiteSummary
 
 Span = tuple[float, float]  # [start, end); end is math.inf while still online
@@ -127,6 +127,30 @@ def ordered_sites(rows: Iterable[SiteRow]) -> list[SiteRow]:
 # -- reading the event store ----------------------------------------------
 
 
+PRUNED = "events_prunedevent"  # what is kept of pruned events (events/retention.py)
+EVENT_TABLES = ("events_event", PRUNED)
+
+
+def _chat_events(columns: str, where: str, tables: Sequence[str] = EVENT_TABLES) -> str:
+    """`SELECT columns` of the events, aliased `x`, that match `where`: the stored ones and
+    what is kept of pruned ones, as one UNION ALL, so that every rule counts both. Each
+    branch carries its own condition (correlated ones included) and so probes its own
+    index; a view of the union is not pushed down into by SQLite's correlated subqueries.
+    Parameters of `where` are needed twice (`_twice`). `tables`: the worker's upkeep reads
+    the pruned table only once it holds rows (`_tables_in_use`)."""
+    return " UNION ALL ".join(f"SELECT {columns} FROM {table} x WHERE {where}" for table in tables)
+
+
+def _tables_in_use() -> Sequence[str]:
+    """The event tables for a storing transaction's upkeep: the pruned one only when it holds
+    rows. Exact because storing transactions hold the lock that pruning takes exclusively."""
+    return EVENT_TABLES if any_pruned() else EVENT_TABLES[:1]
+
+
+def _twice(params: Sequence[object]) -> list[object]:
+    return [*params, *params]
+
+
 def _stream(sql: str, params: Sequence[object]) -> Iterator[tuple]:
     """Rows of a query, FETCH_SIZE at a time from the server: psycopg2's ordinary cursor
     would load the whole result at `execute`, so PostgreSQL gets a named (server-side)
@@ -135,32 +159,6 @@ def _stream(sql: str, params: Sequence[object]) -> Iterator[tuple]:
         cursor.execute(sql, params)
         while rows := cursor.fetchmany(FETCH_SIZE):
             yield from rows
-
-
-def _until(end: float, operator: str) -> tuple[str, list[float]]:
-    """An upper time bound (`ts <= end` or `ts < end`) for a query, or none for an open window."""
-    return ("", []) if end == math.inf else (f" AND ts {operator} %s", [end])
-
-
-def _statuses_since(site_id: str, since: float, through: float = math.inf) -> Iterator[Status]:
-    """Statuses with since <= ts <= through."""
-    bound, params = _until(through, "<=")
-    return _stream(
-        "SELECT ts, uid, actor, online FROM events_event"
-        " WHERE site_id = %s AND family = 'chat' AND kind = 'status' AND ts >= %s" + bound,
-        [site_id, since, *params],
-    )
-
-
-def _message_ts_since(site_id: str, since: float, before: float = math.inf) -> Iterator[float]:
-    """Message timestamps with since <= ts < before, ascending."""
-    bound, params = _until(before, "<")
-    rows = _stream(
-        "SELECT ts FROM events_event"
-        " WHERE site_id = %s AND family = 'chat' AND kind = 'message' AND ts >= %s" + bound + " ORDER BY ts",
-        [site_id, since, *params],
-    )
-    return (row[0] for row in rows)
 
 
 def affected_windows(changes: Iterable[tuple[float, float]]) -> list[Span]:
@@ -277,7 +275,7 @@ def _codepoint() -> str:
     return ' COLLATE "C"' if connection.vendor == "postgresql" else ""  # SQLite's default is BINARY
 
 
-def _next_status_times(statuses: Sequence[tuple[str, str, float, str]]) -> list[float]:
+def _next_status_times(statuses: Sequence[tuple[str, str, float, str]], tables: Sequence[str]) -> list[float]:
     """For each new (site, operator, ts, uid) status: when the operator's next status is given.
 
     Its effect on who is online ends there (inf: never); a status of the same
@@ -287,10 +285,10 @@ def _next_status_times(statuses: Sequence[tuple[str, str, float, str]]) -> list[
     """
     keys = [(i, site, actor, ts, uid) for i, (site, actor, ts, uid) in enumerate(statuses)]
     status_of = "x.family = 'chat' AND x.kind = 'status' AND x.site_id = v.site AND x.actor = v.actor"
+    later = _chat_events("MIN(x.ts) AS ts", f"{status_of} AND x.ts > v.ts", tables)
+    overriding = _chat_events("1 AS one", f"{status_of} AND x.ts = v.ts AND x.uid{_codepoint()} > v.uid", tables)
     rows = _values_query(
-        f"SELECT v.i, (SELECT MIN(x.ts) FROM events_event x WHERE {status_of} AND x.ts > v.ts),"
-        f" EXISTS (SELECT 1 FROM events_event x WHERE {status_of} AND x.ts = v.ts AND x.uid{_codepoint()} > v.uid)"
-        " FROM v",
+        f"SELECT v.i, (SELECT MIN(b.ts) FROM ({later}) b), EXISTS (SELECT 1 FROM ({overriding}) b) FROM v",
         "i, site, actor, ts, uid",
         keys,
         f"(%s, %s, %s, {DOUBLE}, %s)",
@@ -301,18 +299,22 @@ def _next_status_times(statuses: Sequence[tuple[str, str, float, str]]) -> list[
     return ends
 
 
-def _online_before(windows: Sequence[tuple[str, float]]) -> list[set[str]]:
+def _online_before(windows: Sequence[tuple[str, float]], tables: Sequence[str]) -> list[set[str]]:
     """For each (site, time): the operators whose latest status before that time is online.
 
     One index probe per operator of the site finds its latest timestamp, one
     more its statuses there; ties are settled by id here (code-point order).
     """
     keys = [(i, site, start) for i, (site, start) in enumerate(windows)]
+    before = _chat_events(
+        "MAX(x.ts) AS ts",
+        "x.site_id = v.site AND x.actor = a.actor AND x.family = 'chat' AND x.kind = 'status' AND x.ts < v.start",
+        tables,
+    )
     latest_ts = [
         row
         for row in _values_query(
-            "SELECT v.i, v.site, a.actor, (SELECT MAX(x.ts) FROM events_event x WHERE x.site_id = v.site"
-            " AND x.actor = a.actor AND x.family = 'chat' AND x.kind = 'status' AND x.ts < v.start)"
+            f"SELECT v.i, v.site, a.actor, (SELECT MAX(b.ts) FROM ({before}) b)"
             " FROM v JOIN reports_siteactor a ON a.site_id = v.site AND a.role = 'operator'",
             "i, site, start",
             keys,
@@ -323,10 +325,13 @@ def _online_before(windows: Sequence[tuple[str, float]]) -> list[set[str]]:
     # A second statement, so that the timestamps are constants the index can seek to;
     # of several statuses at that timestamp, the greatest id (code-point order) is the latest.
     online_sets: list[set[str]] = [set() for _ in windows]
+    at = _chat_events(
+        "x.uid, x.online",
+        "x.site_id = v.site AND x.actor = v.actor AND x.ts = v.ts AND x.family = 'chat' AND x.kind = 'status'",
+        tables,
+    )
     for i, actor, online in _values_query(
-        "SELECT v.i, v.actor, (SELECT e.online FROM events_event e WHERE e.site_id = v.site"
-        " AND e.actor = v.actor AND e.ts = v.ts AND e.family = 'chat' AND e.kind = 'status'"
-        f" ORDER BY e.uid{_codepoint()} DESC LIMIT 1) FROM v",
+        f"SELECT v.i, v.actor, (SELECT b.online FROM ({at}) b ORDER BY b.uid{_codepoint()} DESC LIMIT 1) FROM v",
         "i, site, actor, ts",
         latest_ts,
         f"(%s, %s, %s, {DOUBLE})",
@@ -413,12 +418,13 @@ def apply_new_events(events: Sequence[object]) -> None:
     chats = _chats_among(messages)  # against the spans as stored, before the windows move them
     sent = Counter(site_id for site_id, _ in messages)
     statuses = [(e.site, e.actor, e.ts, e.uid) for e in live if e.kind == "status"]
+    tables = _tables_in_use() if statuses else EVENT_TABLES  # only windows of new statuses read events
     changes: dict[str, list[tuple[float, float]]] = {}
-    for (site_id, _, ts, _), end in zip(statuses, _next_status_times(statuses), strict=True):
+    for (site_id, _, ts, _), end in zip(statuses, _next_status_times(statuses, tables), strict=True):
         changes.setdefault(site_id, []).append((ts, end))
     windows = [(site_id, window) for site_id, found in changes.items() for window in affected_windows(found)]
-    seeds = _online_before([(site_id, start) for site_id, (start, _) in windows])
-    moved = _recompute_windows(windows, seeds)
+    seeds = _online_before([(site_id, start) for site_id, (start, _) in windows], tables)
+    moved = _recompute_windows(windows, seeds, tables)
     now = timezone.now()
     changed = []
     for site_id, summary in summaries.items():
@@ -433,7 +439,9 @@ def apply_new_events(events: Sequence[object]) -> None:
     update_rows(SiteSummary, ["messages", "emails", "operators", "visitors", "refreshed_at"], changed)
 
 
-def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[str]]) -> Counter[str]:
+def _recompute_windows(
+    windows: Sequence[tuple[str, Span]], seeds: Sequence[set[str]], tables: Sequence[str]
+) -> Counter[str]:
     """Recompute the spans inside each window [start, end) from the statuses; returns, per
     site, how many messages became chats (negative: e-mails).
 
@@ -459,7 +467,7 @@ def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[
         row_sql,
     ):
         touching.setdefault(i, []).append((pk, start, math.inf if end is None else end))
-    new_spans = dict(_window_spans(keys, seeds))
+    new_spans = dict(_window_spans(keys, seeds, tables))
     changes: list[tuple[str, float, float | None, int]] = []  # (site, from, to, +1 or -1)
     by_site: dict[str, list[int]] = {}
     for i, (site_id, _) in enumerate(windows):
@@ -486,10 +494,14 @@ def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[
         OnlineSpan.objects.filter(pk__in=part).delete()
     OnlineSpan.objects.bulk_create(fresh, batch_size=1000)
     moved: Counter[str] = Counter()
+    in_stretch = _chat_events(
+        "COUNT(*) AS n",
+        "x.site_id = v.site AND x.family = 'chat' AND x.kind = 'message' AND x.ts >= v.start"
+        " AND (v.stop IS NULL OR x.ts < v.stop)",
+        tables,
+    )
     for site_id, count in _values_query(
-        "SELECT v.site, SUM(v.sign * (SELECT COUNT(*) FROM events_event x WHERE x.site_id = v.site"
-        " AND x.family = 'chat' AND x.kind = 'message' AND x.ts >= v.start AND (v.stop IS NULL OR x.ts < v.stop)))"
-        " FROM v GROUP BY v.site",
+        f"SELECT v.site, SUM(v.sign * (SELECT SUM(b.n) FROM ({in_stretch}) b)) FROM v GROUP BY v.site",
         "site, start, stop, sign",
         changes,
         f"(%s, {DOUBLE}, {DOUBLE}, CAST(%s AS INTEGER))",
@@ -498,19 +510,26 @@ def _recompute_windows(windows: Sequence[tuple[str, Span]], seeds: Sequence[set[
     return moved
 
 
-def _window_spans(keys: Sequence[tuple[int, str, float, float | None]], seeds: Sequence[set[str]]):
+def _window_spans(
+    keys: Sequence[tuple[int, str, float, float | None]], seeds: Sequence[set[str]], tables: Sequence[str]
+):
     """(window index, its new spans), the statuses of every window streamed in time order."""
-    statuses = "e.site_id = v.site AND e.family = 'chat' AND e.kind = 'status' AND e.ts >= v.start AND e.ts <= v.stop"
+    statuses = "x.site_id = v.site AND x.family = 'chat' AND x.kind = 'status' AND x.ts >= v.start AND x.ts <= v.stop"
     if connection.vendor == "postgresql":
         # One (site, family, kind, ts) index range per window whatever the statistics say
         # (the ORDER BY keeps the planner from flattening it): a join, planned on a young
         # table's estimates, read every status of every site once per window.
         sql = (
-            "SELECT v.i, x.ts, x.uid, x.actor, x.online FROM v CROSS JOIN LATERAL (SELECT ts, uid, actor, online"
-            f" FROM events_event e WHERE {statuses} ORDER BY e.ts) x ORDER BY v.i, x.ts"
+            "SELECT v.i, w.ts, w.uid, w.actor, w.online FROM v CROSS JOIN LATERAL"
+            f" ({_chat_events('x.ts, x.uid, x.actor, x.online', statuses, tables)} ORDER BY 1) w ORDER BY v.i, w.ts"
         )
     else:  # SQLite has no LATERAL; its planner probes the index from each window anyway
-        sql = f"SELECT v.i, e.ts, e.uid, e.actor, e.online FROM v JOIN events_event e ON {statuses} ORDER BY v.i, e.ts"
+        sql = (
+            " UNION ALL ".join(
+                f"SELECT v.i, x.ts, x.uid, x.actor, x.online FROM v JOIN {table} x ON {statuses}" for table in tables
+            )
+            + " ORDER BY 1, 2"
+        )
     rows = iter(
         _values_stream(
             sql,
@@ -592,6 +611,7 @@ def _add_actors_then_index(site_ids: Sequence[str]) -> None:
     only ever added, so the rows to insert are those of the events not in the table.
     """
     role = f"CASE kind WHEN 'status' THEN '{SiteActor.Role.OPERATOR}' ELSE '{SiteActor.Role.VISITOR}' END"
+    chat = "x.family = 'chat' AND x.site_id = ANY(%s)"
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # the distinct rows hashed in memory, not sorted on disk
@@ -604,9 +624,9 @@ def _add_actors_then_index(site_ids: Sequence[str]) -> None:
         cursor.execute(f'ALTER TABLE reports_siteactor DROP CONSTRAINT "{ACTOR_KEY}"')
         cursor.execute(
             "INSERT INTO reports_siteactor (site_id, role, actor)"
-            f" SELECT site_id, {role}, actor FROM events_event WHERE family = 'chat' AND site_id = ANY(%s)"
+            f" SELECT site_id, {role}, actor FROM ({_chat_events('x.site_id, x.kind, x.actor', chat)}) e"
             " EXCEPT SELECT site_id, role, actor FROM reports_siteactor WHERE site_id = ANY(%s)",
-            [list(site_ids), list(site_ids)],
+            [*_twice([list(site_ids)]), list(site_ids)],
         )
         cursor.execute(f'ALTER TABLE reports_siteactor ADD CONSTRAINT "{ACTOR_KEY}" {definition}')
 
@@ -617,9 +637,12 @@ def _rebuild_part(site_ids: Sequence[str], *, add_actors: bool = True) -> None:
     spans = {site_id: [] for site_id in site_ids}
     for site_id, group in groupby(
         _stream(
-            "SELECT site_id, ts, uid, actor, online FROM events_event"
-            f" WHERE family = 'chat' AND kind = 'status' AND site_id IN ({marks}) ORDER BY site_id",
-            site_ids,
+            _chat_events(
+                "x.site_id, x.ts, x.uid, x.actor, x.online",
+                f"x.family = 'chat' AND x.kind = 'status' AND x.site_id IN ({marks})",
+            )
+            + " ORDER BY 1",
+            _twice(site_ids),
         ),
         key=lambda row: row[0],
     ):
@@ -632,20 +655,21 @@ def _rebuild_part(site_ids: Sequence[str], *, add_actors: bool = True) -> None:
     messages = dict.fromkeys(site_ids, 0)
     chats = dict.fromkeys(site_ids, 0)
     for site_id, ts in _stream(
-        f"SELECT site_id, ts FROM events_event WHERE family = 'chat' AND kind = 'message' AND site_id IN ({marks})",
-        site_ids,
+        _chat_events("x.site_id, x.ts", f"x.family = 'chat' AND x.kind = 'message' AND x.site_id IN ({marks})"),
+        _twice(site_ids),
     ):
         messages[site_id] += 1
         chats[site_id] += is_chat(ts, spans[site_id])
+    in_sites = f"x.family = 'chat' AND x.site_id IN ({marks})"
     with connection.cursor() as cursor:
         if add_actors:
             cursor.execute(
                 "INSERT INTO reports_siteactor (site_id, role, actor)"
                 " SELECT DISTINCT site_id, CASE kind WHEN 'status' THEN %s ELSE %s END AS role, actor"
-                f" FROM events_event WHERE family = 'chat' AND site_id IN ({marks})"
+                f" FROM ({_chat_events('x.site_id, x.kind, x.actor', in_sites)}) e"
                 # In index order: each index page is filled once instead of touched at random.
                 " ORDER BY site_id, role, actor ON CONFLICT (site_id, role, actor) DO NOTHING",
-                [SiteActor.Role.OPERATOR, SiteActor.Role.VISITOR, *site_ids],
+                [SiteActor.Role.OPERATOR, SiteActor.Role.VISITOR, *_twice(site_ids)],
             )
         cursor.execute(
             f"SELECT site_id, role, COUNT(*) FROM reports_siteactor WHERE site_id IN ({marks}) GROUP BY site_id, role",
@@ -675,8 +699,11 @@ def rebuild_stale_sites(*, bulk: bool = False) -> int:
 
 
 def rebuild_all_sites() -> int:
-    """Repair: recompute every site that has chat events."""
-    site_ids = list(Site.objects.filter(events__family="chat").distinct().values_list("code", flat=True))
+    """Repair: recompute every site that has chat events, stored or pruned."""
+    chat = _chat_events("x.site_id", "x.family = 'chat'")
+    with connection.cursor() as cursor:
+        cursor.execute(f"SELECT DISTINCT site_id FROM ({chat}) e")
+        site_ids = [site_id for (site_id,) in cursor.fetchall()]
     rebuild_sites(site_ids)
     return len(site_ids)
 

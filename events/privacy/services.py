@@ -34,7 +34,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from events.db import chunked
-from events.models import Event, Family, Site, Stanza
+from events.models import Event, Family, PrunedEvent, Site, Stanza
 from events.privacy import blocks
 from events.privacy.matching import CUT_TYPE, ActorRecords, cut_records
 from events.privacy.models import ActorBlock, Erasure
@@ -143,9 +143,11 @@ def _block(actor: str, site: str | None, suppress: bool, reason: str) -> None:
 def _affected(actor: str, site: str | None) -> Affected:
     """The sites and rooms holding the actor's events: one scan by actor, or an index range with a site."""
     events = Event.objects.filter(actor=actor, family__in=FAMILIES_WITH_ACTORS)
+    pruned = PrunedEvent.objects.filter(actor=actor, family__in=FAMILIES_WITH_ACTORS)
     if site is not None:
-        events = events.filter(site_id=site)
+        events, pruned = events.filter(site_id=site), pruned.filter(site_id=site)
     rows = set(events.values_list("family", "site_id", "session").distinct())
+    rows |= {(family, site_id, "") for family, site_id in pruned.values_list("family", "site_id").distinct()}
     return Affected(
         chat_sites={s for family, s, _ in rows if family == Family.CHAT},
         sites={s for _, s, _ in rows},
@@ -155,23 +157,26 @@ def _affected(actor: str, site: str | None) -> Affected:
 
 def _erase_events(actor: str, site_ids: Iterable[str]) -> int:
     """Delete the actor's events site by site (the (site, actor, ts) index), ROWS per transaction,
-    with their stanzas and their share of the dashboard's hourly counts."""
+    with their stanzas and their share of the dashboard's hourly counts; then what is kept of
+    its pruned events (events/retention.py), which the dashboard counts too."""
     erased = 0
-    for site_id in sorted(site_ids):
-        while True:
-            with transaction.atomic():
-                rows = list(
-                    Event.objects.filter(site_id=site_id, actor=actor, family__in=FAMILIES_WITH_ACTORS).values_list(
-                        "id", "ts", "family"
-                    )[:ROWS]
-                )
-                if not rows:
-                    break
-                ids = [pk for pk, _, _ in rows]
-                Stanza.objects.filter(event_id__in=ids).delete()
-                Event.objects.filter(id__in=ids).delete()
-                _uncount(Counter((event_counts.hour_of(ts), family, site_id) for _, ts, family in rows))
-                erased += len(rows)
+    for model in (Event, PrunedEvent):
+        for site_id in sorted(site_ids):
+            while True:
+                with transaction.atomic():
+                    rows = list(
+                        model.objects.filter(site_id=site_id, actor=actor, family__in=FAMILIES_WITH_ACTORS).values_list(
+                            "id", "ts", "family"
+                        )[:ROWS]
+                    )
+                    if not rows:
+                        break
+                    ids = [pk for pk, _, _ in rows]
+                    if model is Event:
+                        Stanza.objects.filter(event_id__in=ids).delete()
+                    model.objects.filter(id__in=ids).delete()
+                    _uncount(Counter((event_counts.hour_of(ts), family, site_id) for _, ts, family in rows))
+                    erased += len(rows)
     return erased
 
 
@@ -237,13 +242,20 @@ def _drop_empty(affected: Affected) -> None:
     """Summary rows of sites and rooms the actor alone had, and sites left with no events
     (under the erasure lock: no storing transaction is adding events to them meanwhile).
     One index probe per site or room (`LIMIT 1`), not a read of their events."""
-    events = Event.objects
-    gone = sorted(s for s in affected.chat_sites if not events.filter(site_id=s, family=Family.CHAT).exists())
+    events, pruned = Event.objects, PrunedEvent.objects
+    gone = sorted(
+        s
+        for s in affected.chat_sites
+        if not events.filter(site_id=s, family=Family.CHAT).exists()
+        and not pruned.filter(site_id=s, family=Family.CHAT).exists()
+    )
     SiteSummary.objects.filter(site_id__in=gone).delete()
     OnlineSpan.objects.filter(site_id__in=gone).delete()
     rooms = [r for r in affected.rooms if not events.filter(session=r, family=Family.XMPP).exists()]
     RoomSummary.objects.filter(room_id__in=rooms).delete()
-    empty = sorted(s for s in affected.sites if not events.filter(site_id=s).exists())
+    empty = sorted(
+        s for s in affected.sites if not events.filter(site_id=s).exists() and not pruned.filter(site_id=s).exists()
+    )
     SiteActor.objects.filter(site_id__in=empty).delete()
     Site.objects.filter(code__in=empty).delete()
 

@@ -30,10 +30,12 @@ from typing import NamedTuple, TypeVar
 from django.db import DataError, IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
 
+from events import retention
 from events.db import copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
-from events.privacy.blocks import Blocks, current_blocks
+from events.privacy.blocks import Blocks, current_blocks, lock_shared
 from events.registry import NormalizedEvent
+from events.selectors import any_pruned
 from ingest.collector import COLLECT_EVERY, collector_paused
 from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
@@ -271,6 +273,7 @@ def store(
 
     `seen` (PostgreSQL): the ids possibly stored already; only those are looked up.
     """
+    lock_shared()  # as every storing transaction: no prune moves ids between its look-up and its insert
     batch = RawBatch.objects.create(
         source=source,
         import_job_id=job_id,
@@ -360,7 +363,8 @@ def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted
     if not prepared.uids:
         return Inserted()
     if not is_postgresql():
-        rows = [(*row, batch_id) for row in prepared.rows]
+        pruned = retention.pruned_ids(prepared.uids)  # stored once, then pruned: duplicates
+        rows = [(*row, batch_id) for row in prepared.rows if row[0] not in pruned]
         returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", "id, uid")
         return _inserted(prepared, returned)
     return _insert_postgresql(prepared, batch_id, seen)
@@ -386,7 +390,8 @@ def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) 
         with connection.wrap_database_errors:
             cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
         cursor.execute(
-            f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging"
+            f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging s"
+            " WHERE NOT EXISTS (SELECT 1 FROM events_prunedevent p WHERE p.uid = s.uid)"
             " ON CONFLICT (uid) DO NOTHING RETURNING id, uid",
             [batch_id],
         )
@@ -404,7 +409,10 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> In
     """
     stored: set[str] = set()
     if asked:
-        cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [asked])
+        sql, params = "SELECT uid FROM events_event WHERE uid = ANY(%s)", [asked]
+        if any_pruned():  # pruned ids count as stored
+            sql, params = sql + " UNION ALL SELECT uid FROM events_prunedevent WHERE uid = ANY(%s)", [asked, asked]
+        cursor.execute(sql, params)
         stored = {uid for (uid,) in cursor.fetchall()}
     new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
     data = _rows_text(prepared, new) if stored else prepared.copy

@@ -77,12 +77,15 @@ class SeenIds:
 def seen_ids_of_table(planned_new_ids: int) -> SeenIds:
     """A filter holding every id stored now, sized for `planned_new_ids` more."""
     with connection.cursor() as cursor:
-        cursor.execute("SELECT reltuples::bigint FROM pg_class WHERE oid = 'events_event'::regclass")
-        estimate = max(0, cursor.fetchone()[0])
+        cursor.execute(
+            "SELECT SUM(GREATEST(reltuples::bigint, 0)) FROM pg_class"
+            " WHERE oid IN ('events_event'::regclass, 'events_prunedevent'::regclass)"
+        )
+        estimate = int(cursor.fetchone()[0] or 0)
     seen = SeenIds(estimate + planned_new_ids)
     # A server-side cursor (it lives in a transaction): the ids stream in bounded memory.
     with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.execute("SELECT uid FROM events_event")
+        cursor.execute("SELECT uid FROM events_event UNION ALL SELECT uid FROM events_prunedevent")  # pruned: stored
         while rows := cursor.fetchmany(FETCH_IDS):
             seen.add(uid for (uid,) in rows)
     return seen

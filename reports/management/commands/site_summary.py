@@ -9,7 +9,9 @@ class Command(BaseCommand):
     help = "Print site_id,messages=N,emails=N,operators=N,visitors=N for every site."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--rebuild", action="store_true", help="recompute every site from its events first")
+        parser.add_argument(
+            "--rebuild", action="store_true", help="recompute every site from its events and pruned baseline first"
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         if options["rebuild"]:

@@ -1,0 +1,101 @@
+"""Retention (SPEC §10): `prune_events` removes old events and keeps what the summaries need.
+
+An event older than the cut leaves the event store (`Event`: its payload, provenance and
+every index entry) and a `PrunedEvent` row keeps its identity and the fields the site
+summary's rules read (site, kind, actor, timestamp, status value). So:
+
+* a resend of a pruned id is a duplicate: every storing path leaves out ids that are
+  pruned (`pruned_ids`), under the lock that pruning takes exclusively;
+* the site summaries read stored and pruned events alike (reports/site_summary.py), so a
+  late message or status older than the cut is classified, and re-classifies, exactly as
+  if nothing had been pruned, and `site_summary --rebuild` gives the same lines;
+* erasure deletes an actor's pruned rows too (events/privacy/services.py).
+
+Pruned families: chat and interaction. Xmpp events are kept whole: a room's summary counts
+its distinct ids, participants and stanza bodies, which would need a baseline of their own.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+
+from django.conf import settings
+from django.db import connection, transaction
+
+from events.db import chunked, is_postgresql
+from events.models import Event, Family
+from events.privacy import blocks
+
+PRUNED_FAMILIES = (Family.CHAT.value, Family.INTERACTION.value)
+ROWS = 10_000  # events pruned per transaction
+KEPT_COLUMNS = "uid, family, kind, site_id, actor, ts, online"
+IDS_PER_STATEMENT = 500  # SQLite's parameters; PostgreSQL takes one array
+
+
+def pruned_ids(uids: Iterable[str]) -> set[str]:
+    """Which of these ids belong to pruned events: a storing path treats them as stored."""
+    found: set[str] = set()
+    with connection.cursor() as cursor:
+        for part in _id_parts(sorted(set(uids))):
+            if is_postgresql():
+                cursor.execute("SELECT uid FROM events_prunedevent WHERE uid = ANY(%s)", [list(part)])
+            else:
+                cursor.execute(
+                    f"SELECT uid FROM events_prunedevent WHERE uid IN ({', '.join(['%s'] * len(part))})", part
+                )
+            found.update(uid for (uid,) in cursor.fetchall())
+    return found
+
+
+def _id_parts(values: Sequence[object]) -> Iterable[Sequence[object]]:
+    return [values] if is_postgresql() and values else chunked(values, IDS_PER_STATEMENT)
+
+
+def prune_events(before: float, *, rows: int = ROWS, progress: Callable[[int], None] | None = None) -> int:
+    """Prune the chat and interaction events with a timestamp before `before` (epoch seconds),
+    oldest first, `rows` per transaction; returns how many.
+
+    Each transaction holds the lock storing transactions take in shared mode (the erasure
+    lock): no writer is between its check of pruned ids and its insert while ids move.
+    A kill loses at most the open transaction; running it again carries on.
+    """
+    pruned = 0
+    while True:
+        with transaction.atomic():
+            blocks.lock_exclusive()
+            ids = list(
+                Event.objects.filter(family__in=PRUNED_FAMILIES, ts__lt=before)
+                .order_by("ts", "id")
+                .values_list("id", flat=True)[:rows]
+            )
+            if not ids:
+                return pruned
+            with connection.cursor() as cursor:
+                for part in _id_parts(ids):
+                    where, params = _in_ids(part)
+                    cursor.execute(
+                        f"INSERT INTO events_prunedevent ({KEPT_COLUMNS})"
+                        f" SELECT {KEPT_COLUMNS} FROM events_event WHERE {where}"
+                        # Only if an id was both stored and pruned, which the storing paths rule out.
+                        " ON CONFLICT (uid) DO NOTHING",
+                        params,
+                    )
+                    cursor.execute(f"DELETE FROM events_event WHERE {where}", params)
+        pruned += len(ids)
+        if progress:
+            progress(pruned)
+
+
+def _in_ids(ids: Sequence[object]) -> tuple[str, list[object]]:
+    if is_postgresql():
+        return "id = ANY(%s)", [list(ids)]
+    return f"id IN ({', '.join(['%s'] * len(ids))})", list(ids)
+
+
+def retention_cut(now: float | None = None) -> float | None:
+    """The cut `RETENTION_DAYS` sets (epoch seconds), or None when events are kept forever."""
+    days = settings.SWITCHBOARD["RETENTION_DAYS"]
+    if days <= 0:
+        return None
+    return (time.time() if now is None else now) - days * 86_400
