@@ -194,7 +194,7 @@ def commands(finder: Finder, script: str) -> None:
             continue
         if cwd is None:
             continue
-        if "/" in program:
+        if "/" in program and not program.startswith("$"):  # `$PG/initdb`: a variable's folder, not ours
             finder.path(program, cwd)
         if INTERPRETERS.fullmatch(program) and operands and not {"-m", "-c"} & set(arguments):
             finder.path(operands[0], cwd)
