@@ -32,7 +32,13 @@ run: $(STAMP)
 # Two pytest workers by default (pytest-xdist): the suite starts real servers and
 # processes, which wait on I/O much of the time. PYTEST_WORKERS=0 runs in one process.
 PYTEST_WORKERS ?= 2
+# What the suite runs besides Python, installed with apt-get when missing (as root or
+# through sudo; a failed install is reported and the tests say what they lack): PostgreSQL's
+# server binaries (tests that start servers of their own), Redis, Debian's chromium (the admin
+# in a browser) and promtool (the alert rules).
+SYSTEM_PACKAGES = $(shell [ -x /usr/bin/chromium ] || echo chromium) $(shell command -v promtool >/dev/null || echo prometheus)
 test: $(STAMP)
+	-@bash contrib/dev/services.sh install $(SYSTEM_PACKAGES)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) $(PYTEST_ARGS)
 
 lint: $(STAMP)
