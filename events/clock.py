@@ -58,16 +58,22 @@ def normalize(
     return event
 
 
+def iso_epoch_micros(text: str) -> int:
+    """Whole microseconds since the epoch of an ISO 8601 text (naive means UTC); ValueError if
+    it is not one. Whole microseconds, so that a stored time gives its text back exactly."""
+    moment = datetime.fromisoformat(text)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // MICROSECOND
+
+
 def epoch_of(value: object, field: str) -> float:
     """Epoch seconds of a send or receive time: a JSON number, or an ISO 8601 string (naive means UTC)."""
     if isinstance(value, str):
         try:
-            moment = datetime.fromisoformat(value)
+            seconds = iso_epoch_micros(value) / 1_000_000
         except ValueError:
             raise Invalid(f"'{field}' {value[:64]!r} is not ISO 8601") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=UTC)
-        seconds = ((moment - EPOCH) // MICROSECOND) / 1_000_000
     elif isinstance(value, (int, float)) and not isinstance(value, bool):
         seconds = float(value)
         if not math.isfinite(seconds):

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
+from events.clock import iso_epoch_micros
 from events.registry import (
     FamilySpec,
     Invalid,
@@ -25,8 +26,6 @@ from events.registry import (
 )
 
 FAMILY = "interaction"
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-MICROSECOND = timedelta(microseconds=1)
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 
 # Validates an event's `data` object; raises `Invalid` with the reason.
@@ -99,12 +98,9 @@ def parse_timestamp(value: object) -> float:
             f"'timestamp' must be a string 'YYYY-MM-DD HH:MM:SS[.ffffff]' or ISO 8601, got {json_type_name(value)}"
         )
     try:
-        moment = datetime.fromisoformat(value)
+        micros = iso_epoch_micros(value)
     except ValueError:
         raise Invalid(f"'timestamp' {value[:64]!r} is neither 'YYYY-MM-DD HH:MM:SS[.ffffff]' nor ISO 8601") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    micros = (moment - EPOCH) // MICROSECOND
     if micros < 0:
         raise Invalid("'timestamp' is before 1970-01-01")
     return micros / 1_000_000
