@@ -28,7 +28,7 @@ SOURCE_SUFFIXES = (".py", ".sh", ".md", ".toml", ".yaml", ".yml", ".cfg", ".serv
 INTERPRETERS = re.compile(r"(.*/)?(python[\d.]*|bash|sh|source|\.)")
 WRAPPERS = {"exec", "sudo", "env", "nohup", "time", "command"}
 # A path of the machine the docs were written on, which no clone has.
-MACHINE_PATHS = ("/work/", "../shared", "/root/")
+MACHINE_PATHS = ("/work/", "/root/")
 
 
 def tracked() -> set[str]:
@@ -54,6 +54,13 @@ def generated(paths: list[str]) -> set[str]:
         text=True,
     )
     return set(done.stdout.split())
+
+
+def beside_the_checkout(word: str) -> bool:
+    """`../name/...` where name is none of the repository's folders (`../.venv/bin/python`,
+    written from inside bench/, is the repository's own)."""
+    parts = word.split("/")
+    return len(parts) > 2 and parts[0] == ".." and parts[1] not in REPO_ROOTS
 
 
 def code_of(markdown: str) -> tuple[list[tuple[str, str]], list[str]]:
@@ -165,7 +172,9 @@ def references(doc: str, markdown: str | None = None) -> Finder:
         for word in words(text):
             head, _, tail = word.rpartition("/")
             here = inline and word.startswith("./")  # in a block, `./x` is where its `cd`s lead: commands()
-            if word.startswith(MACHINE_PATHS) or here or head.split("/")[0] in REPO_ROOTS:
+            if beside_the_checkout(word):  # `../data/x`: a folder next to this checkout, not in a clone
+                finder.problems.setdefault(word, "beside the checkout, not in a clone")
+            elif word.startswith(MACHINE_PATHS) or here or head.split("/")[0] in REPO_ROOTS:
                 finder.path(word)
             elif head and not word.startswith("/") and re.search(r"\.\w+$", tail):
                 finder.suffix(word)  # a file named from inside its package
