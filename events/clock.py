@@ -55,6 +55,9 @@ def normalize(
         check_not_future(event, now, future_tolerance)
     else:
         correct(event, *times, future_tolerance)
+        # A receive time the record brings (an import) is the client's word: the placed time is
+        # held to the server's own clock too, so no record lands in the future.
+        check_not_future(event, now, future_tolerance)
     return event
 
 

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
+from events import clock
 from events.clock import MAX_CLOCK_AHEAD_SECONDS, Receipt
 from events.models import Event
 from events.registry import Invalid
@@ -476,3 +477,15 @@ def test_export_then_import_places_records_at_the_same_times(app, tmp_path):
     again = io.StringIO()
     call_command("export_events", stdout=again, stderr=io.StringIO())
     assert again.getvalue() == out.getvalue()  # and exported again, the same lines
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "received_at", [time.time() + 10 * 365 * 86400, 1e12, 1e300, "9999-12-31T23:59:59.999999-23:59"]
+)
+def test_an_imported_receive_time_in_the_future_is_refused_not_stored(received_at):
+    now = time.time()
+    record = {"id": "far", "type": "message", "from": "a", "site_id": "s", "data": {"message": "hi"},
+              "timestamp": now - 3600, "sentAt": now - 3600, "receivedAt": received_at}  # fmt: skip
+    with pytest.raises(Invalid, match="in the future"):
+        clock.normalize(record, now, 300.0)
