@@ -265,6 +265,16 @@ def test_a_reason_with_a_line_break_or_control_character_is_refused(db, reason):
     assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
 
 
+@pytest.mark.parametrize(("args", "field"), [(["a\nb"], "actor"), (["bob", "--site", "\x1b[31m"], "site"),
+                                           (["bob", "--site", "s\x00"], "site"), (["b\u2028ob"], "actor")])  # fmt: skip
+def test_an_actor_or_site_with_a_control_character_is_refused(db, args, field):
+    """No stored identifier holds one, so such a request would erase nothing and only store
+    the control character in the audit row and the block."""
+    with pytest.raises(CommandError, match=f"the {field} must not contain a control character"):
+        call_command("forget_actor", *args, "--suppress", stderr=io.StringIO())
+    assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
+
+
 # -- who may erase: the API and the admin ----------------------------------------------------
 
 

@@ -119,6 +119,9 @@ def check_request(actor: str, site: str | None, reason: str) -> None:
     """Refuse a request that cannot be carried out as given (ErasureRefused says why)."""
     if not actor:
         raise ErasureRefused("give the actor id: a chat 'from' or an xmpp 'nick'")
+    for name, value in (("actor", actor), ("site", site or "")):
+        if char := control_character(value):  # no stored identifier holds one (events/registry.py)
+            raise ErasureRefused(f"the {name} must not contain a control character or line break (U+{ord(char):04X})")
     if site == "":
         raise ErasureRefused("the site must not be empty (leave it out for every site)")
     if len(reason) > MAX_REASON:
