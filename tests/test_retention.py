@@ -210,6 +210,9 @@ def test_the_command_takes_epoch_or_iso_and_refuses_what_it_cannot_read(settings
     assert sorted(PrunedEvent.objects.values_list("ts", flat=True)) == [100, 200]
     with pytest.raises(CommandError, match="neither epoch seconds nor an ISO 8601"):
         call_command("prune_events", "--before", "yesterday", stderr=io.StringIO())
+    for rows in ("0", "99999999999999999999"):  # the second overflowed the database's LIMIT: a traceback
+        with pytest.raises(CommandError, match="--rows must be between 1 and"):
+            call_command("prune_events", "--before", "150", "--rows", rows, stderr=io.StringIO())
     running = ImportJob.objects.create(fingerprint="f" * 64, path="big.jsonl")  # unfinished, just updated
     with pytest.raises(CommandError, match="an import is running"):
         call_command("prune_events", "--before", "300", stderr=io.StringIO())

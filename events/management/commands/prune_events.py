@@ -7,6 +7,9 @@ from events.retention import ROWS, prune_events, retention_cut
 from reports.filters import parse_instant
 
 
+MAX_ROWS = 1_000_000
+
+
 class Command(BaseCommand):
     help = (
         "Remove chat and interaction events older than T from the event store, keeping their ids (a resend "
@@ -19,8 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--rows", type=int, default=ROWS, help=f"events per transaction (default {ROWS})")
 
     def handle(self, *args: object, **options: object) -> None:
-        if options["rows"] < 1:
-            raise CommandError("--rows must be at least 1")
+        if not 1 <= options["rows"] <= MAX_ROWS:  # bounded transactions; a LIMIT the database can hold
+            raise CommandError(f"--rows must be between 1 and {MAX_ROWS:,}")
         if options["before"] is not None:
             try:
                 cut = parse_instant(options["before"])
