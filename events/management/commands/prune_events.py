@@ -6,7 +6,6 @@ from events.privacy.services import import_running
 from events.retention import ROWS, prune_events, retention_cut
 from reports.filters import parse_instant
 
-
 MAX_ROWS = 1_000_000
 
 
