@@ -1,10 +1,13 @@
 """Generate a chat NDJSON file shaped like the shared samples, deterministically.
 
     python bench/gen_chat.py LINES OUT.jsonl [--seed N] [--sites N] [--duplicates FRACTION]
+        [--start EPOCH --step SECONDS]
 
 About 12% statuses, 3% exact duplicate lines (`--duplicates`), 0.5% malformed
 lines, float timestamps, shuffled within a sliding window (arrivals out of
 order), over 250 sites (`--sites`; a fifth of them named, the rest numeric).
+Line i is timestamped `--start` + i x `--step` (default 0.05 s: 20 lines a
+second) plus up to 30 s of jitter; a larger step spreads a file over months.
 """
 
 from __future__ import annotations
@@ -34,12 +37,23 @@ WORDS = [
 MALFORMED = [b"not json at all", b"[1, 2, 3]", b'{"id": "x", "type": "message"', b'"just a string"']
 
 
-def generate(lines: int, out: str, seed: int, sites: int = 250, duplicates: float = 0.03) -> None:
+START = 1_429_000_000.0  # epoch seconds of the first line (April 2015)
+STEP = 0.05  # seconds between lines
+
+
+def generate(
+    lines: int,
+    out: str,
+    seed: int,
+    sites: int = 250,
+    duplicates: float = 0.03,
+    start: float = START,
+    step: float = STEP,
+) -> None:
     rng = random.Random(seed)
     named = sites // 5
     sites = [str(rng.randint(1, 999_999)) for _ in range(sites - named)] + [f"site-{i}" for i in range(named)]
     weights = [rng.paretovariate(1.2) for _ in sites]
-    start = 1_429_000_000.0
     window: list[bytes] = []
     recent: list[bytes] = []
     with open(out, "wb") as f:
@@ -51,7 +65,7 @@ def generate(lines: int, out: str, seed: int, sites: int = 250, duplicates: floa
                 line = rng.choice(recent)
             else:
                 site = rng.choices(sites, weights)[0]
-                ts = round(start + i * 0.05 + rng.random() * 30, 3)
+                ts = round(start + i * step + rng.random() * 30, 3)
                 if rng.random() < 0.12:
                     record = {
                         "id": str(uuid.UUID(int=rng.getrandbits(128))),
@@ -89,8 +103,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sites", type=int, default=250)
     parser.add_argument("--duplicates", type=float, default=0.03, help="fraction of lines that resend a recent one")
+    parser.add_argument("--start", type=float, default=START, help="epoch seconds of the first line")
+    parser.add_argument("--step", type=float, default=STEP, help="seconds between lines")
     args = parser.parse_args()
-    generate(args.lines, args.out, args.seed, args.sites, args.duplicates)
+    generate(args.lines, args.out, args.seed, args.sites, args.duplicates, args.start, args.step)
 
 
 if __name__ == "__main__":

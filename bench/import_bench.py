@@ -18,6 +18,7 @@ import sys
 import time
 from pathlib import Path
 
+from http_bench import durability_settings, durability_text
 from proc_sampler import Sampler, TreeUse, postmaster_pid
 
 REPO = Path(__file__).resolve().parent.parent
@@ -43,17 +44,10 @@ def run_measured(
 
 
 def durability(env: dict[str, str]) -> str:
-    """The server's fsync / synchronous_commit / full_page_writes, so a table says how durable it ran."""
+    """The server's durability settings, in brackets, or "" for SQLite."""
     if not env.get("DATABASE_URL", "").startswith("postgres"):
         return ""
-    code = (
-        "from django.db import connection; c = connection.cursor(); print(', '.join(f'{s}='"
-        " + (c.execute(f'SHOW {s}') or c.fetchone()[0]) for s in ('fsync', 'synchronous_commit', 'full_page_writes')))"
-    )
-    shown = subprocess.run(
-        [PYTHON, "manage.py", "shell", "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True
-    )
-    return f"({shown.stdout.strip().splitlines()[-1]})"
+    return f"({durability_text(durability_settings(env['DATABASE_URL']))})"
 
 
 def main() -> None:
