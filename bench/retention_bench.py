@@ -121,9 +121,10 @@ def busiest_actor(dsn: str, kind: str) -> tuple[str, int]:
     sql = "SELECT actor FROM events_event WHERE kind = %s GROUP BY actor ORDER BY count(*) DESC, 1 LIMIT 1"
     ((actor,),) = query(dsn, sql, [kind])
     sql = (
-        "SELECT (SELECT count(*) FROM events_event WHERE actor = %(a)s) + (SELECT count(*) FROM {} WHERE actor = %(a)s)"
+        "SELECT (SELECT count(*) FROM events_event WHERE actor = %(a)s)"
+        " + (SELECT count(*) FROM events_prunedevent WHERE actor = %(a)s)"
     )
-    ((events,),) = query(dsn, sql.format("events_prunedevent"), {"a": actor})
+    ((events,),) = query(dsn, sql, {"a": actor})
     return actor, events
 
 
