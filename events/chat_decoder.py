@@ -14,9 +14,9 @@ record's event is the same as the general path's: tests/test_validation_equivale
 holds the two to it on hostile lines.
 
 Why nothing else slips through: with unknown fields forbidden, every byte of an accepted
-line is JSON syntax, a known ASCII key or a decoded (so UTF-8-checked) string, a bounded
-text, a float or an ISO text; the cases where msgspec is laxer than orjson (invalid UTF-8
-and out-of-range numbers in values it skips) are all in fields it would have to skip.
+line is JSON syntax, a known key, or a value msgspec decodes in full (its strings'
+UTF-8 checked, its numbers parsed); where msgspec is laxer than orjson (invalid UTF-8
+and out-of-range numbers in values it skips) is only in fields it would have to skip.
 """
 
 from __future__ import annotations
@@ -44,8 +44,8 @@ class ChatRecord(msgspec.Struct, forbid_unknown_fields=True, rename={"actor": "f
     site_id: Text  # an integer site takes the general path
     timestamp: Annotated[float, msgspec.Meta(ge=0)]  # JSON has no NaN; out of range fails the parse
     data: ChatData
-    sentAt: float | str | None = None  # noqa: N815 - the record's field names
-    receivedAt: float | str | None = None  # noqa: N815
+    sentAt: float | str | None = None  # the record's own (camelCase) field names
+    receivedAt: float | str | None = None
 
 
 _decode = msgspec.json.Decoder(ChatRecord).decode
