@@ -51,6 +51,18 @@ def normalize(
     (the future judged against `now`)."""
     event = recognise(record)
     times = send_time(record, receipt)  # type: ignore[arg-type]  # recognise() proved it an object
+    place(event, times, now, future_tolerance, skew_tolerance)
+    return event
+
+
+def place(
+    event: NormalizedEvent,
+    times: tuple[float, float] | None,
+    now: float,
+    future_tolerance: float,
+    skew_tolerance: float,
+) -> None:
+    """Place a recognised event in time by its (sent_at, received_at), if any (`send_times`); `Invalid` if refused."""
     if times is None or abs(times[0] - times[1]) <= skew_tolerance:
         check_not_future(event, now, future_tolerance)
     else:
@@ -58,7 +70,6 @@ def normalize(
         # A receive time the record brings (an import) is the client's word: the placed time is
         # held to the server's own clock too, so no record lands in the future.
         check_not_future(event, now, future_tolerance)
-    return event
 
 
 def iso_epoch_micros(text: str) -> int:
@@ -107,16 +118,20 @@ def send_time(record: dict[str, Any], receipt: Receipt | None) -> tuple[float, f
     From the API (a receipt): the record's `sentAt`, else its batch's. Imports have no
     receipt: only a record that brings both `sentAt` and `receivedAt` is corrected.
     """
-    sent = record.get(SENT_AT)
+    return send_times(record.get(SENT_AT), record.get(RECEIVED_AT), receipt)
+
+
+def send_times(sent: object, received: object, receipt: Receipt | None) -> tuple[float, float] | None:
+    """`send_time` of a record whose `sentAt` and `receivedAt` are `sent` and `received` (None: absent)."""
     if receipt is not None:
         if sent is not None:
             return epoch_of(sent, SENT_AT), receipt.received_at
         if receipt.sent_at is not None:
             return receipt.sent_at, receipt.received_at
         return None
-    if sent is None or record.get(RECEIVED_AT) is None:
+    if sent is None or received is None:
         return None
-    return epoch_of(sent, SENT_AT), epoch_of(record[RECEIVED_AT], RECEIVED_AT)
+    return epoch_of(sent, SENT_AT), epoch_of(received, RECEIVED_AT)
 
 
 def correct(event: NormalizedEvent, sent_at: float, received_at: float, future_tolerance: float) -> None:

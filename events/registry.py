@@ -45,7 +45,9 @@ class NormalizedEvent:
     kind: str
     site: str
     ts: float
-    payload: dict[str, Any]
+    # The record as decoded; None when it was validated without building it (events/chat_decoder.py):
+    # then decoded from `payload_json` when first read (see `_decoded_when_read`).
+    payload: dict[str, Any] | None
     category: str = ""
     session: str = ""
     actor: str = ""
@@ -56,6 +58,25 @@ class NormalizedEvent:
     payload_json: bytes | None = None
     # The timestamp as the client sent it, when `ts` was corrected for its clock (events/clock.py).
     client_ts: float | None = None
+
+
+def _decoded_when_read(cls: type[NormalizedEvent]) -> None:
+    """Make `payload` a property over its slot that decodes `payload_json` when the slot holds
+    None: the fast path stores no dict nothing reads, while the dataclass's init, equality and
+    repr (which go through the attribute) see the same record as the general path's."""
+    slot = cls.payload  # the slot's member descriptor
+
+    def payload(event: NormalizedEvent) -> dict[str, Any] | None:
+        value = slot.__get__(event, cls)
+        if value is None and event.payload_json is not None:
+            value = orjson.loads(event.payload_json)
+            slot.__set__(event, value)
+        return value
+
+    cls.payload = property(payload, slot.__set__)  # type: ignore[assignment,method-assign]
+
+
+_decoded_when_read(NormalizedEvent)
 
 
 @dataclass(frozen=True, slots=True)

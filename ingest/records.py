@@ -10,8 +10,10 @@ from dataclasses import dataclass, field
 import orjson
 from django.conf import settings
 
-from events.clock import Receipt, normalize
-from events.registry import Invalid, NormalizedEvent
+from events import chat_decoder
+from events.chat import FIELDS as CHAT_FIELDS
+from events.clock import Receipt, normalize, place, send_times
+from events.registry import Invalid, NormalizedEvent, check_identifiers
 from ingest.framing import Broken, RawRecord, oversize_reason
 
 # PostgreSQL text and jsonb cannot hold NUL, so such a record could never be stored.
@@ -179,17 +181,23 @@ def too_deep(raw: bytes, value: object, limit: int | None = None) -> str | None:
     return None
 
 
-def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float, receipt: Receipt | None = None) -> Chunk:
+def validate_into(
+    chunk: Chunk, records: Iterable[RawRecord], now: float, receipt: Receipt | None = None, *, one_pass: bool = True
+) -> Chunk:
     """Validate raw records into `chunk`; blank lines are skipped, not rejected.
 
     `receipt`: an API batch's receive time (and send time), by which records with a send
-    time are placed (events/clock.py); without it (imports), timestamps are taken as given."""
+    time are placed (events/clock.py); without it (imports), timestamps are taken as given.
+    A common chat record is decoded and validated in one pass (events/chat_decoder.py); any
+    other, or one it does not accept, by orjson and the registry (alone with `one_pass=False`,
+    the oracle the one pass is tested against)."""
     limits = settings.SWITCHBOARD
     max_record = limits["MAX_RECORD_BYTES"]
     tolerance = limits["FUTURE_TOLERANCE_SECONDS"]
     skew_tolerance = limits["CLOCK_SKEW_TOLERANCE_SECONDS"]
     nesting = limits["MAX_NESTING"]
     events, reject = chunk.events, chunk.reject
+    common_event = chat_decoder.common_event if one_pass and chat_decoder.applies(nesting) else None
     for line, raw, end in records:
         if not chunk.first_line:
             chunk.first_line = line
@@ -207,6 +215,17 @@ def validate_into(chunk: Chunk, records: Iterable[RawRecord], now: float, receip
         if NUL_ESCAPE in raw and _REAL_NUL_ESCAPE.search(raw):
             reject(line, NUL_REASON, raw)
             continue
+        if common_event is not None and (found := common_event(raw)) is not None:
+            event, record = found
+            try:
+                check_identifiers(event, CHAT_FIELDS)
+                place(event, send_times(record.sentAt, record.receivedAt, receipt), now, tolerance, skew_tolerance)
+            except Invalid:
+                pass  # the general path below gives the reason
+            else:
+                event.payload_json = raw.strip()
+                events.append((line, event))
+                continue
         try:
             value = orjson.loads(raw)
             if reason := too_deep(raw, value, nesting):

@@ -1,0 +1,246 @@
+"""Issue 21: the one-pass validation of common chat records (events/chat_decoder.py) against the
+general path (orjson and the registry, `validate_into(one_pass=False)`): for every line, hostile
+ones above all, the same event (every field, the payload as decoded, the time's spelling) or
+the same rejection with the same reason."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from events import chat_decoder
+from events.clock import Receipt
+from ingest.records import Chunk, validate_into
+
+NOW = 1_700_000_000.0
+RECEIPT = Receipt(received_at=NOW, sent_at=NOW - 3600)
+DIFFERENTIAL = hypothesis_settings(max_examples=600, deadline=None, suppress_health_check=list(HealthCheck))
+BASE = b'{"id":"c-1","type":"message","from":"v1","site_id":"s1","timestamp":1429026445.5,"data":{"message":"hi"}}'
+
+
+def outcome(line: bytes, receipt: Receipt | None, *, one_pass: bool) -> tuple[str, str]:
+    """What validation makes of one line, spelled out: the events' reprs show every field,
+    the payload (decoded when read) and each number's type and spelling (-0.0, 15 vs 15.0)."""
+    chunk = validate_into(Chunk(), [(1, line, len(line))], NOW, receipt, one_pass=one_pass)
+    return repr(chunk.events), repr(chunk.rejections)
+
+
+def assert_same(line: bytes) -> None:
+    for receipt in (None, RECEIPT):
+        assert outcome(line, receipt, one_pass=True) == outcome(line, receipt, one_pass=False), line
+
+
+# -- hostile lines ---------------------------------------------------------------------
+
+chars = st.characters(min_codepoint=0, max_codepoint=0x10FFFF, exclude_categories=())  # surrogates too
+texts = st.one_of(
+    st.sampled_from(["c-1", "s1", "online", "offline", "message", "status", "", "a,b", "x" * 255, "x" * 256]),
+    st.sampled_from(["\x00", "\t", "a\nb", "\x7f", "\x85", "\u2028", "é", "😀", "\ud800", "\udfff"]),
+    st.text(chars, max_size=6),
+)
+
+
+@st.composite
+def json_string(draw: st.DrawFn, text: str) -> bytes:
+    """`text` as a JSON string, spelled one of the ways a client may: escaped or raw UTF-8
+    (a lone surrogate then is invalid UTF-8), or with raw control bytes (invalid JSON)."""
+    how = draw(st.sampled_from(["ascii", "utf8", "raw"]))
+    if how == "ascii":
+        return json.dumps(text, ensure_ascii=True).encode()
+    if how == "utf8":
+        return json.dumps(text, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return b'"' + text.encode("utf-8", "surrogatepass").replace(b'"', b'\\"') + b'"'
+
+
+numbers = st.one_of(
+    st.floats(min_value=-1000, max_value=NOW + 10**6).map(lambda f: repr(f).encode()),
+    st.integers(-1000, int(NOW) + 10**6).map(lambda i: str(i).encode()),
+    st.integers(-(2**70), 2**70).map(lambda i: str(i).encode()),
+    st.floats(allow_nan=False, allow_infinity=False).map(lambda f: repr(f).encode()),
+    st.sampled_from(
+        [
+            b"1e400",
+            b"-1e400",
+            b"1E9",
+            b"-0",
+            b"-0.0",
+            b"0.0",
+            b"1e-400",
+            b"1429026445.000000000000000000001",
+            b"18446744073709551615",
+            b"18446744073709551616",
+            b"9223372036854775808",
+            b"1.7976931348623157e308",
+            b"01",
+            b"1.",
+            b".5",
+            b"+1",
+            b"NaN",
+            b"Infinity",
+            b"-Infinity",
+            b"1e",
+            b"0x10",
+            b"1_000",
+        ]
+    ),
+)
+
+
+def values(depth: int = 2) -> st.SearchStrategy[bytes]:
+    leaves = st.one_of(
+        st.sampled_from([b"null", b"true", b"false", b"True", b"nul", b"[]", b"{}"]),
+        numbers,
+        texts.flatmap(json_string),
+        st.sampled_from([b'"2023-11-14T22:13:20"', b'"2023-11-14T22:13:20+05:00"', b'"yesterday"', b'"\\ud800"']),
+    )
+    if depth == 0:
+        return leaves
+    inner = values(depth - 1)
+    return st.one_of(
+        leaves,
+        st.lists(inner, max_size=3).map(lambda items: b"[" + b",".join(items) + b"]"),
+        st.lists(st.tuples(keys, inner), max_size=3).map(encode_object),
+    )
+
+
+FIELDS = ["id", "type", "from", "site_id", "timestamp", "data", "sentAt", "receivedAt"]
+keys = st.one_of(
+    st.sampled_from([*FIELDS, "message", "status", "extra", "stanza", "room_id", "category", "name"]).map(
+        lambda key: json.dumps(key).encode()
+    ),
+    st.sampled_from([b'"i\\u0064"', b'"\\u0074ype"', b'"ID"', b'"id "', b'""', b'"\xff"', b'"\\ud800"']),
+)
+
+
+def encode_object(pairs: list[tuple[bytes, bytes]]) -> bytes:
+    return b"{" + b",".join(key + b":" + value for key, value in pairs) + b"}"
+
+
+def field_value(key: str) -> st.SearchStrategy[bytes]:
+    """Mostly a value the field could take, often one it must not."""
+    likely = {
+        "type": st.sampled_from([b'"message"', b'"status"', b'"Message"', b'"message "']),
+        "timestamp": numbers,
+        "sentAt": st.one_of(numbers, st.sampled_from([b'"2023-11-14T22:13:20"', b'"2023-11-14T22:13:20Z"'])),
+        "receivedAt": st.one_of(numbers, st.sampled_from([b'"2023-11-14T22:13:20"', b'"2023-11-14T21:00:00Z"'])),
+        "data": st.lists(
+            st.tuples(
+                st.sampled_from([b'"message"', b'"status"', b'"extra"']),
+                st.one_of(values(0), texts.flatmap(json_string)),
+            ),
+            max_size=3,
+        ).map(encode_object),
+    }.get(key, texts.flatmap(json_string))
+    return st.one_of(likely, likely, values())
+
+
+# Each field of the chat record is mostly kept, so that many lines are valid or nearly.
+ACTIONS = ["keep"] * 12 + ["replace"] * 3 + ["repeat", "drop"]
+
+
+@st.composite
+def chat_lines(draw: st.DrawFn) -> bytes:
+    """A chat-like line: each field of a chat record (some left out, some twice, in any order),
+    unknown fields, then maybe bytes spliced in, a BOM, padding or a cut."""
+    kind = draw(st.sampled_from([b'"message"', b'"status"']))
+    pairs = [(b'"id"', b'"c-1"'), (b'"type"', kind), (b'"from"', b'"v1"'), (b'"site_id"', b'"s1"')]
+    pairs += [
+        (b'"timestamp"', b"1429026445.5"),
+        (b'"data"', b'{"message":"hi"}' if kind == b'"message"' else b'{"status":"online"}'),
+    ]
+    for key in FIELDS:
+        action = draw(st.sampled_from(ACTIONS))
+        if action == "keep":
+            continue
+        pair = (json.dumps(key).encode(), draw(field_value(key)))
+        index = next((i for i, (k, _) in enumerate(pairs) if k == pair[0]), None)
+        if action == "replace" and index is not None:
+            pairs[index] = pair
+        elif action == "drop" and index is not None:
+            del pairs[index]
+        elif action != "drop":
+            pairs.append(pair)
+    if draw(st.integers(0, 3)) == 0:
+        pairs += draw(st.lists(st.tuples(keys, values()), min_size=1, max_size=2))
+    pairs = draw(st.permutations(pairs)) if draw(st.booleans()) else pairs
+    line = encode_object(pairs)
+    for _ in range(draw(st.sampled_from([0] * 6 + [1, 2]))):
+        at = draw(st.integers(0, len(line)))
+        cut = draw(
+            st.sampled_from([b"", b" ", b"\xff", b"\xed\xa0\x80", b"\xc0\xaf", b"\x00", b"\x01", b",", b"}", b"\\"])
+        )
+        line = line[:at] + cut + line[at + draw(st.integers(0, 2)) :]
+    prefix = draw(st.sampled_from([b""] * 6 + [b" ", b"\xef\xbb\xbf", b"\t"]))
+    suffix = draw(st.sampled_from([b""] * 6 + [b"\r", b" \r", b"\x0c"]))
+    return prefix + line + suffix
+
+
+@DIFFERENTIAL
+@given(chat_lines())
+@example(BASE)
+@example(BASE.replace(b'{"id"', b'{"id":5,"id"'))  # a repeated key takes its last value
+@example(BASE.replace(b'"}}', b'"},"id":5}'))
+@example(BASE.replace(b'"}}', b'"},"data":{"status":"online"}}'))
+@example(BASE.replace(b'"}}', b'","message":7}}'))
+@example(BASE.replace(b"1429026445.5", b"-0.0"))
+@example(BASE.replace(b"1429026445.5", b"1429026445"))
+@example(BASE.replace(b"1429026445.5", b"1e400"))
+@example(BASE.replace(b'"}}', b'"},"x":1e400}'))  # orjson refuses a number out of range anywhere
+@example(BASE.replace(b'"}}', b'"},"x":"\xff"}'))  # and invalid UTF-8 anywhere
+@example(BASE.replace(b'"}}', b'"},"x":18446744073709551616}'))
+@example(BASE.replace(b'"c-1"', b'"c\\u0001"'))  # a control character in an identifier
+@example(BASE.replace(b'"s1"', b'"s,1"'))
+@example(BASE.replace(b'"c-1"', b'"\\ud800"'))
+@example(BASE.replace(b'"}}', b'"},"sentAt":1429026440,"receivedAt":"2023-11-14T22:13:20Z"}'))
+@example(BASE.replace(b'"}}', b'"},"sentAt":true}'))
+@example(BASE.replace(b'{"id"', b'{"i\\u0064"'))
+def test_the_one_pass_and_the_general_path_give_the_same_event_or_reason(line):
+    assert_same(line)
+
+
+# -- the one pass is taken ----------------------------------------------------------------
+
+TAKEN = [
+    BASE,
+    BASE.replace(b"1429026445.5", b"1429026445"),
+    BASE.replace(b'"message","from"', b'"status","from"').replace(b'{"message":"hi"}', b'{"status":"offline"}'),
+    b' {"id":"\\u00e9","type":"message","from":"v","site_id":"s","timestamp":0,"data":{"message":""}}\r',
+    BASE.replace(b'"}}', b'"},"sentAt":"2015-04-14T15:47:30Z","receivedAt":1429026445}'),
+]
+
+
+@pytest.mark.parametrize("line", TAKEN)
+def test_a_common_chat_record_takes_the_one_pass_and_gets_the_general_paths_event(line):
+    assert chat_decoder.common_event(line) is not None
+    assert_same(line)
+
+
+LEFT = [
+    BASE.replace(b'"s1"', b"42"),  # an integer site
+    BASE.replace(b'"}}', b'"},"extra":1}'),  # a field the Struct does not know
+    BASE.replace(b'"}}', b'","extra":1}}'),
+    BASE.replace(b'"hi"', b"null"),
+    BASE.replace(b'"c-1"', b'"' + b"x" * 256 + b'"'),
+    BASE.replace(b'"}}', b'"},"x":1e400}'),
+    BASE.replace(b'"}}', b'"},"x":"\xff"}'),
+    BASE.replace(b"1429026445.5", b"1e400"),
+    b"[]",
+]
+
+
+@pytest.mark.parametrize("line", LEFT)
+def test_any_other_record_is_left_to_the_general_path(line):
+    assert chat_decoder.common_event(line) is None
+    assert_same(line)
+
+
+def test_the_payload_is_decoded_from_the_stored_text_when_read():
+    (_, event), *_ = validate_into(Chunk(), [(1, BASE, len(BASE))], NOW).events
+    assert event.payload == {
+        "id": "c-1", "type": "message", "from": "v1", "site_id": "s1", "timestamp": 1429026445.5,
+        "data": {"message": "hi"},
+    }  # fmt: skip
