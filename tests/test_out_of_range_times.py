@@ -74,6 +74,19 @@ def test_event_list_json_gives_the_epoch_and_marks_the_time(analyst, stored):
     assert [e["id"] for e in response.json()["results"]] == ["in-range", "past-9999", "infinite"]
 
 
+def test_event_list_pages_follow_their_links_past_an_infinite_time(analyst, stored):
+    """A page ending at an infinite time links to the next one (its cursor holds `inf`)."""
+    batch = Event.objects.get(uid="infinite").batch_id
+    insert_event("infinite-too", INFINITE, batch)
+    ids, url = [], "/api/events/?page_size=1"
+    while url:
+        response = analyst.get(url)
+        assert response.status_code == 200, response.content[:300]
+        ids += [e["id"] for e in response.json()["results"]]
+        url = response.json()["next"]
+    assert ids == ["in-range", "past-9999", "infinite", "infinite-too"]
+
+
 def test_event_list_csv_gives_the_epoch_and_marks_the_time(analyst, stored):
     response = analyst.get("/api/events/", {"format": "csv"})
 
