@@ -1,4 +1,5 @@
-"""Hostile values in a request (issue 22 item 11) that would otherwise end in a 500.
+"""Hostile values in a request or a command's arguments (issue 22 item 11) that would otherwise end in a 500
+or a traceback.
 
 - A NUL character in a path, query or header is refused (400, with the reason) in front of every view,
   the admin's included: no text column can hold one (PostgreSQL refuses NUL in any string
@@ -6,10 +7,16 @@
   may contain one (events/registry.py).
 - A date hierarchy's year out of range is a bad lookup (the admin's "?e=1"), not a crash.
 - A JSON body nested past Python's recursion limit is a parse error (400), not a RecursionError.
+- Text holding a lone surrogate is refused with the reason (`lone_surrogate`): it is not Unicode
+  text, so no database, JSON encoder or UTF-8 stream takes it, and the write failed with a
+  traceback. It comes from bytes that are not UTF-8 (a command's arguments and file names are
+  decoded with `surrogateescape`), or from a JSON `\\udXXX` escape in a body DRF decodes.
 """
 
 from __future__ import annotations
 
+import argparse
+import re
 from collections.abc import Callable, Mapping
 
 from django.contrib.admin import AdminSite
@@ -20,6 +27,7 @@ from rest_framework import parsers
 from rest_framework.exceptions import ParseError
 
 NUL = "\x00"
+_SURROGATE = re.compile("[\ud800-\udfff]")
 REASON = "The request's URL or a header contains a NUL character (%00), which no stored value can hold."
 
 
@@ -79,3 +87,27 @@ class JSONParser(parsers.JSONParser):
             return super().parse(stream, media_type, parser_context)
         except RecursionError:
             raise ParseError("JSON parse error - arrays and objects are nested too deeply") from None
+
+
+def lone_surrogate(text: str) -> str | None:
+    """The first lone surrogate of `text`, if any (a pair is one character in Python: none is lone)."""
+    if text.isprintable():  # the common case, in C: a surrogate is not printable
+        return None
+    match = _SURROGATE.search(text)
+    return match.group() if match else None
+
+
+def not_text_reason(text: str) -> str | None:
+    """Why `text` is not Unicode text, if it is not: the reason every refusal of it gives (without
+    the text, which the caller may not want to repeat)."""
+    if char := lone_surrogate(text):
+        return f"not valid text: it holds the lone surrogate U+{ord(char):04X} (bytes that are not UTF-8)"
+    return None
+
+
+def text_argument(value: str) -> str:
+    """The `type` of a management command's text argument: one that is not Unicode text is a usage
+    error with the reason (a CommandError when run by call_command), not a traceback at its write."""
+    if reason := not_text_reason(value):
+        raise argparse.ArgumentTypeError(f"{ascii(value)[:80]} is {reason}")
+    return value

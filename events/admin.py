@@ -26,6 +26,7 @@ from django.utils.http import urlencode
 
 from events.models import Event, Site, Stanza
 from events.selectors import through_site_indexes
+from events.timestamps import OUT_OF_RANGE, utc_moment, utc_text
 from reports.exports import EVENT_COLUMNS, Columns, csv_response, keyset
 
 SUMMARY_FIELDS = ("messages", "emails", "operators", "visitors")
@@ -69,9 +70,11 @@ def planner_estimate(queryset: QuerySet) -> int | None:
 
 
 def utc(ts: float | None) -> str:
-    if ts is None:
-        return ""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] + " UTC"
+    """Milliseconds and the zone; a time no date-time holds says so, with its epoch seconds."""
+    text = utc_text(ts, "%Y-%m-%d %H:%M:%S.%f")
+    if text == OUT_OF_RANGE:
+        return f"{OUT_OF_RANGE} ({ts!r} epoch seconds)"
+    return text and text[:-3] + " UTC"
 
 
 def shortened(text: str, limit: int = 14) -> str:
@@ -209,10 +212,10 @@ class TimeRangeFilter(admin.SimpleListFilter):
     def bound(self, seconds: float) -> float | datetime:
         if self.epoch:
             return seconds
-        try:
-            return datetime.fromtimestamp(seconds, UTC)
-        except (OverflowError, OSError, ValueError):
-            raise IncorrectLookupParameters(f"out of range: {seconds}") from None
+        moment = utc_moment(seconds)
+        if moment is None:
+            raise IncorrectLookupParameters(f"out of range: {seconds}")
+        return moment
 
     def queryset(self, request: HttpRequest, queryset: QuerySet) -> QuerySet:
         period = self.value()

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 from events.clock import iso_epoch_micros
@@ -24,6 +23,7 @@ from events.registry import (
     require_object,
     require_text,
 )
+from events.timestamps import utc_text
 
 FAMILY = "interaction"
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -108,7 +108,7 @@ def parse_timestamp(value: object) -> float:
 
 def format_timestamp(ts: float) -> str:
     """The classic "YYYY-MM-DD HH:MM:SS.ffffff" (UTC) form of stored epoch seconds."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return utc_text(ts, "%Y-%m-%d %H:%M:%S.%f")
 
 
 # -- built-in types (SPEC §2.3) ---------------------------------------------

@@ -16,7 +16,8 @@ from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.http import urlencode
 
-from events.admin import parse_moment
+from events.admin import LATEST_MOMENT, parse_moment
+from events.timestamps import utc_text
 from reports import dashboard
 from reports.charts import CHART, OTHER_COLOUR, PALETTE, Series, TimeChart, chart_bars, time_chart
 
@@ -34,7 +35,7 @@ def changelist(name: str, **params: object) -> str:
 
 def when(seconds: int) -> str:
     """A bucket bound as the admin's time filters read it (UTC)."""
-    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%d %H:%M")
+    return utc_text(seconds, "%Y-%m-%d %H:%M")
 
 
 def moment(params: QueryDict, name: str) -> float | None:
@@ -62,7 +63,10 @@ def events_figure(request: HttpRequest) -> dict:
     span = dashboard.event_range(site)
     if span is None:
         return {"site": site, "chart": None}
-    first, last = span
+    # An hour past the times the filters take (an event past 9999 from an old import) would put
+    # the default window where no date-time, filter or link can follow it.
+    last = min(span[1], LATEST_MOMENT.timestamp())
+    first = min(span[0], last)
     bucket = request.GET.get("bucket", "")
     if bucket not in dashboard.BUCKETS:
         bucket = "hour" if last - first <= AUTO_HOURS * dashboard.HOUR else "day"
@@ -191,7 +195,7 @@ def ingestion_figure(request: HttpRequest) -> dict:
 
 
 def utc(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(ts, "%Y-%m-%d %H:%M:%S UTC")
 
 
 FIGURES: list[tuple[str, str, Callable[[HttpRequest], dict]]] = [

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from django.contrib import admin
 from django.http import HttpRequest
 from django.urls import NoReverseMatch, reverse
 from django.utils.html import format_html
 
+from events.timestamps import utc_text
 from reports.models import RoomSummary
 from reports.room_summary import RoomRow
 
@@ -59,4 +58,4 @@ class RoomSummaryAdmin(admin.ModelAdmin):
 
 
 def _utc(ts: float | None) -> str:
-    return "" if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return utc_text(ts, "%Y-%m-%d %H:%M:%S UTC")

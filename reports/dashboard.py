@@ -24,6 +24,7 @@ from django.db.models.functions import Trunc
 from django.utils import timezone
 
 from events.models import Event, Family
+from events.timestamps import utc_text
 from ingest.batches import backlog
 from ingest.models import RawBatch, Rejection
 from reports.event_counts import HOUR
@@ -52,12 +53,11 @@ class Window:
         return list(range(self.start, self.end, self.step))
 
     def label(self, start: int) -> str:
-        moment = datetime.fromtimestamp(start, UTC)
-        return moment.strftime("%Y-%m-%d %H:%M" if self.bucket == "hour" else "%Y-%m-%d")
+        return utc_text(start, "%Y-%m-%d %H:%M" if self.bucket == "hour" else "%Y-%m-%d")
 
     def axis_label(self, start: int) -> str:
         """A shorter label for the time axis."""
-        return datetime.fromtimestamp(start, UTC).strftime("%m-%d %H:%M" if self.bucket == "hour" else "%Y-%m-%d")
+        return utc_text(start, "%m-%d %H:%M" if self.bucket == "hour" else "%Y-%m-%d")
 
     def shifted(self, buckets: int) -> Window:
         return Window(self.bucket, self.start + buckets * self.step, self.end + buckets * self.step)

@@ -85,6 +85,7 @@ class EventCursorPagination(CursorPagination):
             key = (float(ts), int(pk))
         except Exception:  # DRF raises NotFound; any malformed input lands here too
             raise ValidationError({self.cursor_query_param: ["Invalid cursor: use the next/previous links."]}) from None
-        if not math.isfinite(key[0]) or cursor.offset:
+        # An infinite time is a key `_link` makes (a row an old import stored); NaN is none.
+        if math.isnan(key[0]) or cursor.offset:
             raise ValidationError({self.cursor_query_param: ["Invalid cursor: use the next/previous links."]})
         return Cursor(offset=0, reverse=cursor.reverse, position=key)

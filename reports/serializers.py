@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from events.models import Event
+from events.timestamps import OUT_OF_RANGE, finite_or_none, utc_moment
 
 
 class SiteRowSerializer(serializers.Serializer):
@@ -53,8 +52,10 @@ class RoomSummarySerializer(serializers.Serializer):
 
 
 def iso_utc(ts: float) -> str:
-    """ISO 8601 in UTC with microseconds (fixed width, so the strings sort as times do)."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+    """ISO 8601 in UTC with microseconds (fixed width, so the strings sort as times do);
+    OUT_OF_RANGE for a time no date-time holds (events/timestamps.py)."""
+    moment = utc_moment(ts)
+    return OUT_OF_RANGE if moment is None else moment.isoformat(timespec="microseconds").replace("+00:00", "Z")
 
 
 @extend_schema_field(OpenApiTypes.DATETIME)
@@ -63,13 +64,26 @@ class IsoTimeField(serializers.Field):
         return iso_utc(value)
 
 
+class EpochField(serializers.FloatField):
+    """Epoch seconds as stored; null for an infinite or NaN one, which JSON cannot hold."""
+
+    def to_representation(self, value: float) -> float | None:
+        return finite_or_none(super().to_representation(value))
+
+
 class EventSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="uid", help_text="The event's identity (its `id`, or a content hash).")
     type = serializers.CharField(source="kind", help_text="message/status, the xmpp `event`, the interaction name.")
     site = serializers.CharField(source="site_id")
-    time = IsoTimeField(source="ts", help_text="The event's timestamp in UTC.")
-    epoch = serializers.FloatField(source="ts", help_text="The same timestamp in epoch seconds.")
-    client_epoch = serializers.FloatField(
+    time = IsoTimeField(
+        source="ts",
+        help_text=f"The event's timestamp in UTC; `{OUT_OF_RANGE}` for one past 9999-12-31 (only an old import "
+        "can have stored one), whose `epoch` is as stored.",
+    )
+    epoch = EpochField(
+        source="ts", allow_null=True, help_text="The same timestamp in epoch seconds (null only for an infinite one)."
+    )
+    client_epoch = EpochField(
         source="client_timestamp",
         allow_null=True,
         help_text="The timestamp as the client sent it (epoch seconds) when `time` was corrected for the "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 import threading
 import time
 from pathlib import Path
@@ -20,7 +21,7 @@ from rest_framework.test import APIClient
 
 from events.privacy.blocks import SUPPRESSED, WITHHELD
 from events.privacy.models import ActorBlock, Erasure
-from events.privacy.services import expire_fences, forget_actor
+from events.privacy.services import ErasureRefused, expire_fences, forget_actor
 from ingest.analysts import create_analyst, issue_token
 from ingest.batches import _store, batch_records, claim_group, drain, receive_batch
 from ingest.imports.parallel import finish_import
@@ -275,6 +276,34 @@ def test_an_actor_or_site_with_a_control_character_is_refused(db, args, field):
     assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
 
 
+LONE_SURROGATE = os.fsdecode(b"\xed\xa0\x80")  # a surrogate's UTF-8 bytes, as Python decodes argv: "\udced\udca0\udc80"
+
+
+@pytest.mark.parametrize(
+    ("args", "field"),
+    [([LONE_SURROGATE], "actor"), (["bob", "--site", "\udc80"], "site"), (["bob", "--reason", "x\udc80"], "reason")],
+)
+def test_an_argument_with_a_lone_surrogate_is_a_clear_error(manage, args, field):
+    """Hostile review 3: bytes that are not UTF-8 on the command line reached the erasure and ended
+    in a traceback (orjson and the database driver cannot encode a lone surrogate)."""
+    result = manage("forget_actor", *args, "--suppress")
+
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr, result.stderr
+    assert f"argument {'actor' if field == 'actor' else '--' + field}:" in result.stderr
+    assert "is not valid text: it holds the lone surrogate" in result.stderr
+    assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
+
+
+def test_the_service_refuses_a_lone_surrogate_on_every_path(db):
+    """The API and the admin call the same service, which refuses it with the reason (and
+    without repeating the actor)."""
+    for actor, site, field in (("\ud800", None, "actor"), ("bob", "s\udfff", "site")):
+        with pytest.raises(ErasureRefused, match=f"^the {field} is not valid text: it holds the lone surrogate U\\+D"):
+            forget_actor(actor, site=site)
+    assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
+
+
 # -- who may erase: the API and the admin ----------------------------------------------------
 
 
@@ -337,6 +366,28 @@ def test_the_admin_form_erases_for_staff_with_the_permission(client):
     refused = client.post(url, {"actor": "hal", "site": "", "suppress": "on", "reason": "hal asked"})
     assert refused.status_code == 200 and "must not contain the actor id" in refused.content.decode()
     assert Erasure.objects.count() == 1
+
+
+@pytest.mark.django_db
+def test_the_api_and_the_admin_answer_a_lone_surrogate_without_a_server_error():
+    """Hostile review 3, checked: a JSON `\\ud800` escape decodes to a lone surrogate, which DRF's
+    CharField refuses before the service sees it; a form's bytes that are not UTF-8 are decoded by
+    Django with U+FFFD, valid text that names no stored actor."""
+    store_values([json.loads(chat("f1", "ivy"))])
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {issue_token(staff_who_may_forget())}")
+
+    response = client.post(reverse("actors-forget"), '{"actor": "\\ud800"}', content_type="application/json")
+
+    assert response.status_code == 400, response.content
+    assert response.json() == {"actor": ["Surrogate characters are not allowed: U+D800."]}  # DRF's CharField
+    assert not Erasure.objects.exists() and not ActorBlock.objects.exists()
+    client.force_login(User.objects.get(username="dpo"))
+    form = client.post(
+        reverse("admin:privacy_erasure_add"), b"actor=%ED%A0%80&site=", content_type="application/x-www-form-urlencoded"
+    )
+    assert form.status_code == 302  # done: it erased nothing, and said so in the audit row
+    assert Erasure.objects.get().events == 0 and rows_holding("ivy")
 
 
 @pytest.mark.django_db(transaction=True)

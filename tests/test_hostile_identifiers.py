@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 from django.core.cache import cache
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from rest_framework.test import APIClient
 
 from events.models import Event, Site
@@ -260,3 +260,40 @@ def test_a_room_named_like_the_totals_line_does_not_print_a_second_one(analyst_t
         assert [line for line in lines if line.startswith("#")] == [lines[-1]], lines
         assert lines[0].startswith("\\x23 rooms=1 events=1000000 avg_events_per_room=1000000.00,events=1,"), lines
         assert lines[-1] == "# rooms=1 events=1 avg_events_per_room=1.00"
+
+
+LONE = "\udced\udca0\udc80"  # what Python makes of the bytes b"\xed\xa0\x80" in sys.argv (surrogateescape)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["create_app", LONE],
+        ["create_app", "app", "--site", LONE],
+        ["create_analyst", LONE],
+        ["create_analyst", "ana", "--email", LONE],
+        ["import_jsonl", f"/tmp/{LONE}.jsonl"],
+        ["replay_rejections", "--reason", LONE],
+        ["replay_rejections", "--rule", LONE],
+        ["replay_rejections", "--source", LONE],
+        ["replay_rejections", "--app", LONE],
+        ["export_events", "--site", LONE],
+        ["export_events", "--actor", LONE],
+    ],
+    ids=lambda args: " ".join("(not UTF-8)" if LONE in a else a for a in args),
+)
+def test_every_command_refuses_text_that_is_not_utf8_with_the_reason(args):
+    """Hostile review 3: a lone surrogate reached a write or a query and ended in a traceback
+    (UnicodeEncodeError); `config.hostile.text_argument` makes it a usage error."""
+    with pytest.raises(CommandError, match=r"is not valid text: it holds the lone surrogate U\+DCED"):
+        call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+
+
+def test_a_bad_time_of_replay_rejections_is_a_usage_error(manage):
+    """A CommandError raised while argparse converts an argument escapes Django's handling on the
+    command line (run_from_argv parses outside it): it printed a traceback."""
+    result = manage("replay_rejections", "--since", "garbage")
+
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "argument --since: 'garbage' is neither epoch seconds nor an ISO 8601 date-time" in result.stderr

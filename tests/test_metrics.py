@@ -57,6 +57,33 @@ def test_without_a_token_only_this_machine_may_scrape(client):
     assert scrape(client, HTTP_AUTHORIZATION="Bearer anything", REMOTE_ADDR="10.1.2.3")[0] == 404
 
 
+# What proxies on this machine add (nginx's X-Real-IP alone among them): the client is elsewhere.
+# Empty values count: the header says a proxy passed the request on.
+THROUGH_A_PROXY = [
+    ("HTTP_X_REAL_IP", "203.0.113.9"), ("HTTP_X_FORWARDED_FOR", "203.0.113.9"), ("HTTP_FORWARDED", "for=203.0.113.9"),
+    ("HTTP_X_FORWARDED_HOST", "switchboard.example.com"), ("HTTP_X_FORWARDED_PROTO", "https"),
+    ("HTTP_X_FORWARDED_SERVER", "proxy"), ("HTTP_VIA", "1.1 proxy"), ("HTTP_TRUE_CLIENT_IP", "203.0.113.9"),
+    ("HTTP_X_CLIENT_IP", "203.0.113.9"), ("HTTP_CF_CONNECTING_IP", "203.0.113.9"), ("HTTP_X_REAL_IP", ""),
+    ("HTTP_X_FORWARDED_FOR", ""),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("header", "value"), THROUGH_A_PROXY)
+def test_without_a_token_a_request_through_a_proxy_on_this_machine_is_refused(client, header, value):
+    """Hostile review 3: a proxy on this machine that sets only X-Real-IP opened /metrics to its clients."""
+    assert scrape(client)[0] == 200  # the same request, straight from loopback
+    assert scrape(client, **{header: value})[0] == 404
+
+
+def test_without_a_token_a_declared_proxy_closes_the_web_tier(client, settings):
+    """Behind a declared proxy (NUM_PROXIES, 1 in production) a loopback request may be the proxy's,
+    which may add no header at all (nginx's bare `proxy_pass`): only a token opens /metrics then."""
+    settings.REST_FRAMEWORK = {**settings.REST_FRAMEWORK, "NUM_PROXIES": 1}
+    assert scrape(client)[0] == 404
+    settings.METRICS_TOKEN = "the-right-token"
+    assert scrape(client, HTTP_AUTHORIZATION="Bearer the-right-token", HTTP_X_REAL_IP="10.0.0.5")[0] == 200
+
+
 @override_settings(METRICS_TOKEN="the-right-token")
 def test_with_a_token_only_its_bearer_may_scrape_from_anywhere(client):
     assert scrape(client)[0] == 401  # loopback is not enough once a token is set

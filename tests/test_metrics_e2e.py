@@ -105,6 +105,27 @@ def test_a_worker_serves_its_counts_on_its_own_port(live_stack, app_key, tmp_pat
     assert worker_scrape("wrong")[0] == 403
 
 
+def test_without_a_token_gunicorn_refuses_what_came_through_a_proxy(metrics_stack):
+    """Hostile review 3, through real gunicorn on loopback: a proxy on this machine that sets only
+    `X-Real-IP` (or `X-Forwarded-Host`, `Via`) passed for a local scrape; and with a proxy declared
+    (NUM_PROXIES), one that adds no header at all is refused too, a token being the way in."""
+    metrics_stack.env.pop("NUM_PROXIES", None)
+    metrics_stack.start_web(workers=1)
+    headers = [{"X-Real-IP": "203.0.113.9"}, {"X-Forwarded-Host": "switchboard.example.com"}, {"Via": "1.1 nginx"}]
+    assert metrics_stack.request("GET", "/metrics").status == 200  # straight from loopback
+    assert [metrics_stack.request("GET", "/metrics", headers=h).status for h in headers] == [404, 404, 404]
+
+    metrics_stack.stop()
+    metrics_stack.env.update(NUM_PROXIES="1")
+    metrics_stack.start_web(workers=1)
+    assert metrics_stack.request("GET", "/metrics").status == 404
+    metrics_stack.stop()
+    metrics_stack.env.update(METRICS_TOKEN="s3cret-token")
+    metrics_stack.start_web(workers=1)
+    bearer = {"Authorization": "Bearer s3cret-token", "X-Real-IP": "203.0.113.9"}
+    assert metrics_stack.request("GET", "/metrics", headers=bearer).status == 200
+
+
 def test_the_backlog_gauge_follows_a_stopped_worker(metrics_stack, app_key):
     metrics_stack.start_web(workers=3, deploy_config=True)
     metrics_stack.start_worker()

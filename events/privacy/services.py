@@ -33,6 +33,7 @@ from django.db import connection, transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
+from config.hostile import not_text_reason
 from events.db import chunked
 from events.models import Event, Family, PrunedEvent, Site, Stanza
 from events.privacy import blocks
@@ -119,6 +120,9 @@ def check_request(actor: str, site: str | None, reason: str) -> None:
     """Refuse a request that cannot be carried out as given (ErasureRefused says why)."""
     if not actor:
         raise ErasureRefused("give the actor id: a chat 'from' or an xmpp 'nick'")
+    for name, value in (("actor", actor), ("site", site or ""), ("reason", reason)):
+        if problem := not_text_reason(value):  # stored nowhere, and not even encodable
+            raise ErasureRefused(f"the {name} is {problem}")
     for name, value in (("actor", actor), ("site", site or "")):
         if char := control_character(value):  # no stored identifier holds one (events/registry.py)
             raise ErasureRefused(f"the {name} must not contain a control character or line break (U+{ord(char):04X})")

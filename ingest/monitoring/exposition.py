@@ -2,8 +2,10 @@
 
 Access is the same for both: with METRICS_TOKEN set, only `Authorization: Bearer <token>`
 (401 without credentials, 403 with others); without it, only requests made on this
-machine (from a loopback address and not through a proxy, which adds X-Forwarded-For);
-anyone else gets a 404, as if there were nothing here.
+machine: from a loopback address, with none of the headers a proxy adds (PROXY_HEADERS), and,
+on the web tier, only where no proxy is declared in front (NUM_PROXIES 0): a proxy on this
+machine that adds none of them (nginx's bare `proxy_pass`) cannot be told from a local
+scrape. Anyone else gets a 404, as if there were nothing here.
 """
 
 from __future__ import annotations
@@ -23,8 +25,22 @@ from ingest.monitoring import multiproc
 Answer = tuple[int, str, dict[str, str]]  # status, plain-text reason, headers
 
 
-def refusal(meta: Mapping[str, object], token: str) -> Answer | None:
-    """Why this request may not read the metrics (status, text, headers); None if it may."""
+# Headers only a proxy adds, as WSGI names them (RFC 7239, Via, the de facto and the CDNs' ones;
+# every `X-Forwarded-*` too): a loopback request with one came through a proxy on this machine,
+# for a client who may be anywhere. Present at all counts, even empty.
+PROXY_HEADERS = frozenset(
+    f"HTTP_{name}"
+    for name in (
+        "FORWARDED", "VIA", "X_REAL_IP", "X_CLIENT_IP", "X_CLUSTER_CLIENT_IP", "X_ORIGINAL_FORWARDED_FOR",
+        "TRUE_CLIENT_IP", "CF_CONNECTING_IP", "FASTLY_CLIENT_IP",
+    )
+)  # fmt: skip
+FORWARDED_PREFIX = "HTTP_X_FORWARDED_"
+
+
+def refusal(meta: Mapping[str, object], token: str, proxies: int = 0) -> Answer | None:
+    """Why this request may not read the metrics (status, text, headers); None if it may.
+    `proxies`: how many proxies the deployment declares in front of this endpoint (NUM_PROXIES)."""
     if token:
         scheme, _, given = str(meta.get("HTTP_AUTHORIZATION", "")).partition(" ")
         if scheme.lower() != "bearer" or not given.strip():
@@ -32,9 +48,13 @@ def refusal(meta: Mapping[str, object], token: str) -> Answer | None:
         if not hmac.compare_digest(given.strip().encode(), token.encode()):
             return 403, "this token may not read the metrics\n", {}
         return None
-    if meta.get("HTTP_X_FORWARDED_FOR") or meta.get("HTTP_FORWARDED") or not _loopback(meta.get("REMOTE_ADDR")):
+    if proxies > 0 or _through_proxy(meta) or not _loopback(meta.get("REMOTE_ADDR")):
         return 404, "not found\n", {}
     return None
+
+
+def _through_proxy(meta: Mapping[str, object]) -> bool:
+    return any(name in PROXY_HEADERS or name.startswith(FORWARDED_PREFIX) for name in meta)
 
 
 def _loopback(address: object) -> bool:

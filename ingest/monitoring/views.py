@@ -19,7 +19,8 @@ def _database_registry() -> CollectorRegistry:
 
 @require_GET
 def metrics_view(request: HttpRequest) -> HttpResponse:
-    refused = refusal(request.META, settings.METRICS_TOKEN)
+    # Behind a declared proxy, a loopback request may be the proxy's: only a token then.
+    refused = refusal(request.META, settings.METRICS_TOKEN, settings.REST_FRAMEWORK.get("NUM_PROXIES") or 0)
     if refused is not None:
         status, text, headers = refused
         return HttpResponse(text, status=status, content_type="text/plain", headers=headers)

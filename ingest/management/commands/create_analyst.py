@@ -7,6 +7,7 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.hostile import text_argument
 from ingest.analysts import ANALYST_GROUP, MAX_TOKEN_DAYS, create_analyst, issue_token
 
 PASSWORD_VARIABLE = "ANALYST_PASSWORD"
@@ -20,8 +21,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("username")
-        parser.add_argument("--email", default="")
+        parser.add_argument("username", type=text_argument)
+        parser.add_argument("--email", type=text_argument, default="")
         parser.add_argument(
             "--expires-in-days",
             type=int,

@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.hostile import text_argument
 from ingest.keys import create_application
 from ingest.models import Application
 
@@ -10,10 +11,11 @@ class Command(BaseCommand):
     help = "Create a trusted client app and print its API key (shown once, stored hashed)."
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("name")
+        parser.add_argument("name", type=text_argument)
         parser.add_argument(
             "--site",
             action="append",
+            type=text_argument,
             default=[],
             metavar="SITE_ID",
             help="a site the app may write events for (repeat it; none: any site)",

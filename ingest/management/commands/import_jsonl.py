@@ -9,6 +9,7 @@ from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.db import Error as DatabaseError  # InterfaceError (connection gone) included
 from tqdm import tqdm
 
+from config.hostile import text_argument
 from ingest.imports import parallel, ranges
 from ingest.imports.identity import ConcurrentImport
 from ingest.imports.sequential import import_file
@@ -24,7 +25,8 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("files", nargs="+", metavar="FILE")
+        # A path that is not UTF-8 is refused: it is stored with the file's batches and import job.
+        parser.add_argument("files", nargs="+", metavar="FILE", type=text_argument)
         parser.add_argument("--summary", action="store_true", help="print the site summary lines")
         parser.add_argument("--chunk-lines", type=int, default=None, help="lines per transaction")
         parser.add_argument(

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from argparse import ArgumentTypeError
 from datetime import UTC, datetime
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.hostile import text_argument
 from ingest import rejections
 from reports.filters import parse_instant
 
@@ -13,8 +15,8 @@ from reports.filters import parse_instant
 def moment(text: str) -> datetime:
     try:
         return datetime.fromtimestamp(parse_instant(text), UTC)
-    except (ValueError, OverflowError, OSError) as error:
-        raise CommandError(str(error)) from None
+    except (ValueError, OverflowError, OSError) as error:  # a usage error; a CommandError here was a traceback
+        raise ArgumentTypeError(str(error)) from None
 
 
 class Command(BaseCommand):
@@ -26,10 +28,14 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("--reason", default="", help="the reason contains TEXT (any case)")
-        parser.add_argument("--rule", default="", help="the reason's rule, as the admin's filter shows it")
-        parser.add_argument("--source", default="", help="api, file (every imported file), replay, or a file's path")
-        parser.add_argument("--app", default="", help="posted by the client app of this name")
+        parser.add_argument("--reason", type=text_argument, default="", help="the reason contains TEXT (any case)")
+        parser.add_argument(
+            "--rule", type=text_argument, default="", help="the reason's rule, as the admin's filter shows it"
+        )
+        parser.add_argument(
+            "--source", type=text_argument, default="", help="api, file (every imported file), replay, or a file's path"
+        )
+        parser.add_argument("--app", type=text_argument, default="", help="posted by the client app of this name")
         parser.add_argument("--batch", type=int, default=None, help="of this batch id")
         parser.add_argument("--since", type=moment, default=None, help="rejected at or after (ISO 8601 or epoch)")
         parser.add_argument("--until", type=moment, default=None, help="rejected before (ISO 8601 or epoch)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.hostile import text_argument
 from reports import exports, selectors
 from reports.filters import EventFilter
 
@@ -20,7 +21,9 @@ class Command(BaseCommand):
     def add_arguments(self, parser: CommandParser) -> None:
         for name in FILTERS:
             field = EventFilter.base_filters[name]
-            parser.add_argument(f"--{name}", default=None, help=f"{field.extra.get('help_text') or field.label}")
+            parser.add_argument(
+                f"--{name}", type=text_argument, default=None, help=f"{field.extra.get('help_text') or field.label}"
+            )
 
     def handle(self, *args: object, **options: object) -> None:
         data = {name: options[name] for name in FILTERS if options[name] not in (None, "")}

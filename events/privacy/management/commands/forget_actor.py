@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from config.hostile import text_argument
 from events.privacy.services import ErasureRefused, forget_actor, import_running
 
 
@@ -14,10 +15,12 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
-        parser.add_argument("actor", help="the actor id, exactly (case and spaces count)")
-        parser.add_argument("--site", help="only this site's records (chat site_id, xmpp channel)")
+        parser.add_argument("actor", type=text_argument, help="the actor id, exactly (case and spaces count)")
+        parser.add_argument("--site", type=text_argument, help="only this site's records (chat site_id, xmpp channel)")
         parser.add_argument("--suppress", action="store_true", help="refuse the actor's future records too")
-        parser.add_argument("--reason", default="", help="shown with each refused record (must not name the actor)")
+        parser.add_argument(
+            "--reason", type=text_argument, default="", help="shown with each refused record (must not name the actor)"
+        )
 
     def handle(self, *args: object, **options: object) -> None:
         if options["reason"] and not options["suppress"]:
