@@ -27,7 +27,7 @@ from pathlib import Path
 
 import import_bench
 from import_bench import MB, PYTHON, REPO, import_file, machine_line, mib
-from proc_sampler import Sampler
+from proc_sampler import Sampler, postmaster_pid
 from server_stats import Server
 
 GB = 1e9
@@ -51,12 +51,26 @@ def mem_available() -> int:
     return 0
 
 
+def database_directory(server: Server | None) -> str | None:
+    """The server's data directory: asked, or else the postmaster's working directory."""
+    if not server:
+        return None
+    found = server.data_directory()
+    postmaster = postmaster_pid(server.url)
+    if not found and postmaster:
+        try:
+            found = os.readlink(f"/proc/{postmaster}/cwd")
+        except OSError:
+            return None
+    return found
+
+
 def check_disk(data: Path, lines: int, server: Server | None) -> list[tuple[str, Path, int]]:
     """Refuse (exit) if the file still to write and the estimated database do not fit.
     Returns the (what, path, free bytes) of the file system(s) checked."""
     need_file = 0 if data.exists() else lines * FILE_BYTES_PER_LINE
     need_db = lines * DATABASE_BYTES_PER_LINE
-    data_dir = server.data_directory() if server else None
+    data_dir = database_directory(server)
     places = [("file", data.parent, need_file)]
     if data_dir and os.stat(data_dir).st_dev != os.stat(data.parent).st_dev:
         places.append(("database", Path(data_dir), need_db))
