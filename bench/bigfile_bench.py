@@ -181,11 +181,10 @@ def main() -> None:
     monitor = progress_monitor(server, args.lines, args.progress, workdir)
     run = import_file(data, args.lines, env, workdir, [], monitor=monitor)
     wall = run.ours.wall
-    _, tree = run.sampler.trees["import_jsonl"]
     print(
         f"import_jsonl: {args.lines:,} lines, {size / GB:,.2f} GB in {wall:,.1f} s: {args.lines / wall:,.0f} lines/s, "
         f"{size / MB / wall:,.1f} MB/s; {import_bench.total_cpu(run) * 1e6 / args.lines:.1f} CPU-s per million lines; "
-        f"peak RSS command and workers at once {mib(tree.peak_sum_rss_kib)} MiB"
+        f"peak RSS command and workers at once {mib(import_bench.peak_sum_kib(run))} MiB"
     )
     print()
     print(import_bench.group_report(run))
@@ -217,7 +216,8 @@ def compare_with_duckdb(data: Path, env: dict[str, str], workdir: Path, args: ar
     try:
         peer = import_bench.duckdb_peer(data, env, workdir, options)
     except SystemExit as failed:
-        reason = str(failed).strip().splitlines()[-1] if str(failed).strip() else "failed"
+        said = str(failed).strip().splitlines() or ["failed"]
+        reason = next((line for line in said if "Error" in line), said[-1])  # DuckDB's, not its advice
         return f"DuckDB: comparison skipped, DuckDB did not finish within memory_limit={limit}: {reason}"
     finally:
         shutil.rmtree(spill, ignore_errors=True)
