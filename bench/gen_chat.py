@@ -1,11 +1,13 @@
 """Generate a chat NDJSON file shaped like the shared samples, deterministically.
 
     python bench/gen_chat.py LINES OUT.jsonl [--seed N] [--sites N] [--duplicates FRACTION]
-                             [--processes N --block-lines N]
+        [--start EPOCH --step SECONDS] [--processes N --block-lines N]
 
 About 12% statuses, 3% exact duplicate lines (`--duplicates`), 0.5% malformed
 lines, float timestamps, shuffled within a sliding window (arrivals out of
 order), over 250 sites (`--sites`; a fifth of them named, the rest numeric).
+Line i is timestamped `--start` + i x `--step` (default 0.05 s: 20 lines a
+second) plus up to 30 s of jitter; a larger step spreads a file over months.
 
 With `--block-lines`, the file is made of blocks of that many lines, each from
 its own seed (`SEED:BLOCK`), so that `--processes` can generate them in
@@ -43,7 +45,8 @@ WORDS = [
     "ünïcödé",
 ]
 MALFORMED = [b"not json at all", b"[1, 2, 3]", b'{"id": "x", "type": "message"', b'"just a string"']
-START = 1_429_000_000.0
+START = 1_429_000_000.0  # epoch seconds of the first line (April 2015)
+STEP = 0.05  # seconds between lines
 
 
 def site_table(rng: random.Random, sites: int) -> tuple[list[str], list[float]]:
@@ -54,7 +57,14 @@ def site_table(rng: random.Random, sites: int) -> tuple[list[str], list[float]]:
 
 
 def chat_lines(
-    rng: random.Random, first: int, count: int, sites: list[str], cum_weights: list[float], duplicates: float
+    rng: random.Random,
+    first: int,
+    count: int,
+    sites: list[str],
+    cum_weights: list[float],
+    duplicates: float,
+    start: float = START,
+    step: float = STEP,
 ) -> Iterator[bytes]:
     """Lines `first` .. `first + count - 1` of the file, newline included, shuffled in a window."""
     window: list[bytes] = []
@@ -68,7 +78,7 @@ def chat_lines(
         else:
             # cum_weights: `choices` would otherwise add up every site's weight for each line.
             site = rng.choices(sites, cum_weights=cum_weights)[0]
-            ts = round(START + i * 0.05 + rng.random() * 30, 3)
+            ts = round(start + i * step + rng.random() * 30, 3)
             if rng.random() < 0.12:
                 record = {
                     "id": str(uuid.UUID(int=rng.getrandbits(128))),
@@ -99,10 +109,12 @@ def chat_lines(
     yield from (line + b"\n" for line in window)
 
 
-def _block(seed: int, sites: int, duplicates: float, block: int, first: int, count: int) -> bytes:
+def _block(
+    seed: int, sites: int, duplicates: float, start: float, step: float, block: int, first: int, count: int
+) -> bytes:
     names, cum_weights = site_table(random.Random(seed), sites)
     rng = random.Random(f"{seed}:{block}")
-    return b"".join(chat_lines(rng, first, count, names, cum_weights, duplicates))
+    return b"".join(chat_lines(rng, first, count, names, cum_weights, duplicates, start, step))
 
 
 def generate(
@@ -111,6 +123,8 @@ def generate(
     seed: int,
     sites: int = 250,
     duplicates: float = 0.03,
+    start: float = START,
+    step: float = STEP,
     block_lines: int = 0,
     processes: int = 1,
 ) -> None:
@@ -118,14 +132,14 @@ def generate(
         rng = random.Random(seed)
         names, cum_weights = site_table(rng, sites)
         with open(out, "wb") as f:
-            f.writelines(chat_lines(rng, 0, lines, names, cum_weights, duplicates))
+            f.writelines(chat_lines(rng, 0, lines, names, cum_weights, duplicates, start, step))
         return
     starts = range(0, lines, block_lines)
     with open(out, "wb") as f, ProcessPoolExecutor(processes) as pool:
         pending: deque[Future[bytes]] = deque()
         for block, first in enumerate(starts):
             count = min(block_lines, lines - first)
-            pending.append(pool.submit(_block, seed, sites, duplicates, block, first, count))
+            pending.append(pool.submit(_block, seed, sites, duplicates, start, step, block, first, count))
             if len(pending) >= 2 * processes:
                 f.write(pending.popleft().result())
         while pending:
@@ -139,12 +153,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--sites", type=int, default=250)
     parser.add_argument("--duplicates", type=float, default=0.03, help="fraction of lines that resend a recent one")
+    parser.add_argument("--start", type=float, default=START, help="epoch seconds of the first line")
+    parser.add_argument("--step", type=float, default=STEP, help="seconds between lines")
     parser.add_argument("--block-lines", type=int, default=0, help="lines per independently seeded block")
     parser.add_argument("--processes", type=int, default=1, help="with --block-lines: blocks generated at once")
     args = parser.parse_args()
     if args.processes > 1 and not args.block_lines:
         parser.error("--processes needs --block-lines")
-    generate(args.lines, args.out, args.seed, args.sites, args.duplicates, args.block_lines, args.processes)
+    generate(
+        args.lines, args.out, args.seed, args.sites, args.duplicates, args.start, args.step,
+        args.block_lines, args.processes,
+    )  # fmt: skip
 
 
 if __name__ == "__main__":
