@@ -94,24 +94,6 @@ def server_versions(dsn: str, redis_url: str | None) -> str:
     return text
 
 
-DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
-
-
-def durability_settings(dsn: str) -> dict[str, str]:
-    """The server's fsync / synchronous_commit / full_page_writes, so a table says how durable it ran."""
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
-        shown = {}
-        for setting in DURABILITY:
-            cursor.execute(f"SHOW {setting}")
-            shown[setting] = cursor.fetchone()[0]
-    conn.close()
-    return shown
-
-
-def durability_text(settings: dict[str, str]) -> str:
-    return ", ".join(f"{name}={value}" for name, value in settings.items())
-
-
 # --- CPU accounting --------------------------------------------------------------
 
 

@@ -164,3 +164,10 @@ def postmaster_pid(database_url: str) -> int | None:
     except OSError:
         return None  # another machine
     return ppid
+
+
+def exited_cpu(pid: int) -> tuple[float, float] | None:
+    """(own CPU s, reaped children's CPU s) of an exited, not yet reaped child (a zombie keeps
+    both in /proc): the command's own share, and its validating workers' that it joined."""
+    stat = _stat(pid)
+    return None if stat is None else (stat[1], stat[2])

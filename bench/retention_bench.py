@@ -48,8 +48,6 @@ from http_bench import (
     REPO,
     Stack,
     analyst_token,
-    durability_settings,
-    durability_text,
     log,
     machine_line,
     manage,
@@ -60,6 +58,7 @@ from http_bench import (
     with_database,
 )
 from read_bench import site_middle
+from server_stats import durability_settings, durability_text
 
 # The measured commands' connections carry this application_name (libpq reads PGAPPNAME),
 # so the lock sampler tells their locks from the readers'.
