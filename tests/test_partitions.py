@@ -222,3 +222,16 @@ def test_a_month_holding_xmpp_events_is_pruned_by_range(sample_data, tmp_path):
     assert PrunedEvent.objects.filter(uid="chat-1").exists()
     if connection.vendor == POSTGRESQL:
         assert month.name in month_partitions()
+
+
+def test_an_erasure_unregisters_the_actors_ids_stored_and_pruned():
+    """forget_actor leaves no id of the actor's events in the registry: stored ones and pruned ones."""
+    post_lines(
+        [message("eve-old", 1_600_000_000, sender="eve"), message("eve-new", 1_700_000_000, sender="eve")]
+        + [message("bob-1", 1_600_000_000, sender="bob")]
+    )
+    call_command("prune_events", "--before", "1650000000", stderr=io.StringIO())
+    assert PrunedEvent.objects.filter(uid="eve-old").exists() and Event.objects.filter(uid="eve-new").exists()
+    call_command("forget_actor", "eve", stderr=io.StringIO())
+    assert sorted(EventIdentity.objects.values_list("uid", flat=True)) == ["bob-1"]
+    assert classic() == ["part-site,messages=0,emails=1,operators=0,visitors=1"]
