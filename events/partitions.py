@@ -34,8 +34,9 @@ MONTHS_AHEAD = 3
 # events: a few stray timestamps (1970, 2100) stay in the default partition instead of
 # making a partition each, which every query without a time range would plan for.
 MIN_ROWS = 10_000
-# to_timestamp()'s range ends in year 294276; no month partition is made past year 9999.
-LAST_TS = 253402300800.0  # 10000-01-01T00:00:00Z
+# No month partition is made from December 9999 on (its end, year 10000, is past what
+# Python's dates hold); later times stay in the default partition.
+LAST_TS = 253399622400.0  # 9999-12-01T00:00:00Z
 
 
 @dataclass(frozen=True, order=True)
@@ -60,7 +61,7 @@ class Month:
     def end(self) -> float:
         return self.next().start
 
-    def next(self) -> Month:  # December 9999's next is never made: see LAST_TS
+    def next(self) -> Month:
         return Month(self.year + self.month // 12, self.month % 12 + 1)
 
 

@@ -38,14 +38,16 @@ def prune_events(before: float, *, rows: int = ROWS, progress: Callable[[int], N
     """Prune the chat and interaction events with a timestamp before `before` (epoch seconds),
     oldest first; returns how many.
 
-    On PostgreSQL each month partition entirely before the cut goes whole (`_drop_month`);
-    the rest (the month holding the cut, the default partition, a month holding xmpp
-    events) is pruned by range, `rows` per transaction. Each transaction holds the lock
+    On PostgreSQL each month partition entirely before the cut (and this month) goes whole
+    (`_drop_month`); the rest (the month holding the cut, the default partition, a month
+    holding xmpp events) is pruned by range, `rows` per transaction. Each transaction holds the lock
     storing transactions take in shared mode (the erasure lock), so no writer stores
     while rows move. A kill loses at most the open transaction; running it again carries on.
     """
     pruned = 0
-    for month in [m for m in partitions.existing() if m.end <= before] if partitions.partitioned() else []:
+    # Months that have not ended are still written to (and made ahead): pruned by range.
+    last = min(before, partitions.Month.of(time.time()).start)
+    for month in [m for m in partitions.existing() if m.end <= last] if partitions.partitioned() else []:
         if (dropped := _drop_month(month)) is not None:
             pruned += dropped
             if progress:
@@ -63,6 +65,8 @@ def prune_events(before: float, *, rows: int = ROWS, progress: Callable[[int], N
             with connection.cursor() as cursor:
                 for part in _id_parts(ids):
                     where, params = _in_ids(part)
+                    # The time bound lets PostgreSQL look in the partitions before the cut only.
+                    where, params = f"{where} AND ts < %s", [*params, before]
                     cursor.execute(
                         f"INSERT INTO events_prunedevent ({KEPT_COLUMNS})"
                         f" SELECT {KEPT_COLUMNS} FROM events_event WHERE {where}"
