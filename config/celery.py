@@ -23,4 +23,6 @@ app.conf.beat_schedule = {
     "rebuild-stale-summaries": {"task": "ingest.imports.tasks.rebuild_stale_summaries_task", "schedule": 300.0},
     "expire-erasure-fences": {"task": "events.privacy.tasks.expire_fences_task", "schedule": 300.0},
     "prune-old-events": {"task": "events.tasks.prune_old_events_task", "schedule": 3600.0},
+    # The event table's next months, made ahead (PostgreSQL; events/partitions.py).
+    "make-partitions": {"task": "events.tasks.make_partitions_task", "schedule": 86400.0},
 }

@@ -24,6 +24,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.html import format_html
 from django.utils.http import urlencode
 
+from events import identity
 from events.models import Event, Site, Stanza
 from events.selectors import through_site_indexes
 from events.timestamps import OUT_OF_RANGE, utc_moment, utc_text
@@ -303,12 +304,15 @@ class EventAdmin(ReadOnlyMixin, admin.ModelAdmin):
         return [StanzaInline] if obj is not None and obj.family == "xmpp" else []
 
     def get_search_results(self, request: HttpRequest, queryset: QuerySet, search_term: str) -> tuple[QuerySet, bool]:
-        # Exact, case-sensitive matches on two selective, indexed columns, which PostgreSQL
-        # combines (BitmapOr). An OR with site or actor would scan the whole table instead.
+        # Exact, case-sensitive matches on two selective, indexed lookups, which PostgreSQL
+        # combines (BitmapOr): an id at its registered time (events/identity.py), a session.
+        # An OR with site or actor would scan the whole table instead.
         term = search_term.strip()
         if not term:
             return queryset, False
-        return queryset.filter(Q(uid=term) | Q(session=term)), False
+        at = identity.located([term]).get(term)
+        by_id = Q(uid=term, ts=at) if at is not None else Q(pk__in=[])
+        return queryset.filter(by_id | Q(session=term)), False
 
     @admin.display(description="time (UTC)", ordering="ts")
     def when(self, obj: Event) -> str:

@@ -21,7 +21,9 @@ def chunked(rows: Sequence[Sequence[object]], size: int) -> Iterator[Sequence[Se
 def insert_ignoring_conflicts(
     table: str, columns: Sequence[str], rows: Sequence[Sequence[object]], conflict: str, returning: str = ""
 ) -> list[tuple]:
-    """Multi-row INSERT ... ON CONFLICT DO NOTHING [RETURNING]: the rows that were new."""
+    """Multi-row INSERT [... ON CONFLICT DO NOTHING] [RETURNING]: the rows that were new.
+
+    Without `conflict` a plain INSERT (the event table: its ids were claimed first, events/identity.py)."""
     if not rows:
         return []
     names = ", ".join(columns)
@@ -31,7 +33,8 @@ def insert_ignoring_conflicts(
         for chunk in chunked(rows, ROWS_PER_STATEMENT):
             cursor.execute(
                 f"INSERT INTO {table} ({names}) VALUES {', '.join([one_row] * len(chunk))}"
-                f" ON CONFLICT ({conflict}) DO NOTHING" + (f" RETURNING {returning}" if returning else ""),
+                + (f" ON CONFLICT ({conflict}) DO NOTHING" if conflict else "")
+                + (f" RETURNING {returning}" if returning else ""),
                 [value for row in chunk for value in row],
             )
             if returning:

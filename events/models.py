@@ -25,8 +25,9 @@ class Site(models.Model):
 
 class Event(models.Model):
     # The identity of SPEC §2.4: the record's `id`, or a hash of its canonical content.
-    # Unique by a constraint below, not `unique=True`: on PostgreSQL that would add a
-    # second, `varchar_pattern_ops` index (for LIKE) that no query uses and every insert pays for.
+    # Unique through the id registry (`EventIdentity`), which every writer claims an id in
+    # before storing its event: on PostgreSQL the table is partitioned by `ts`, and a unique
+    # index there would have to hold the partition key (events/identity.py).
     uid = models.CharField(max_length=255)
     family = models.CharField(max_length=16, choices=Family.choices)
     # chat: message/status; xmpp: the `event` name; interaction: the `name`.
@@ -75,7 +76,6 @@ class Event(models.Model):
             models.Index(fields=["ts", "id"], name="event_ts_id"),
         ]
         constraints = [
-            models.UniqueConstraint(fields=["uid"], name="event_uid_unique"),
             models.CheckConstraint(condition=models.Q(ts__gte=0), name="event_ts_not_negative"),
             models.CheckConstraint(condition=models.Q(family__in=[f.value for f in Family]), name="event_family_known"),
         ]
@@ -92,7 +92,10 @@ class Event(models.Model):
 class Stanza(models.Model):
     """The queryable fields parsed from an xmpp event's XML stanza."""
 
-    event = models.OneToOneField(Event, on_delete=models.CASCADE, primary_key=True)
+    # No database constraint: a foreign key to the partitioned event table (PostgreSQL) would
+    # need its partition key. Every writer stores the event first, in the same transaction,
+    # and Django's CASCADE deletes the stanza with its event.
+    event = models.OneToOneField(Event, on_delete=models.CASCADE, primary_key=True, db_constraint=False)
     element = models.CharField(max_length=16)  # message / presence / iq
     type = models.CharField(max_length=64, blank=True, default="")
     from_jid = models.CharField(max_length=1024, blank=True, default="")
@@ -106,6 +109,22 @@ class Stanza(models.Model):
 
     def __str__(self) -> str:
         return f"<{self.element}> of event {self.event_id}"
+
+
+class EventIdentity(models.Model):
+    """The id registry: every event id ever stored, pruned ones included (events/identity.py).
+
+    The identity of SPEC §2.4 across all of the event table's partitions and the pruned
+    baseline: a writer claims its events' ids here first (`INSERT … ON CONFLICT DO NOTHING`)
+    and stores the events of the ids it claimed only. `ts` is the stored event's time, so
+    that a look-up by id reaches its month's partition and its (ts, id) index.
+    """
+
+    uid = models.CharField(max_length=255, primary_key=True)
+    ts = models.FloatField()
+
+    def __str__(self) -> str:
+        return self.uid
 
 
 class PrunedEvent(models.Model):

@@ -4,8 +4,8 @@ An event older than the cut leaves the event store (`Event`: its payload, proven
 every index entry) and a `PrunedEvent` row keeps its identity and the fields the site
 summary's rules read (site, kind, actor, timestamp, status value). So:
 
-* a resend of a pruned id is a duplicate: every storing path leaves out ids that are
-  pruned (`pruned_ids`), under the lock that pruning takes exclusively;
+* a resend of a pruned id is a duplicate: its id stays in the id registry
+  (events/identity.py), which every storing path claims ids in;
 * the site summaries read stored and pruned events alike (reports/site_summary.py), so a
   late message or status older than the cut is classified, and re-classifies, exactly as
   if nothing had been pruned, and `site_summary --rebuild` gives the same lines;
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from django.conf import settings
 from django.db import connection, transaction
 
+from events import partitions
 from events.db import chunked, is_postgresql
 from events.models import Event, Family
 from events.privacy import blocks
@@ -33,34 +34,24 @@ KEPT_COLUMNS = "uid, family, kind, site_id, actor, ts, online"
 IDS_PER_STATEMENT = 500  # SQLite's parameters; PostgreSQL takes one array
 
 
-def pruned_ids(uids: Iterable[str]) -> set[str]:
-    """Which of these ids belong to pruned events: a storing path treats them as stored."""
-    found: set[str] = set()
-    with connection.cursor() as cursor:
-        for part in _id_parts(sorted(set(uids))):
-            if is_postgresql():
-                cursor.execute("SELECT uid FROM events_prunedevent WHERE uid = ANY(%s)", [list(part)])
-            else:
-                cursor.execute(
-                    f"SELECT uid FROM events_prunedevent WHERE uid IN ({', '.join(['%s'] * len(part))})", part
-                )
-            found.update(uid for (uid,) in cursor.fetchall())
-    return found
-
-
-def _id_parts(values: Sequence[object]) -> Iterable[Sequence[object]]:
-    return [values] if is_postgresql() and values else chunked(values, IDS_PER_STATEMENT)
-
-
 def prune_events(before: float, *, rows: int = ROWS, progress: Callable[[int], None] | None = None) -> int:
     """Prune the chat and interaction events with a timestamp before `before` (epoch seconds),
-    oldest first, `rows` per transaction; returns how many.
+    oldest first; returns how many.
 
-    Each transaction holds the lock storing transactions take in shared mode (the erasure
-    lock): no writer is between its check of pruned ids and its insert while ids move.
-    A kill loses at most the open transaction; running it again carries on.
+    On PostgreSQL each month partition entirely before the cut (and this month) goes whole
+    (`_drop_month`); the rest (the month holding the cut, the default partition, a month
+    holding xmpp events) is pruned by range, `rows` per transaction. Each transaction holds the lock
+    storing transactions take in shared mode (the erasure lock), so no writer stores
+    while rows move. A kill loses at most the open transaction; running it again carries on.
     """
     pruned = 0
+    # Months that have not ended are still written to (and made ahead): pruned by range.
+    last = min(before, partitions.Month.of(time.time()).start)
+    for month in [m for m in partitions.existing() if m.end <= last] if partitions.partitioned() else []:
+        if (dropped := _drop_month(month)) is not None:
+            pruned += dropped
+            if progress:
+                progress(pruned)
     while True:
         with transaction.atomic():
             blocks.lock_exclusive()
@@ -74,6 +65,8 @@ def prune_events(before: float, *, rows: int = ROWS, progress: Callable[[int], N
             with connection.cursor() as cursor:
                 for part in _id_parts(ids):
                     where, params = _in_ids(part)
+                    # The time bound lets PostgreSQL look in the partitions before the cut only.
+                    where, params = f"{where} AND ts < %s", [*params, before]
                     cursor.execute(
                         f"INSERT INTO events_prunedevent ({KEPT_COLUMNS})"
                         f" SELECT {KEPT_COLUMNS} FROM events_event WHERE {where}"
@@ -85,6 +78,35 @@ def prune_events(before: float, *, rows: int = ROWS, progress: Callable[[int], N
         pruned += len(ids)
         if progress:
             progress(pruned)
+
+
+def _drop_month(month: partitions.Month) -> int | None:
+    """Copy a month partition's events to the pruned baseline, then detach and drop it, in
+    one transaction; returns how many. None, and nothing done, if it holds xmpp events
+    (kept whole): the range pruning then takes its other events.
+
+    Writers to the event table wait meanwhile (they take the erasure lock first; the table
+    lock is for any other); readers go on until the detach, a catalog change of an instant.
+    Its ids stay in the id registry, so they remain duplicates.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        blocks.lock_exclusive()
+        cursor.execute(f"LOCK TABLE {partitions.PARENT} IN SHARE ROW EXCLUSIVE MODE")
+        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {month.name} WHERE family <> ALL(%s))", [list(PRUNED_FAMILIES)])
+        if cursor.fetchone()[0]:
+            return None
+        cursor.execute(
+            f"INSERT INTO events_prunedevent ({KEPT_COLUMNS}) SELECT {KEPT_COLUMNS} FROM {month.name}"
+            " ON CONFLICT (uid) DO NOTHING"
+        )
+        cursor.execute(f"SELECT count(*) FROM {month.name}")
+        (count,) = cursor.fetchone()
+        partitions.detach_and_drop(cursor, month)
+    return count
+
+
+def _id_parts(values: Sequence[object]) -> Iterable[Sequence[object]]:
+    return [values] if is_postgresql() and values else chunked(values, IDS_PER_STATEMENT)
 
 
 def _in_ids(ids: Sequence[object]) -> tuple[str, list[object]]:

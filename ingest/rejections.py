@@ -30,6 +30,7 @@ from django.db import connection, transaction
 from django.db.models import QuerySet
 from django.utils import timezone
 
+from events import identity
 from events.db import chunked
 from events.models import Event
 from ingest.batches import API_SOURCE, batch_records
@@ -184,7 +185,8 @@ def _store_replay_batch(valid: list[tuple[Rejection, bytes]], result: ReplayResu
     for rejected in chunk.rejections:  # rejected after all (a rule changed meanwhile?): left as it was
         result.still_rejected[reason_rule(rejected.reason)] += 1
     uid_at = {line: event.uid for line, event in chunk.events}
-    stored = set(Event.objects.filter(uid__in=set(uid_at.values()), batch=batch).values_list("uid", "line"))
+    stored_here = identity.events_with_uids(Event.objects.filter(batch=batch), uid_at.values())
+    stored = set(stored_here.values_list("uid", "line"))
     marks = []
     for position, (rejection, _) in enumerate(valid, start=1):
         if position not in uid_at:

@@ -17,8 +17,8 @@ import orjson
 from django.db import DatabaseError, connection, transaction
 from django.utils import timezone
 
-from events import retention
-from events.db import chunked, copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
+from events import identity
+from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
 from events.models import Event, Site, Stanza
 from events.privacy import blocks
 from events.registry import NormalizedEvent
@@ -53,70 +53,34 @@ def _event_row(event: NormalizedEvent, batch_id: int, line: int) -> tuple:
     )  # fmt: skip
 
 
-COPY_ATTEMPTS = 3  # straight COPYs of a group's new events before it is inserted ON CONFLICT instead
-
-
 def _copy_lines(rows: Sequence[tuple]) -> list[str]:
     return ["\t".join(map(copy_text, row)) + "\n" for row in rows]
 
 
-def _copy_new_events(rows: Sequence[tuple], lines: Sequence[str]) -> set[str] | None:
-    """PostgreSQL bulk path: COPY the rows whose ids are not stored yet straight into the
-    table (written a page at a time, without INSERT's speculative insertion per row).
-
-    If another writer stores one of them meanwhile, the unique index makes the COPY wait
-    for that writer and refuses it once the writer commits: the stored ids are read again
-    (now including the writer's) and the rest copied again, up to COPY_ATTEMPTS times;
-    then None, for the caller to insert ON CONFLICT instead.
-    """
-    uids = [row[0] for row in rows]
-    copy = f"COPY events_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
-    with connection.cursor() as cursor:
-        for attempt in range(1, COPY_ATTEMPTS + 1):
-            cursor.execute("SELECT uid FROM events_event WHERE uid = ANY(%s)", [uids])
-            stored = {uid for (uid,) in cursor.fetchall()}
-            new = [i for i, uid in enumerate(uids) if uid not in stored]
-            if not new:
-                return set()
-            if copy_unless_raced(cursor, copy, io.StringIO("".join([lines[i] for i in new]))):
-                return {uids[i] for i in new}
-            logger.debug("COPY %d of %d events met an id another writer stored", attempt, len(new))
-    return None
-
-
-def _insert_events_staged(lines: Sequence[str]) -> set[str]:
-    """COPY into a temporary table, then one set-based insert that skips stored ids."""
-    columns = ", ".join(EVENT_COLUMNS)
-    with connection.cursor() as cursor:
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE IF NOT EXISTS event_staging ON COMMIT DELETE ROWS"
-            f" AS SELECT {columns} FROM events_event WITH NO DATA"
-        )
-        cursor.cursor.copy_expert(f"COPY event_staging ({columns}) FROM STDIN", io.StringIO("".join(lines)))
-        cursor.execute(
-            f"INSERT INTO events_event ({columns}) SELECT {columns} FROM event_staging"
-            " ON CONFLICT (uid) DO NOTHING RETURNING uid"
-        )
-        inserted = {uid for (uid,) in cursor.fetchall()}
-        cursor.execute("TRUNCATE event_staging")
-    return inserted
-
-
 def insert_events(rows: Sequence[tuple]) -> set[str]:
-    """Insert event rows (in the order given); return the uids of those not already stored."""
+    """Insert event rows (in uid order) whose ids are new; return their uids.
+
+    The ids are claimed in the registry first (events/identity.py); only the events of
+    the ids claimed are stored, straight (PostgreSQL: COPY for many, written a page at
+    a time). Call under a savepoint: a refused row gives its group's claims back.
+    """
+    new = identity.claim([(row[0], row[7]) for row in rows])
+    if len(new) < len(rows):
+        rows = [row for row in rows if row[0] in new]
+    if not rows:
+        return new
     if is_postgresql() and len(rows) >= COPY_THRESHOLD:
-        lines = _copy_lines(rows)  # built once for every attempt
-        new = _copy_new_events(rows, lines)
-        return _insert_events_staged(lines) if new is None else new
-    return {uid for (uid,) in insert_ignoring_conflicts("events_event", EVENT_COLUMNS, rows, "uid", "uid")}
+        with connection.cursor() as cursor, connection.wrap_database_errors:  # psycopg2's errors as Django's
+            copy = f"COPY events_event ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+            cursor.cursor.copy_expert(copy, io.StringIO("".join(_copy_lines(rows))))
+    else:
+        insert_ignoring_conflicts("events_event", EVENT_COLUMNS, rows, conflict="")
+    return new
 
 
 def event_ids(uids: Sequence[str]) -> dict[str, int]:
     """uid -> id of stored events."""
-    ids: dict[str, int] = {}
-    for part in chunked(uids, 1000):
-        ids.update(Event.objects.filter(uid__in=part).values_list("uid", "id"))
-    return ids
+    return dict(identity.events_with_uids(Event.objects.all(), uids).values_list("uid", "id"))
 
 
 def insert_events_isolating(rows: Sequence[tuple]) -> tuple[set[str], list[tuple[tuple, str]]]:
@@ -160,10 +124,8 @@ def store_group(items: Sequence[tuple[RawBatch, Chunk]], *, defer_summaries: boo
     for index, (_, chunk) in enumerate(items):
         for line, event in chunk.events:
             unique.setdefault(event.uid, (index, line, event))
-    for uid in retention.pruned_ids(unique):  # stored once, then pruned: duplicates
-        del unique[uid]
-    # Inserting in uid order: two groups sharing ids then wait on each other
-    # instead of deadlocking on the unique index (PostgreSQL).
+    # Claiming in uid order: two groups sharing ids then wait on each other
+    # instead of deadlocking on the registry's primary key (PostgreSQL).
     ordered = sorted(unique.items())
     sites = sorted({event.site for _, (_, _, event) in ordered})
     Site.objects.bulk_create([Site(code=code) for code in sites], ignore_conflicts=True, batch_size=1000)

@@ -34,6 +34,7 @@ from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.hostile import not_text_reason
+from events import identity
 from events.db import chunked
 from events.models import Event, Family, PrunedEvent, Site, Stanza
 from events.privacy import blocks
@@ -173,16 +174,17 @@ def _erase_events(actor: str, site_ids: Iterable[str]) -> int:
                 with transaction.atomic():
                     rows = list(
                         model.objects.filter(site_id=site_id, actor=actor, family__in=FAMILIES_WITH_ACTORS).values_list(
-                            "id", "ts", "family"
+                            "id", "ts", "family", "uid"
                         )[:ROWS]
                     )
                     if not rows:
                         break
-                    ids = [pk for pk, _, _ in rows]
+                    ids = [pk for pk, _, _, _ in rows]
                     if model is Event:
                         Stanza.objects.filter(event_id__in=ids).delete()
                     model.objects.filter(id__in=ids).delete()
-                    _uncount(Counter((event_counts.hour_of(ts), family, site_id) for _, ts, family in rows))
+                    identity.forget(uid for _, _, _, uid in rows)  # the id registry keeps no id of the actor's
+                    _uncount(Counter((event_counts.hour_of(ts), family, site_id) for _, ts, family, _ in rows))
                     erased += len(rows)
     return erased
 

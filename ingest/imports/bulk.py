@@ -9,7 +9,7 @@ any foreign key the table has, checked once at the end instead of once per
 row; today's schema declares none, see events 0005), loads, and builds
 them again. Their definitions are kept with the job, so an import killed
 meanwhile leaves them to be built by the next import's end or
-by the sweeper (`restore_deferred`); the uid's unique index stays, and with it
+by the sweeper (`restore_deferred`); the id registry (events/identity.py) stays, and with it
 exact de-duplication, for the import and for API workers alike.
 
 Meanwhile, readers get the same answers, slower: event queries scan the
@@ -38,8 +38,8 @@ def dominates(remaining_bytes: int) -> bool:
     """Whether loading this many more bytes of records grows the event table at least twofold."""
     if not is_postgresql() or remaining_bytes < settings.SWITCHBOARD["IMPORT_DEFER_INDEXES_BYTES"]:
         return False
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_relation_size(%s)", [TABLE])
+    with connection.cursor() as cursor:  # all its partitions (events/partitions.py)
+        cursor.execute("SELECT COALESCE(SUM(pg_relation_size(relid)), 0) FROM pg_partition_tree(%s)", [TABLE])
         table_bytes = cursor.fetchone()[0]
     return remaining_bytes >= table_bytes
 
@@ -104,8 +104,8 @@ def restore_deferred() -> int:
         for name, (kind, definition) in sorted(wanted.items()):
             if name in present or (kind != "index" and not _still_declared(definition)):
                 continue
-            if kind == "index":
-                cursor.execute(definition)
+            if kind == "index":  # on a partitioned table, built on every partition (not `ON ONLY` it)
+                cursor.execute(definition.replace(" ON ONLY ", " ON ", 1))
             else:  # checked once, with one join, instead of once per stored row
                 cursor.execute(f'ALTER TABLE {TABLE} ADD CONSTRAINT "{name}" {definition}')
             built += 1

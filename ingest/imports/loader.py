@@ -30,12 +30,11 @@ from typing import NamedTuple, TypeVar
 from django.db import DataError, IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
 
-from events import retention
-from events.db import copy_text, copy_unless_raced, insert_ignoring_conflicts, is_postgresql
+from events import identity
+from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.privacy.blocks import Blocks, current_blocks, lock_shared
 from events.registry import NormalizedEvent
-from events.selectors import any_pruned
 from ingest.collector import COLLECT_EVERY, collector_paused
 from ingest.framing import RawRecord
 from ingest.imports.seen import SeenIds
@@ -87,6 +86,9 @@ class Prepared:
     uids: list[str]  # distinct, sorted
     copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
     ends: IntArray = field(default_factory=lambda: IntArray("Q"))  # PostgreSQL: where each row's text ends in `copy`
+    # PostgreSQL: the id registry's COPY text of the rows (`uid\tts`, events/identity.py), in `uids` order.
+    claims: bytes = b""
+    claim_ends: IntArray = field(default_factory=lambda: IntArray("Q"))
     rows: list[tuple] = field(default_factory=list)  # SQLite: the rows, in `uids` order
     rejections: list[RejectedRecord] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
@@ -181,6 +183,8 @@ def prepare(
         kept = [first[uid] for uid in uids]
         lines = [_copy_line(event, line).encode() for line, event in kept]
         prepared.copy, prepared.ends = b"".join(lines), IntArray("Q", accumulate(map(len, lines)))
+        claims = [f"{copy_text(event.uid)}\t{event.ts!r}\n".encode() for _, event in kept]
+        prepared.claims, prepared.claim_ends = b"".join(claims), IntArray("Q", accumulate(map(len, claims)))
     else:
         prepared.rows = [_row(first[uid][1], first[uid][0]) for uid in uids]
     return prepared
@@ -363,9 +367,11 @@ def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted
     if not prepared.uids:
         return Inserted()
     if not is_postgresql():
-        pruned = retention.pruned_ids(prepared.uids)  # stored once, then pruned: duplicates
-        rows = [(*row, batch_id) for row in prepared.rows if row[0] not in pruned]
-        returned = insert_ignoring_conflicts("events_event", (*COLUMNS, "batch_id"), rows, "uid", "id, uid")
+        new = identity.claim([(row[0], row[7]) for row in prepared.rows])  # rows in uid order
+        rows = [(*row, batch_id) for row in prepared.rows if row[0] in new]
+        returned = insert_ignoring_conflicts(
+            "events_event", (*COLUMNS, "batch_id"), rows, conflict="", returning="id, uid"
+        )
         return _inserted(prepared, returned)
     return _insert_postgresql(prepared, batch_id, seen)
 
@@ -377,7 +383,7 @@ def _inserted(prepared: Prepared, returned: list[tuple]) -> Inserted:
 
 
 def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted:
-    # The ids that may be stored already: all of them, unless a filter knows better.
+    # The ids that may be registered already: all of them, unless a filter knows better.
     asked = prepared.uids if seen is None else seen.add_returning_seen(prepared.uids)
     with connection.cursor() as cursor:
         if not prepared.details and (stored := _copy_new(cursor, prepared, batch_id, asked)) is not None:
@@ -389,10 +395,12 @@ def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) 
         )
         with connection.wrap_database_errors:
             cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
+        # The ids claimed in the registry (in id order), then the events of those ids only.
         cursor.execute(
-            f"INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging s"
-            " WHERE NOT EXISTS (SELECT 1 FROM events_prunedevent p WHERE p.uid = s.uid)"
-            " ON CONFLICT (uid) DO NOTHING RETURNING id, uid",
+            f"WITH claimed AS (INSERT INTO {identity.TABLE} (uid, ts) SELECT uid, ts FROM import_staging"
+            " ORDER BY uid ON CONFLICT (uid) DO NOTHING RETURNING uid)"
+            f" INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging s"
+            " WHERE s.uid IN (SELECT uid FROM claimed) RETURNING id, uid",
             [batch_id],
         )
         inserted = _inserted(prepared, cursor.fetchall())
@@ -401,24 +409,26 @@ def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) 
 
 
 def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> Inserted | None:  # noqa: ANN001
-    """COPY the events whose ids are not stored yet straight into the table (rows are
-    written in batches, unlike INSERT's one by one); None if another writer stored one
-    of them meanwhile (the unique index says so), then the caller inserts ON CONFLICT.
+    """Register the ids not registered yet and COPY their events straight into the table
+    (rows are written in batches, unlike INSERT's one by one); None if another writer
+    registered one of them meanwhile (the registry's key says so), then the caller claims
+    ON CONFLICT.
 
-    Only the `asked` ids are looked up: the others are known not to be stored.
+    Only the `asked` ids are looked up: the others are known not to be registered.
     """
-    stored: set[str] = set()
-    if asked:
-        sql, params = "SELECT uid FROM events_event WHERE uid = ANY(%s)", [asked]
-        if any_pruned():  # pruned ids count as stored
-            sql, params = sql + " UNION ALL SELECT uid FROM events_prunedevent WHERE uid = ANY(%s)", [asked, asked]
-        cursor.execute(sql, params)
-        stored = {uid for (uid,) in cursor.fetchall()}
+    stored = identity.claimed(asked) if asked else set()
     new = [i for i, uid in enumerate(prepared.uids) if uid not in stored]
-    data = _rows_text(prepared, new) if stored else prepared.copy
-    copy = f"COPY events_event ({_NAMES}, batch_id) FROM STDIN"
-    if not copy_unless_raced(cursor, copy, io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id))):
+    if not new:
+        return Inserted(0, sorted(stored))
+    claims = _kept_text(prepared.claims, prepared.claim_ends, new) if stored else prepared.claims
+    if not identity.copy_claims(cursor, claims):
         return None
+    data = _kept_text(prepared.copy, prepared.ends, new) if stored else prepared.copy
+    with connection.wrap_database_errors:  # a refused value: the caller's savepoint gives the claims back
+        cursor.cursor.copy_expert(
+            f"COPY events_event ({_NAMES}, batch_id) FROM STDIN",
+            io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id)),
+        )
     return Inserted(len(new), sorted(stored))
 
 
@@ -455,22 +465,23 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _rows_text(prepared: Prepared, keep: list[int]) -> bytes:
+def _kept_text(text: bytes, ends: IntArray, keep: list[int]) -> bytes:
     """The COPY text of the rows at the (ascending) positions `keep`: the text between the
     rows left out is taken in whole slices (those are few: ids stored already)."""
-    copy, ends, pieces, start = prepared.copy, prepared.ends, [], 0
+    pieces, start = [], 0
     kept = set(keep)
-    for i in range(len(prepared.uids)):
+    for i in range(len(ends)):
         if i not in kept:
             end_before = ends[i - 1] if i else 0
-            pieces.append(copy[start:end_before])
+            pieces.append(text[start:end_before])
             start = ends[i]
-    pieces.append(copy[start:])
+    pieces.append(text[start:])
     return b"".join(pieces)
 
 
 def _subset(prepared: Prepared, part: slice) -> Prepared:
     lines = prepared.copy.splitlines(keepends=True) if prepared.copy else []
+    claims = prepared.claims.splitlines(keepends=True) if prepared.claims else []
     return Prepared(
         first_line=prepared.first_line,
         last_line=prepared.last_line,
@@ -481,6 +492,8 @@ def _subset(prepared: Prepared, part: slice) -> Prepared:
         uids=prepared.uids[part],
         copy=b"".join(lines[part]),
         ends=IntArray("Q", accumulate(map(len, lines[part]))),
+        claims=b"".join(claims[part]),
+        claim_ends=IntArray("Q", accumulate(map(len, claims[part]))),
         rows=prepared.rows[part],
         details=prepared.details,
     )

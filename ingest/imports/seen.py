@@ -21,6 +21,8 @@ from collections.abc import Iterable
 
 from django.db import connection, transaction
 
+from events.identity import TABLE
+
 BITS_PER_ID = 16  # with two probes: ~1.4 % false "maybe" at the planned number of ids
 MIN_BYTES = 1 << 16
 MAX_BYTES = 64 << 20  # 512 M bits: 32 M ids at ~1.4 %, 64 M at ~5 %
@@ -75,17 +77,15 @@ class SeenIds:
 
 
 def seen_ids_of_table(planned_new_ids: int) -> SeenIds:
-    """A filter holding every id stored now, sized for `planned_new_ids` more."""
+    """A filter holding every id registered now (stored or pruned: events/identity.py),
+    sized for `planned_new_ids` more."""
     with connection.cursor() as cursor:
-        cursor.execute(
-            "SELECT SUM(GREATEST(reltuples::bigint, 0)) FROM pg_class"
-            " WHERE oid IN ('events_event'::regclass, 'events_prunedevent'::regclass)"
-        )
+        cursor.execute(f"SELECT GREATEST(reltuples::bigint, 0) FROM pg_class WHERE oid = '{TABLE}'::regclass")
         estimate = int(cursor.fetchone()[0] or 0)
     seen = SeenIds(estimate + planned_new_ids)
     # A server-side cursor (it lives in a transaction): the ids stream in bounded memory.
     with transaction.atomic(), connection.chunked_cursor() as cursor:
-        cursor.execute("SELECT uid FROM events_event UNION ALL SELECT uid FROM events_prunedevent")  # pruned: stored
+        cursor.execute(f"SELECT uid FROM {TABLE}")
         while rows := cursor.fetchmany(FETCH_IDS):
             seen.add(uid for (uid,) in rows)
     return seen

@@ -31,8 +31,8 @@ class Command(BaseCommand):
         elif (cut := retention_cut()) is None:
             raise CommandError("give --before T, or set RETENTION_DAYS")
         if import_running():
-            # A dominating import dedupes by a filter of the ids stored when it started: an id
-            # another writer stores meanwhile and a prune then moves would escape it.
+            # A dominating import loads without the event table's secondary indexes (imports/bulk.py):
+            # pruning by range would scan the table, and the import rebuilds its summaries anyway.
             raise CommandError("an import is running: run prune_events again once it has finished")
         pruned = prune_events(cut, rows=options["rows"], progress=lambda n: self.stderr.write(f"{n} events pruned"))
         self.stderr.write(f"pruned {pruned} events older than {cut}")

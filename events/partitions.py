@@ -1,0 +1,150 @@
+"""Monthly partitions of the event table (PostgreSQL; SQLite keeps one plain table).
+
+`events_event` is partitioned by `RANGE (ts)` (epoch seconds): one partition per calendar
+month (UTC), `events_event_yYYYYmMM`, plus `events_event_default`, which takes every
+timestamp no month partition covers, so no record is ever refused for its time.
+`make_partitions` (the command, and beat's daily task) creates the next months ahead
+and the months the default partition holds many rows of; creating a month whose rows
+the default partition holds moves them, in the same transaction (PostgreSQL refuses to
+create a partition over rows its default partition holds). Retention drops whole months
+(events/retention.py).
+
+Built by hand rather than with pg_partman (an extension a managed server may not offer,
+whose background worker is one more moving part) or django-postgres-extra (its
+partitioned models replace Django's migrations and manager of the table): a few
+statements.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import time
+from dataclasses import dataclass
+
+from django.db import connection, transaction
+
+from events.db import is_postgresql
+
+PARENT = "events_event"
+DEFAULT = "events_event_default"
+NAME = re.compile(r"^events_event_y(\d{4})m(\d{2})$")
+MONTHS_AHEAD = 3
+# A month of the past gets its partition once the default partition holds this many of its
+# events: a few stray timestamps (1970, 2100) stay in the default partition instead of
+# making a partition each, which every query without a time range would plan for.
+MIN_ROWS = 10_000
+# No month partition is made from December 9999 on (its end, year 10000, is past what
+# Python's dates hold); later times stay in the default partition.
+LAST_TS = 253399622400.0  # 9999-12-01T00:00:00Z
+
+
+@dataclass(frozen=True, order=True)
+class Month:
+    year: int
+    month: int
+
+    @classmethod
+    def of(cls, ts: float) -> Month:
+        moment = time.gmtime(ts)
+        return cls(moment.tm_year, moment.tm_mon)
+
+    @property
+    def name(self) -> str:
+        return f"events_event_y{self.year:04d}m{self.month:02d}"
+
+    @property
+    def start(self) -> float:
+        return float(calendar.timegm((self.year, self.month, 1, 0, 0, 0)))
+
+    @property
+    def end(self) -> float:
+        return self.next().start
+
+    def next(self) -> Month:
+        return Month(self.year + self.month // 12, self.month % 12 + 1)
+
+
+def partitioned() -> bool:
+    """Whether the event table is partitioned (PostgreSQL after events 0008)."""
+    if not is_postgresql():
+        return False
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT relkind FROM pg_class WHERE oid = %s::regclass", [PARENT])
+        return cursor.fetchone()[0] == "p"
+
+
+def existing() -> list[Month]:
+    """The month partitions there are, oldest first."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = %s::regclass",
+            [PARENT],
+        )
+        names = [NAME.match(name) for (name,) in cursor.fetchall()]
+    return sorted(Month(int(m.group(1)), int(m.group(2))) for m in names if m)
+
+
+def months_holding(table: str, min_rows: int) -> list[Month]:
+    """The months `table` holds at least `min_rows` events of (one scan of it)."""
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT y, m FROM (SELECT extract(year FROM t)::int AS y, extract(month FROM t)::int AS m"
+            f" FROM (SELECT to_timestamp(ts) AT TIME ZONE 'UTC' AS t FROM {table} WHERE ts < %s) times) months"
+            " GROUP BY y, m HAVING count(*) >= %s",
+            [LAST_TS, min_rows],
+        )
+        return sorted(Month(y, m) for y, m in cursor.fetchall())
+
+
+def create(month: Month) -> int:
+    """Create a month's partition, moving its rows out of the default partition; returns how many moved.
+
+    Writers to the event table wait meanwhile (readers do not): no row of the month can
+    reach the default partition between the move and the creation.
+    """
+    with transaction.atomic(), connection.cursor() as cursor:
+        cursor.execute(f"LOCK TABLE {PARENT} IN SHARE ROW EXCLUSIVE MODE")
+        cursor.execute(f"CREATE TEMPORARY TABLE partition_moved (LIKE {PARENT}) ON COMMIT DROP")
+        cursor.execute(
+            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= %s AND ts < %s RETURNING *)"
+            " INSERT INTO partition_moved SELECT * FROM moved",
+            [month.start, month.end],
+        )
+        moved = cursor.rowcount
+        cursor.execute(
+            f"CREATE TABLE {month.name} PARTITION OF {PARENT} FOR VALUES FROM (%s) TO (%s)",
+            [month.start, month.end],
+        )
+        if moved:
+            cursor.execute(f"INSERT INTO {PARENT} OVERRIDING SYSTEM VALUE SELECT * FROM partition_moved")
+        cursor.execute("DROP TABLE partition_moved")
+    return moved
+
+
+def make_partitions(
+    months_ahead: int = MONTHS_AHEAD, min_rows: int = MIN_ROWS, now: float | None = None
+) -> list[tuple[Month, int]]:
+    """Create this month's and the next `months_ahead` months' partitions, and those of the
+    months the default partition holds at least `min_rows` events of; each with the rows it
+    took from the default partition. Idempotent; nothing on SQLite."""
+    if not partitioned():
+        return []
+    month = Month.of(time.time() if now is None else now)
+    wanted = {month}
+    for _ in range(months_ahead):
+        month = month.next()
+        wanted.add(month)
+    wanted.update(months_holding(DEFAULT, min_rows))
+    return [(m, create(m)) for m in sorted(wanted - set(existing()))]
+
+
+def detach_and_drop(cursor, month: Month) -> None:  # noqa: ANN001 - a database cursor
+    """Detach a month's partition and drop it (inside the caller's transaction).
+
+    Not `DETACH … CONCURRENTLY`: PostgreSQL refuses it while the table has a default
+    partition (and outside a transaction it could not commit with the copy of its rows).
+    """
+    cursor.execute(f"ALTER TABLE {PARENT} DETACH PARTITION {month.name}")
+    cursor.execute(f"DROP TABLE {month.name}")

@@ -1,0 +1,246 @@
+"""Issue 19 part 1: the event table partitioned by month (PostgreSQL; SQLite keeps one plain
+table), the id registry that keeps an id stored once across partitions, `make_partitions`,
+and retention that drops whole months while the summaries stay exact."""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+
+from events import partitions
+from events.models import Event, EventIdentity, PrunedEvent
+from events.partitions import Month
+from ingest.imports import bulk
+from tests.test_retention import chat_lines, classic, import_lines, oracle_lines, post_lines, timestamp
+
+pytestmark = pytest.mark.django_db(transaction=True)
+DAY = 86_400
+POSTGRESQL = "postgresql"
+
+
+def partition_of(uid: str) -> str:
+    """The table holding an event (PostgreSQL: its partition)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT tableoid::regclass::text FROM events_event WHERE uid = %s", [uid])
+        return cursor.fetchone()[0]
+
+
+def month_partitions() -> list[str]:
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid"
+            " WHERE i.inhparent = 'events_event'::regclass AND c.relname <> 'events_event_default'"
+        )
+        return sorted(name for (name,) in cursor.fetchall())
+
+
+def ensure(month: Month) -> None:
+    """A month's partition (PostgreSQL), as `make_partitions` makes it."""
+    if connection.vendor == POSTGRESQL and month not in partitions.existing():
+        partitions.create(month)
+
+
+def message(uid: str, ts: float, site: str = "part-site", sender: str = "visitor") -> bytes:
+    return json.dumps(
+        {"id": uid, "type": "message", "from": sender, "site_id": site, "data": {"message": "hi"}, "timestamp": ts}
+    ).encode()
+
+
+def test_the_event_table_is_partitioned_by_month_with_a_default_partition_after_migrate():
+    this_month = Month.of(time.time())
+    with connection.cursor() as cursor:
+        if connection.vendor != POSTGRESQL:  # SQLite: one plain table, the same registry
+            cursor.execute("SELECT type FROM sqlite_master WHERE name = 'events_event'")
+            assert cursor.fetchone() == ("table",) and not partitions.partitioned()
+            assert EventIdentity.objects.count() == 0
+            return
+        cursor.execute("SELECT pg_get_partkeydef('events_event'::regclass)")
+        assert cursor.fetchone() == ("RANGE (ts)",)
+        cursor.execute(
+            "SELECT pg_get_expr(c.relpartbound, c.oid) FROM pg_class c WHERE relname = %s", [partitions.DEFAULT]
+        )
+        assert cursor.fetchone() == ("DEFAULT",)
+        cursor.execute(
+            "SELECT pg_get_constraintdef(oid) FROM pg_constraint WHERE conrelid = 'events_event'::regclass"
+            " AND contype IN ('p', 'u', 'f')"
+        )
+        assert cursor.fetchall() == [("PRIMARY KEY (id, ts)",)]  # no unique uid, no foreign key
+        cursor.execute("SELECT count(*) FROM pg_constraint WHERE confrelid = 'events_event'::regclass")
+        assert cursor.fetchone() == (0,)  # nothing references it (a stanza's event: no database constraint)
+    month, wanted = this_month, []
+    for _ in range(partitions.MONTHS_AHEAD + 1):
+        wanted.append(month.name)
+        month = month.next()
+    assert set(wanted) <= set(month_partitions())
+    assert partitions.existing()[-1] == Month.of(this_month.start + 100 * DAY)  # 3 months ahead
+
+
+def accept_far_future(settings) -> None:  # noqa: ANN001 - pytest-django's settings
+    """Far-future times are refused by default (FUTURE_TOLERANCE_SECONDS); a deployment may allow them."""
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "FUTURE_TOLERANCE_SECONDS": 200 * 365 * DAY}
+
+
+def test_an_event_of_any_timestamp_is_stored_once(settings):
+    accept_far_future(settings)
+    now = time.time()
+    times = {"y1970": 0.5, "y2100": 4_102_444_800.0 + 5, "now": now}
+    batch = post_lines([message(uid, ts) for uid, ts in times.items()])
+    assert (batch.accepted, batch.duplicates, batch.rejected) == (3, 0, 0)
+    assert sorted(Event.objects.values_list("uid", flat=True)) == sorted(times)
+    assert EventIdentity.objects.count() == 3
+    if connection.vendor == POSTGRESQL:
+        assert partition_of("y1970") == partition_of("y2100") == partitions.DEFAULT
+        assert partition_of("now") == Month.of(now).name
+    assert classic() == ["part-site,messages=0,emails=3,operators=0,visitors=1"]
+
+
+def test_a_duplicate_id_in_another_month_is_a_duplicate_live_and_on_import(tmp_path, settings):
+    accept_far_future(settings)
+    january, march = Month(2025, 1), Month(2025, 3)
+    ensure(january)
+    ensure(march)
+    first = post_lines([message("same", january.start + DAY), message("other", january.start + 2 * DAY)])
+    assert (first.accepted, first.duplicates) == (2, 0)
+
+    # The same ids in another month's partition, and in the default partition: live, then imported.
+    again = post_lines([message("same", march.start + DAY), message("other", 4_102_444_800.0)])
+    assert (again.accepted, again.duplicates) == (0, 2)
+    job = import_lines(tmp_path / "again.jsonl", [message("other", march.start + 5), message("same", 0.25)])
+    assert (job.accepted, job.duplicates) == (0, 2)
+    # A dominating import (PostgreSQL: indexes deferred, the Bloom filter read from the registry),
+    # its ids in a third month.
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "IMPORT_DEFER_INDEXES_BYTES": 0}
+    lines = [message("same", march.start + 9), message("new", march.start + 9)]
+    lines += [message(f"filler-{i}", march.start + 10, site="filler") for i in range(1000)]  # larger than the table
+    if connection.vendor == POSTGRESQL:
+        assert bulk.dominates(len(b"\n".join(lines)))
+    job = import_lines(tmp_path / "dominating.jsonl", lines)
+    assert (job.accepted, job.duplicates) == (1001, 1)
+    assert sorted(Event.objects.exclude(site="filler").values_list("uid", "ts")) == [
+        ("new", march.start + 9), ("other", january.start + 2 * DAY), ("same", january.start + DAY)
+    ]  # fmt: skip
+    if connection.vendor == POSTGRESQL:
+        assert partition_of("same") == january.name and partition_of("new") == march.name
+    assert classic() == [
+        "filler,messages=0,emails=1000,operators=0,visitors=1", "part-site,messages=0,emails=3,operators=0,visitors=1"
+    ]  # fmt: skip
+
+
+def test_make_partitions_moves_the_default_partitions_rows_of_a_month():
+    july, august = Month(2024, 7), Month(2024, 8)
+    post_lines([message(f"m{i}", july.start + i * DAY) for i in range(3)] + [message("a1", august.start + 1)])
+    before = classic()
+    out = io.StringIO()
+    call_command("make_partitions", "--months", "1", "--min-rows", "2", stderr=out)
+    if connection.vendor != POSTGRESQL:
+        assert "not partitioned" in out.getvalue()
+        return
+    assert f"created {july.name} (3 events moved from the default partition)" in out.getvalue()
+    assert july.name in month_partitions() and august.name not in month_partitions()  # 1 row: under --min-rows
+    assert {partition_of(f"m{i}") for i in range(3)} == {july.name}
+    assert partition_of("a1") == partitions.DEFAULT
+    assert Event.objects.count() == 4 and classic() == before
+    out = io.StringIO()
+    call_command("make_partitions", "--months", "1", "--min-rows", "2", stderr=out)  # idempotent
+    assert "0 partitions created" in out.getvalue()
+    # A late record of July goes to its partition.
+    post_lines([message("m9", july.start + 20 * DAY)])
+    assert partition_of("m9") == july.name
+
+
+def spread_over_months(lines: list[bytes]) -> list[bytes]:
+    """The sample records, each site's moved on by 0 to 3 months (the samples span two days)."""
+    spread = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and timestamp(line) is not None and timestamp(line) > 1e9:
+            shift = sum(str(record.get("site_id")).encode()) % 4
+            record["timestamp"] = timestamp(line) + shift * 31 * DAY
+            line = json.dumps(record).encode()
+        spread.append(line)
+    return spread
+
+
+def test_prune_drops_whole_months_and_the_summary_equals_the_oracle_after_a_later_import(sample_data, tmp_path):
+    lines = spread_over_months(chat_lines(sample_data))
+    first, rest = lines[::2], lines[1::2]
+    months = {Month.of(ts) for line in lines if (ts := timestamp(line)) is not None and ts > 1e9}
+    assert months == {Month(2015, 4), Month(2015, 5), Month(2015, 6), Month(2015, 7)}
+    cut = Month(2015, 6).start + 10 * DAY  # April and May whole before it; June holds it
+    late = [line for line in rest if (ts := timestamp(line)) is not None and ts < cut]
+    assert sum(b'"status"' in line for line in late) > 50  # statuses older than the cut arrive after it
+
+    import_lines(tmp_path / "first.jsonl", first)
+    call_command("make_partitions", "--min-rows", "1", stderr=io.StringIO())
+    stored = Event.objects.count()
+    expected_first = oracle_lines(first)
+    assert classic() == expected_first
+    call_command("prune_events", "--before", str(cut), "--rows", "500", stderr=io.StringIO())
+
+    assert not Event.objects.filter(ts__lt=cut).exists()
+    assert Event.objects.count() + PrunedEvent.objects.count() == stored
+    assert EventIdentity.objects.count() == stored  # pruned ids stay registered
+    if connection.vendor == POSTGRESQL:
+        names = month_partitions()
+        assert Month(2015, 4).name not in names and Month(2015, 5).name not in names  # dropped whole
+        assert Month(2015, 6).name in names and Month(2015, 7).name in names
+        assert Event.objects.filter(ts__gte=Month(2015, 6).start).exists()
+    assert classic() == expected_first  # pruning changes no line
+
+    import_lines(tmp_path / "rest.jsonl", rest[: len(rest) // 2])  # late records before the cut among them
+    post_lines(rest[len(rest) // 2 :])
+    assert classic() == oracle_lines(lines)
+    call_command("site_summary", "--rebuild", stdout=io.StringIO())
+    assert classic() == oracle_lines(lines)
+    if connection.vendor == POSTGRESQL:  # the late records of dropped months went to the default partition
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT count(*), max(ts) FROM {partitions.DEFAULT}")
+            count, latest = cursor.fetchone()
+        assert count > 0 and latest < Month(2015, 6).start
+
+
+def test_a_month_holding_xmpp_events_is_pruned_by_range(sample_data, tmp_path):
+    """Xmpp events are kept whole (events/retention.py): their month is emptied of the
+    others by range, not dropped."""
+    path = sample_data / "xmpp" / "chatid_sample.json"
+    call_command("import_jsonl", str(path), stderr=io.StringIO())
+    xmpp = Event.objects.count()
+    first = Event.objects.order_by("ts").values_list("ts", flat=True)[0]
+    month = Month.of(first)
+    ensure(month)
+    post_lines([message("chat-1", month.start + 1)])
+    call_command("prune_events", "--before", str(month.end), stderr=io.StringIO())
+    assert Event.objects.filter(family="xmpp").count() == xmpp and not Event.objects.filter(family="chat").exists()
+    assert PrunedEvent.objects.filter(uid="chat-1").exists()
+    if connection.vendor == POSTGRESQL:
+        assert month.name in month_partitions()
+
+
+def test_an_erasure_unregisters_the_actors_ids_stored_and_pruned():
+    """forget_actor leaves no id of the actor's events in the registry: stored ones and pruned ones."""
+    post_lines(
+        [message("eve-old", 1_600_000_000, sender="eve"), message("eve-new", 1_700_000_000, sender="eve")]
+        + [message("bob-1", 1_600_000_000, sender="bob")]
+    )
+    call_command("prune_events", "--before", "1650000000", stderr=io.StringIO())
+    assert PrunedEvent.objects.filter(uid="eve-old").exists() and Event.objects.filter(uid="eve-new").exists()
+    call_command("forget_actor", "eve", stderr=io.StringIO())
+    assert sorted(EventIdentity.objects.values_list("uid", flat=True)) == ["bob-1"]
+    assert classic() == ["part-site,messages=0,emails=1,operators=0,visitors=1"]
+
+
+def test_a_cut_in_the_future_prunes_this_month_by_range_and_keeps_its_partition():
+    now = time.time()
+    post_lines([message("today", now - 60)])
+    call_command("prune_events", "--before", "2100-01-01T00:00:00Z", stderr=io.StringIO())
+    assert not Event.objects.exists() and PrunedEvent.objects.filter(uid="today").exists()
+    if connection.vendor == POSTGRESQL:  # months not over are still written to: not dropped
+        assert Month.of(now).name in month_partitions() and Month.of(now).next().name in month_partitions()
