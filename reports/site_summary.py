@@ -580,8 +580,8 @@ def rebuild_sites(site_ids: Iterable[str], *, bulk: bool = False) -> None:
     """Recompute sites from their stored events, a few hundred per transaction.
 
     Set-based: one ordered pass over the sites' statuses gives their spans (the
-    semantics above, in Python); the messages are then streamed once and counted
-    against those spans here (a bisect each), the actors added with one insert.
+    semantics above, in Python); the database then counts the messages inside
+    those spans (`_count_messages`), and the actors are added with one insert.
     `bulk` (after an import that dominated the event table): the actors of all
     the sites are added first, with the actor table's unique index built after.
     """
@@ -594,18 +594,47 @@ def rebuild_sites(site_ids: Iterable[str], *, bulk: bool = False) -> None:
             _rebuild_part(part, add_actors=not add_actors_first)
 
 
-ACTOR_KEY = "site_actor_unique"
-# Building the actor index may use this much memory (PostgreSQL's default is 64 MB).
+ACTOR_TABLE = SiteActor._meta.db_table
+# Building the actor indexes may use this much memory (PostgreSQL's default is 64 MB).
 MAINTENANCE_WORK_MEM = "512MB"
 WORK_MEM = "256MB"  # and finding the distinct actors this much (the default is 4 MB)
 
 
+def _actor_indexes(cursor) -> list[tuple[str, str]]:  # noqa: ANN001 - a database cursor
+    """(drop, create) statements of the actor table's indexes, read from the catalog: its
+    primary key and unique constraint as constraints, any other index as an index. An
+    index a foreign key depends on is left alone (none does today)."""
+    cursor.execute(
+        "SELECT c.relname, con.conname, pg_get_constraintdef(con.oid), pg_get_indexdef(i.indexrelid)"
+        " FROM pg_index i JOIN pg_class c ON c.oid = i.indexrelid"
+        " LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid"
+        " AND con.contype IN ('p', 'u')"
+        " WHERE i.indrelid = %s::regclass"
+        " AND NOT EXISTS (SELECT 1 FROM pg_constraint f WHERE f.contype = 'f' AND f.conindid = i.indexrelid)"
+        " ORDER BY i.indisprimary DESC, c.relname",
+        [ACTOR_TABLE],
+    )
+    statements = []
+    for index, constraint, constraint_def, index_def in cursor.fetchall():
+        if constraint:
+            statements.append(
+                (
+                    f'ALTER TABLE {ACTOR_TABLE} DROP CONSTRAINT "{constraint}"',
+                    f'ALTER TABLE {ACTOR_TABLE} ADD CONSTRAINT "{constraint}" {constraint_def}',
+                )
+            )
+        else:
+            statements.append((f'DROP INDEX "{index}"', index_def))
+    return statements
+
+
 def _add_actors_then_index(site_ids: Sequence[str]) -> None:
-    """Add the sites' missing actors (site, role, actor) without the unique index, then build it.
+    """Add the sites' missing actors (site, role, actor) without the table's indexes, then build them.
 
     After a dominating import most of the table's rows are new: inserted one by one
     into the unique b-tree they cost ~12 µs each on a durable server (1.45 M rows for
-    2 M lines), built after the load a sort. One transaction, so a kill leaves the
+    2 M lines), and each also into the primary key's; built after the load, each index
+    is one sort. One transaction, so a kill leaves the
     table as it was; workers storing posts meanwhile wait for the actor table until
     it commits (their inserts need the index). Rows already there stay: actors are
     only ever added, so the rows to insert are those of the events not in the table.
@@ -615,20 +644,61 @@ def _add_actors_then_index(site_ids: Sequence[str]) -> None:
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"SET LOCAL maintenance_work_mem = '{MAINTENANCE_WORK_MEM}'")
         cursor.execute(f"SET LOCAL work_mem = '{WORK_MEM}'")  # the distinct rows hashed in memory, not sorted on disk
+        indexes = _actor_indexes(cursor)
+        for drop, _ in indexes:
+            cursor.execute(drop)
         cursor.execute(
-            "SELECT pg_get_constraintdef(oid) FROM pg_constraint"
-            " WHERE conrelid = 'reports_siteactor'::regclass AND conname = %s",
-            [ACTOR_KEY],
-        )
-        definition = cursor.fetchone()[0]
-        cursor.execute(f'ALTER TABLE reports_siteactor DROP CONSTRAINT "{ACTOR_KEY}"')
-        cursor.execute(
-            "INSERT INTO reports_siteactor (site_id, role, actor)"
+            f"INSERT INTO {ACTOR_TABLE} (site_id, role, actor)"
             f" SELECT site_id, {role}, actor FROM ({_chat_events('x.site_id, x.kind, x.actor', chat)}) e"
-            " EXCEPT SELECT site_id, role, actor FROM reports_siteactor WHERE site_id = ANY(%s)",
+            f" EXCEPT SELECT site_id, role, actor FROM {ACTOR_TABLE} WHERE site_id = ANY(%s)",
             [*_twice([list(site_ids)]), list(site_ids)],
         )
-        cursor.execute(f'ALTER TABLE reports_siteactor ADD CONSTRAINT "{ACTOR_KEY}" {definition}')
+        for _, create in indexes:
+            cursor.execute(create)
+
+
+def stretches(spans: Sequence[Span]) -> Iterator[tuple[float, float, bool]]:
+    """(start, end, inside a span) of the stretches that sorted, disjoint spans cut the
+    whole time line into: the spans and the gaps between them, from -inf to inf."""
+    last = -math.inf
+    for start, end in spans:
+        if start > last:
+            yield last, start, False
+        yield start, end, True
+        last = end
+    if last < math.inf:
+        yield last, math.inf, False
+
+
+def _count_messages(spans: dict[str, list[Span]]) -> tuple[Counter[str], Counter[str]]:
+    """(messages, chats) per site, counted by the database stretch by stretch.
+
+    Each site's time line is cut into its spans and the gaps between them, and one
+    index range scan, (site, family, kind, ts), counts the messages of each: every
+    message is read once, in the index, and none leaves the database (streaming
+    them to bisect here cost the import a few µs each).
+    """
+    in_stretch = _chat_events(
+        "COUNT(*) AS n",
+        "x.site_id = v.site AND x.family = 'chat' AND x.kind = 'message' AND x.ts >= v.start AND x.ts < v.stop",
+    )
+    keys = [
+        (site_id, start, end, chat)
+        for site_id, site_spans in spans.items()
+        for start, end, chat in stretches(site_spans)
+    ]
+    messages: Counter[str] = Counter()
+    chats: Counter[str] = Counter()
+    for site_id, chat, count in _values_query(
+        f"SELECT v.site, v.chat, (SELECT SUM(b.n) FROM ({in_stretch}) b) FROM v",
+        "site, start, stop, chat",
+        keys,
+        f"(%s, {DOUBLE}, {DOUBLE}, CAST(%s AS INTEGER))",
+    ):
+        messages[site_id] += int(count or 0)
+        if chat:
+            chats[site_id] += int(count or 0)
+    return messages, chats
 
 
 def _rebuild_part(site_ids: Sequence[str], *, add_actors: bool = True) -> None:
@@ -651,15 +721,7 @@ def _rebuild_part(site_ids: Sequence[str], *, add_actors: bool = True) -> None:
     OnlineSpan.objects.bulk_create(
         (row for site_id, site_spans in spans.items() for row in _span_rows(site_id, site_spans)), batch_size=1000
     )
-    # Each message against its site's spans, in whatever order the table gives them.
-    messages = dict.fromkeys(site_ids, 0)
-    chats = dict.fromkeys(site_ids, 0)
-    for site_id, ts in _stream(
-        _chat_events("x.site_id, x.ts", f"x.family = 'chat' AND x.kind = 'message' AND x.site_id IN ({marks})"),
-        _twice(site_ids),
-    ):
-        messages[site_id] += 1
-        chats[site_id] += is_chat(ts, spans[site_id])
+    messages, chats = _count_messages(spans)
     in_sites = f"x.family = 'chat' AND x.site_id IN ({marks})"
     with connection.cursor() as cursor:
         if add_actors:

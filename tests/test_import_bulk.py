@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import gzip
 import io
+import math
 import time
 from pathlib import Path
 
@@ -325,10 +326,48 @@ def test_a_bulk_rebuild_of_actors_keeps_the_ones_there_and_adds_the_rest(tmp_pat
     # Some actors lost (as if not added yet), every site rebuilt the bulk way.
     SiteActor.objects.filter(pk__in=SiteActor.objects.order_by("pk").values_list("pk", flat=True)[::2]).delete()
 
+    indexes = actor_indexes()
+
     site_summary.rebuild_sites(SiteSummary.objects.values_list("site_id", flat=True), bulk=True)
 
     assert sorted(SiteActor.objects.values_list("site_id", "role", "actor")) == actors
     assert [row.classic() for row in site_summary.summary_rows()] == summary
+    # Every index of the actor table (PostgreSQL drops them all for the insert) is back as it was.
+    assert actor_indexes() == indexes
+    assert indexes["site_actor_unique"]["unique"] and any(i["primary_key"] for i in indexes.values())
+
+
+def actor_indexes() -> dict[str, dict]:
+    with connection.cursor() as cursor:
+        found = connection.introspection.get_constraints(cursor, SiteActor._meta.db_table)
+    return {name: c for name, c in found.items() if c["index"] or c["primary_key"] or c["unique"]}
+
+
+def status_line(uid: str, ts: float, status: str, site: str = "s1") -> bytes:
+    record = {"id": uid, "type": "status", "from": "op1", "site_id": site, "data": {"status": status}, "timestamp": ts}
+    return orjson.dumps(record)
+
+
+def test_a_rebuild_counts_messages_on_a_spans_edges_as_the_semantics_say(tmp_path):
+    """The rebuild counts messages stretch by stretch in the database (issue 21): a message
+    at a span's start is a chat (statuses apply first), at its end an e-mail, before the
+    first span and after the last closed one e-mails, in a span left open a chat."""
+    lines = [
+        status_line("st-1", 100.0, "online"),
+        status_line("st-2", 200.0, "offline"),
+        status_line("st-3", 300.0, "online"),
+        *(chat_line(f"m-{ts:g}", ts=ts) for ts in (50.0, 100.0, 150.0, 199.999, 200.0, 250.0, 300.0, 1e9)),
+        chat_line("t-1", site="t1", ts=120.0),  # a site without statuses: all e-mails
+    ]
+    run(str(lines_file(tmp_path / "edges.jsonl", lines)))
+    site_summary.rebuild_sites(["s1", "t1"])
+
+    rows = {row.site_id: (row.messages, row.emails, row.operators, row.visitors) for row in site_summary.summary_rows()}
+    assert rows == {"s1": (5, 3, 1, 1), "t1": (0, 1, 0, 1)}
+    assert list(site_summary.stretches([(100.0, 200.0), (300.0, math.inf)])) == [
+        (-math.inf, 100.0, False), (100.0, 200.0, True), (200.0, 300.0, False), (300.0, math.inf, True),
+    ]  # fmt: skip
+    assert list(site_summary.stretches([])) == [(-math.inf, math.inf, False)]
 
 
 def site_foreign_keys(cursor) -> dict[str, str]:  # noqa: ANN001 - a database cursor
