@@ -144,7 +144,8 @@ def claimable_batches(now: datetime | None = None):  # -> QuerySet[RawBatch]
 
 
 class Claimed(list):
-    """Claimed batch ids; `full` when the group stopped at its bounds (more may be waiting)."""
+    """Claimed batch ids; `full` when the group stopped at its bounds or took all the
+    CANDIDATES a claim looks at (more may be waiting: the drain claims again without lingering)."""
 
     full = False
     claimed_at: datetime | None = None
@@ -186,6 +187,10 @@ def claim_group(batch_ids: list[int] | None = None) -> Claimed:
             records, size = records + record_count, size + body_size
             if attempts:
                 break
+        else:
+            # Every candidate taken and as many as were asked for: more are likely waiting
+            # (a stream of one-event posts), so the drain claims again at once instead of lingering.
+            chosen.full = bool(chosen) and len(rows) == CANDIDATES
         if chosen:
             RawBatch.objects.filter(pk__in=chosen).update(
                 status=RawBatch.Status.PROCESSING, attempts=F("attempts") + 1, claimed_at=now
