@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from config.errors import database_unavailable
 from events.clock import Receipt
-from events.db import update_rows
+from events.db import pk_among, update_rows
 from ingest import wakeups
 from ingest.body import decode_body, iter_body_records
 from ingest.collector import collector_paused
@@ -192,7 +192,7 @@ def claim_group(batch_ids: list[int] | None = None) -> Claimed:
             # (a stream of one-event posts), so the drain claims again at once instead of lingering.
             chosen.full = bool(chosen) and len(rows) == CANDIDATES
         if chosen:
-            RawBatch.objects.filter(pk__in=chosen).update(
+            RawBatch.objects.filter(pk_among(RawBatch, chosen)).update(
                 status=RawBatch.Status.PROCESSING, attempts=F("attempts") + 1, claimed_at=now
             )
             chosen.claimed_at = now
@@ -234,7 +234,7 @@ def process_group(batch_ids: list[int]) -> GroupOutcome:
 
 
 def _process_group(batch_ids: list[int]) -> GroupOutcome:
-    batches = list(RawBatch.objects.filter(pk__in=batch_ids).select_related("app").order_by("pk"))
+    batches = list(RawBatch.objects.filter(pk_among(RawBatch, batch_ids)).select_related("app").order_by("pk"))
     items: list[tuple[RawBatch, Chunk]] = []
     failed = 0
     for batch in batches:
@@ -270,7 +270,7 @@ def _store(items: list[tuple[RawBatch, Chunk]], group: int) -> int:
         # Locked in id order (no deadlocks between groups); one finished meanwhile is skipped.
         mine = set(
             RawBatch.objects.select_for_update()
-            .filter(pk__in=[b.pk for b, _ in items], status=RawBatch.Status.PROCESSING)
+            .filter(pk_among(RawBatch, [b.pk for b, _ in items]), status=RawBatch.Status.PROCESSING)
             .order_by("pk")
             .values_list("pk", flat=True)
         )
