@@ -126,6 +126,19 @@ def test_a_claim_that_takes_every_candidate_is_full_so_the_drain_does_not_linger
     assert (len(second), second.full) == (1, False)  # the rest of the outbox: linger, then look again
 
 
+def test_a_drain_of_many_one_event_batches_claims_larger_groups_while_claims_take_every_candidate(app):
+    waiting = 3 * CANDIDATES + 1
+    for i in range(waiting):
+        post(app, chat(f"g{i}"))
+
+    result = drain()
+
+    # Groups of CANDIDATES, then twice as many, then the one left (it was 3 groups and a 4th).
+    assert (result.groups, result.done, result.failed) == (3, waiting, 0)
+    assert RawBatch.objects.filter(status=RawBatch.Status.DONE).count() == waiting
+    assert Event.objects.count() == waiting
+
+
 def test_a_batch_finished_by_another_worker_is_not_stored_again(app):
     batch = post(app, chat("a"))
     assert claim_group() == [batch.pk]
