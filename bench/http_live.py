@@ -4,6 +4,7 @@
     http_bench.py sustained [--rate 1000] [--seconds 60]        open loop at a fixed rate
     http_bench.py burst     [--events 2500] [--clients 8]       closed loop as fast as possible
     http_bench.py drain     [--single 3000] [--batches 30]      backlog posted with the worker stopped
+    http_bench.py saturate  [--seconds 15] [--connections 8]    wrk at saturation: does the worker keep up?
 
 Each mode recreates the benchmark database, starts gunicorn (contrib/deploy/gunicorn.conf.py)
 and one Celery worker, and reports: accepted rate, latency percentiles, and freshness, the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import psycopg2
 from http_bench import (
+    REPO,
     CpuGroups,
     Poller,
     Stack,
@@ -41,9 +43,10 @@ from http_bench import (
     run_load,
     server_versions,
 )
-from http_load import live_events, open_loop, run_wrk
+from http_load import WrkResult, live_events, open_loop, run_wrk
 
-MODES = ("wrk", "sustained", "burst", "drain")
+MODES = ("wrk", "sustained", "burst", "drain", "saturate")
+SEED_004_HIGH = 447  # req/s: seed 004's service at its best (docs/benchmarks.md section 2)
 
 
 def latency_line(latencies: list[float]) -> str:
@@ -60,7 +63,14 @@ def stored_lines(dsn: str, path: Path) -> None:
 
 def main(mode: str, argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog=f"http_bench.py {mode}", description=__doc__)
-    parser.add_argument("--seconds", type=int, default=30, help="wrk, sustained: duration")
+    seconds = 15 if mode == "saturate" else 30
+    parser.add_argument("--seconds", type=int, default=seconds, help="wrk, saturate, sustained: duration")
+    parser.add_argument("--profile", action="store_true", help="saturate: py-spy record of the worker's processes")
+    parser.add_argument(
+        "--direct", type=float, default=0, help="saturate: no wrk; this many one-event batches/s put straight into"
+        " the outbox by --feeders processes (the worker's capacity without gunicorn)"
+    )  # fmt: skip
+    parser.add_argument("--feeders", type=int, default=2, help="saturate --direct: inserting processes")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections / open-loop connections")
     parser.add_argument("--rate", type=float, default=1000, help="sustained: requests per second")
     parser.add_argument("--events", type=int, default=2500, help="burst: single-event requests")
@@ -105,6 +115,8 @@ def main(mode: str, argv: list[str]) -> None:
             stack.stop_worker()
         if mode == "wrk":
             report += wrk_mode(args, stack, poller, groups, dsn, key, token, workdir)
+        elif mode == "saturate":
+            report += saturate_mode(args, stack, poller, groups, dsn, key, token, workdir)
         elif mode == "sustained":
             report += sustained_mode(args, stack, poller, groups, auth, token, workdir)
         elif mode == "burst":
@@ -145,14 +157,7 @@ def wrk_mode(args, stack, poller, groups, dsn, key, token, workdir) -> list[str]
     backlog = poller.unfinished_batches()
     wait_done(poller)
     done_after = time.perf_counter() - last
-    path = workdir / "stored.jsonl"
-    stored_lines(dsn, path)
-    expected = expected_summary(path)
-    summary_ok = api_summary(stack, token) == expected
-    with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
-        cursor.execute("SELECT count(*) FROM events_event")
-        stored = cursor.fetchone()[0]
-    conn.close()
+    stored, summary_ok = check_stored(stack, dsn, token, workdir)
     pct = result.percentiles_ms
     return [
         "| wrk connections | s | requests | requests/s | p50 ms | p90 ms | p99 ms | p99.9 ms | not 2xx |"
@@ -167,6 +172,131 @@ def wrk_mode(args, stack, poller, groups, dsn, key, token, workdir) -> list[str]
         "| CPU core-seconds | wall s | client | gunicorn | worker | postgres | everything else | machine busy |",
         "|---|---|---|---|---|---|---|---|",
         cpu_row("wrk", result.seconds, cpu),
+    ]
+
+
+def check_stored(stack, dsn, token, workdir) -> tuple[int, bool]:
+    """Events stored, and whether the API's summary equals DuckDB's over them (wrk's requests
+    in flight when it stops are unknown to the client, so the oracle reads what was stored)."""
+    path = workdir / "stored.jsonl"
+    stored_lines(dsn, path)
+    summary_ok = api_summary(stack, token) == expected_summary(path)
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT count(*) FROM events_event")
+        stored = cursor.fetchone()[0]
+    conn.close()
+    return stored, summary_ok
+
+
+def database_now(dsn: str) -> object:
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
+        cursor.execute("SELECT clock_timestamp()")
+        now = cursor.fetchone()[0]
+    conn.close()
+    return now
+
+
+def drain_record(dsn: str, since: object) -> tuple[int, int, float, float]:
+    """Of the batches received since `since`: (batches, groups, last 202 -> last batch processed in
+    seconds, largest claim age). The server's clock on both ends: `created_at` is stamped just
+    before the 202 goes out and `processed_at` at the group's commit; a group's batches share
+    `claimed_at`, so its distinct values count the claims."""
+    with psycopg2.connect(dsn) as conn, conn.cursor() as cursor:
+        cursor.execute(
+            "SELECT count(*), count(DISTINCT claimed_at),"
+            " extract(epoch FROM max(processed_at) - max(created_at)),"
+            " extract(epoch FROM max(claimed_at - created_at))"
+            " FROM ingest_rawbatch WHERE created_at >= %s",
+            [since],
+        )
+        batches, claims, after, wait = cursor.fetchone()
+    conn.close()
+    return int(batches), int(claims), float(after or 0), float(wait or 0)
+
+
+def start_profile(stack, workdir: Path, seconds: int):  # -> subprocess.Popen | None
+    """py-spy (raw collapsed stacks, idle frames left out) of the worker and its pool processes."""
+    import shutil
+    import subprocess
+    import sys
+
+    spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    out = workdir / "worker.pyspy.txt"
+    log(f"py-spy: recording the worker into {out}")
+    return subprocess.Popen(
+        [spy, "record", "--pid", str(stack.worker.pid), "--subprocesses", "--format", "raw", "--rate", "200",
+         "--duration", str(seconds), "--nonblocking", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=open(workdir / "py-spy.log", "wb"),  # noqa: SIM115
+    )  # fmt: skip
+
+
+def feed_outbox(stack, rate: float, seconds: int, feeders: int) -> WrkResult:
+    """`bench/outbox_feed.py` in `feeders` processes at `rate` batches/s in all (no latencies)."""
+    import subprocess
+    import sys
+
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "bench/outbox_feed.py", "bench-live", str(rate / feeders), str(seconds), str(100 + i)],
+            cwd=REPO,
+            env=stack.env,
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(feeders)
+    ]
+    outputs = [proc.communicate()[0].split() for proc in procs]
+    if any(proc.returncode for proc in procs):
+        raise SystemExit("bench/outbox_feed.py failed")
+    inserted = sum(int(out[0]) for out in outputs)
+    return WrkResult(inserted, inserted, 0, max(float(out[1]) for out in outputs), {}, "")
+
+
+def saturate_mode(args, stack, poller, groups, dsn, key, token, workdir) -> list[str]:
+    """wrk at saturation with the worker running: does the drain keep up? (issue 21)"""
+    load = f"{args.direct:,.0f} batches/s into the outbox" if args.direct else f"wrk, {args.connections} connections"
+    log(f"saturate: {load}, {args.seconds} s, the worker draining meanwhile")
+    since = database_now(dsn)
+    spy = start_profile(stack, workdir, args.seconds + 8) if args.profile else None
+    before = groups.snapshot()
+    if args.direct:
+        result = feed_outbox(stack, args.direct, args.seconds, args.feeders)
+    else:
+        result = run_wrk(stack.port, key, f"sat{time.time_ns()}", workdir, args.seconds, args.connections, 2)
+    last = time.perf_counter()
+    cpu = cpu_used(before, groups.snapshot())
+    backlog = poller.unfinished_batches()
+    wait_done(poller)
+    done_after = time.perf_counter() - last
+    cpu_all = cpu_used(before, groups.snapshot())
+    if spy:
+        spy.wait()
+    batches, claims, after, wait = drain_record(dsn, since)
+    stored, summary_ok = check_stored(stack, dsn, token, workdir)
+    pct = result.percentiles_ms
+    target = 2.5 * SEED_004_HIGH
+    met = after <= 5 and result.rate >= target and summary_ok and not result.non_2xx and not args.direct
+    return [
+        "| load | s | requests/s | p50 ms | p99 ms | not 2xx | batches | claims (groups) | batches per"
+        " claim | backlog at wrk's end | last 202 -> every batch processed, s | events stored (sent) |"
+        " summary = DuckDB's over the stored |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| {load} | {result.seconds:.1f} | {result.rate:,.0f} | {pct.get(50, 0):.1f} | {pct.get(99, 0):.1f} "
+        f"| {result.non_2xx} | {batches:,} | {claims:,} | {batches / max(claims, 1):,.1f} | {backlog:,} "
+        f"| **{after:.2f}** | {stored:,} ({result.sent:,}) | {'yes' if summary_ok else 'NO'} |",
+        "",
+        f"last 202 -> every batch processed: {after:.2f} s by the server's clock (created_at of the last batch ->"
+        f" processed_at of the last), {done_after:.2f} s by the client's poll after wrk stopped; longest wait"
+        f" from receipt to claim {wait:.2f} s. Target: <= 5 s at >= {target:,.0f} req/s (2.5x seed 004's"
+        f" {SEED_004_HIGH}) through the web tier: {'met' if met else 'NOT met'}.",
+        f"worker CPU per batch, load and drain: {1000 * cpu_all['worker'] / max(batches, 1):.2f} ms;"
+        f" PostgreSQL (all sessions): {1000 * cpu_all['postgres'] / max(batches, 1):.2f} ms;"
+        f" gunicorn per request: {1000 * cpu['gunicorn'] / max(result.requests, 1):.2f} ms",
+        "",
+        "| CPU core-seconds | wall s | client | gunicorn | worker | postgres | everything else | machine busy |",
+        "|---|---|---|---|---|---|---|---|",
+        cpu_row("wrk", result.seconds, cpu),
+        cpu_row("wrk + drain", result.seconds + done_after, cpu_all),
     ]
 
 

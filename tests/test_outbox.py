@@ -22,7 +22,7 @@ from django.test import override_settings
 from rest_framework.test import APIClient
 
 from events.models import Event
-from ingest.batches import claim_group, drain, process_batch, process_group, receive_batch
+from ingest.batches import CANDIDATES, claim_group, drain, process_batch, process_group, receive_batch
 from ingest.keys import create_application
 from ingest.models import RawBatch, Rejection
 from reports.site_summary import summary_rows
@@ -111,6 +111,32 @@ def test_a_claim_is_bounded_by_records_and_bytes(app):
         claim_group()  # batches[8:12]: 4 records, the 8-record batch would pass the bound
         assert claim_group() == [big.pk]  # a batch over the bound alone is still taken
     assert claim_group() == []
+
+
+def test_a_claim_that_takes_every_candidate_is_full_so_the_drain_does_not_linger(app):
+    # A stream of one-event posts: more waiting than one claim looks at. Before, such a group
+    # was not "full", so the drain slept DRAIN_LINGER_SECONDS after each one and fell behind.
+    for i in range(CANDIDATES + 1):
+        post(app, chat(f"s{i}"))
+
+    first = claim_group()
+    second = claim_group()
+
+    assert (len(first), first.full) == (CANDIDATES, True)
+    assert (len(second), second.full) == (1, False)  # the rest of the outbox: linger, then look again
+
+
+def test_a_drain_of_many_one_event_batches_claims_larger_groups_while_claims_take_every_candidate(app):
+    waiting = 3 * CANDIDATES + 1
+    for i in range(waiting):
+        post(app, chat(f"g{i}"))
+
+    result = drain()
+
+    # Groups of CANDIDATES, then twice as many, then the one left (it was 3 groups and a 4th).
+    assert (result.groups, result.done, result.failed) == (3, waiting, 0)
+    assert RawBatch.objects.filter(status=RawBatch.Status.DONE).count() == waiting
+    assert Event.objects.count() == waiting
 
 
 def test_a_batch_finished_by_another_worker_is_not_stored_again(app):
