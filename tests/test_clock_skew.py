@@ -24,7 +24,7 @@ from rest_framework.test import APIClient
 
 from events import clock
 from events.clock import MAX_CLOCK_AHEAD_SECONDS, Receipt
-from events.models import Event
+from events.models import Event, EventIdentity
 from events.registry import Invalid
 from ingest.batches import drain, receive_batch
 from ingest.keys import create_application
@@ -471,6 +471,7 @@ def test_export_then_import_places_records_at_the_same_times(app, tmp_path):
     path = tmp_path / "events.jsonl"
     path.write_text(out.getvalue())
     Event.objects.all().delete()
+    EventIdentity.objects.all().delete()  # an empty store: the events and their ids' registry
     call_command("import_jsonl", str(path), stdout=io.StringIO(), stderr=io.StringIO())
 
     assert set(Event.objects.values_list("uid", "ts", "client_timestamp")) == before

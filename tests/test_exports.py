@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
-from events.models import Event, Site
+from events.models import Event, EventIdentity, Site
 from ingest.analysts import create_analyst
 from ingest.models import ImportJob, RawBatch
 from reports import exports
@@ -171,7 +171,9 @@ def export(*args: str) -> bytes:
 
 
 def wipe() -> None:
+    """An empty store, as a new deployment restoring an export has: the events and their ids' registry."""
     Event.objects.all().delete()
+    EventIdentity.objects.all().delete()
     for model in (RawBatch, ImportJob, SiteSummary, OnlineSpan, SiteActor, RoomSummary, EventCount, Site):
         model.objects.all().delete()
 
