@@ -29,13 +29,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
 from config.hostile import not_text_reason
 from events import identity
-from events.db import chunked
+from events.db import chunked, update_rows
 from events.models import Event, Family, PrunedEvent, Site, Stanza
 from events.privacy import blocks
 from events.privacy.matching import CUT_TYPE, ActorRecords, cut_records
@@ -44,7 +44,7 @@ from events.registry import control_character
 from ingest.body import decode_body
 from ingest.models import ImportJob, RawBatch, Rejection
 from reports import event_counts, room_summary, site_summary
-from reports.models import OnlineSpan, RoomSummary, SiteActor, SiteSummary
+from reports.models import EventCount, OnlineSpan, RoomSummary, SiteActor, SiteSummary
 
 logger = logging.getLogger(__name__)
 
@@ -190,18 +190,26 @@ def _erase_events(actor: str, site_ids: Iterable[str]) -> int:
 
 
 def _uncount(counts: Counter[tuple[int, str, str]]) -> None:
-    """Take erased events out of the dashboard's rollup (rows that reach zero go)."""
-    with connection.cursor() as cursor:
-        for (hour, family, site_id), n in sorted(counts.items()):
-            key = [hour, family, site_id]
-            cursor.execute(
-                "DELETE FROM reports_eventcount WHERE hour = %s AND family = %s AND site = %s AND events <= %s",
-                [*key, n],
-            )
-            cursor.execute(
-                "UPDATE reports_eventcount SET events = events - %s WHERE hour = %s AND family = %s AND site = %s",
-                [n, *key],
-            )
+    """Take erased events out of the dashboard's rollup (rows that reach zero go): the rows of
+    each site read once, then one delete and one set-based update, not two statements per hour
+    (an operator's 150,000 events spread over thousands of hours took minutes)."""
+    for site_id in sorted({site for _, _, site in counts}):
+        rows = EventCount.objects.filter(
+            site=site_id,
+            family__in={family for _, family, site in counts if site == site_id},
+            hour__in={hour for hour, _, site in counts if site == site_id},
+        )
+        gone, kept = [], []
+        for row in rows:
+            if n := counts.get((row.hour, row.family, site_id)):
+                if row.events <= n:
+                    gone.append(row.pk)
+                else:
+                    row.events -= n
+                    kept.append(row)
+        for part in chunked(gone, ROWS):
+            EventCount.objects.filter(pk__in=part).delete()
+        update_rows(EventCount, ["events"], kept)
 
 
 def _erase_rejections(records: ActorRecords, rejections: QuerySet[Rejection]) -> int:
