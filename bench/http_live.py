@@ -148,15 +148,21 @@ def freshness_rows(stack, poller, token, expected, last_accepted, timeout=600) -
     ]
 
 
-def wrk_mode(args, stack, poller, groups, dsn, key, token, workdir) -> list[str]:
-    log(f"wrk: {args.connections} connections, {args.seconds} s")
-    before = groups.snapshot()
-    result = run_wrk(stack.port, key, f"wrk{time.time_ns()}", workdir, args.seconds, args.connections, 2)
+def drain_after_load(before, groups, poller):
+    """Right after a load ends: the CPU it used, the batches still waiting, and the seconds until
+    the worker has processed every one of them."""
     last = time.perf_counter()
     cpu = cpu_used(before, groups.snapshot())
     backlog = poller.unfinished_batches()
     wait_done(poller)
-    done_after = time.perf_counter() - last
+    return cpu, backlog, time.perf_counter() - last
+
+
+def wrk_mode(args, stack, poller, groups, dsn, key, token, workdir) -> list[str]:
+    log(f"wrk: {args.connections} connections, {args.seconds} s")
+    before = groups.snapshot()
+    result = run_wrk(stack.port, key, f"wrk{time.time_ns()}", workdir, args.seconds, args.connections, 2)
+    cpu, backlog, done_after = drain_after_load(before, groups, poller)
     stored, summary_ok = check_stored(stack, dsn, token, workdir)
     pct = result.percentiles_ms
     return [
@@ -263,11 +269,7 @@ def saturate_mode(args, stack, poller, groups, dsn, key, token, workdir) -> list
         result = feed_outbox(stack, args.direct, args.seconds, args.feeders)
     else:
         result = run_wrk(stack.port, key, f"sat{time.time_ns()}", workdir, args.seconds, args.connections, 2)
-    last = time.perf_counter()
-    cpu = cpu_used(before, groups.snapshot())
-    backlog = poller.unfinished_batches()
-    wait_done(poller)
-    done_after = time.perf_counter() - last
+    cpu, backlog, done_after = drain_after_load(before, groups, poller)
     cpu_all = cpu_used(before, groups.snapshot())
     if spy:
         spy.wait()

@@ -13,13 +13,8 @@ DURABILITY = ("fsync", "synchronous_commit", "full_page_writes")
 
 def durability_settings(dsn: str) -> dict[str, str]:
     """The server's fsync / synchronous_commit / full_page_writes, so a table says how durable it ran."""
-    conn = psycopg2.connect(dsn)
-    try:
-        with conn.cursor() as cursor:
-            cursor.execute("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(DURABILITY),))
-            shown = dict(cursor.fetchall())
-    finally:
-        conn.close()
+    rows = Server(dsn).rows("SELECT name, setting FROM pg_settings WHERE name = ANY(%s)", (list(DURABILITY),))
+    shown = dict(rows)
     return {name: shown.get(name, "?") for name in DURABILITY}
 
 
