@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -452,3 +453,51 @@ def test_a_suppressed_actor_is_refused_by_parallel_import_ranges(sample_data):
     assert classic() == oracle_lines(without)
     assert job.rejected == Rejection.objects.filter(reason__startswith=SUPPRESSED).count() == 37
     assert rows_holding("operator4") == []
+
+
+def _wait_until_waiting_on_a_lock(pid: int, seconds: float = 10.0) -> bool:
+    """Whether the backend `pid` waits for a lock (PostgreSQL) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone() == ("Lock",):
+                return True
+            time.sleep(0.02)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_uncounts_exactly_while_another_batch_counts_the_same_hours():
+    """An erasure's transactions do not take the erasure lock, so a batch of another actor may
+    count events in the same (hour, family, site) rows meanwhile: both changes must stay
+    (the erasure's row read, then written back as an absolute value, lost the batch's)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    from events.privacy.services import _uncount
+
+    hour = event_counts.hour_of(1_429_026_445.0)
+    event_counts.add_counts({(hour, "chat", "s1"): 5, (hour + 1, "chat", "s1"): 2})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (erasing_pid,) = cursor.fetchone()
+    counted, problems = threading.Event(), []
+
+    def batch_of_another_actor() -> None:
+        try:
+            with transaction.atomic():
+                event_counts.add_counts({(hour, "chat", "s1"): 1, (hour + 1, "chat", "s1"): 1})
+                counted.set()
+                if not _wait_until_waiting_on_a_lock(erasing_pid):  # the erasure reads or writes its rows now
+                    problems.append("the erasure never waited for the batch's rows")
+        finally:
+            connection.close()
+
+    storing = threading.Thread(target=batch_of_another_actor)
+    storing.start()
+    assert counted.wait(10)
+    with transaction.atomic():
+        _uncount(Counter({(hour, "chat", "s1"): 2, (hour + 1, "chat", "s1"): 2}))
+    storing.join(10)
+    assert not problems
+    assert sorted(EventCount.objects.values_list("hour", "events")) == [(hour, 4), (hour + 1, 1)]

@@ -194,10 +194,17 @@ def _uncount(counts: Counter[tuple[int, str, str]]) -> None:
     each site read once, then one delete and one set-based update, not two statements per hour
     (an operator's 150,000 events spread over thousands of hours took minutes)."""
     for site_id in sorted({site for _, _, site in counts}):
-        rows = EventCount.objects.filter(
-            site=site_id,
-            family__in={family for _, family, site in counts if site == site_id},
-            hour__in={hour for hour, _, site in counts if site == site_id},
+        # Locked as read: this transaction does not hold the erasure lock, so a batch of another
+        # actor may be counting in the same rows; its increment must not be written over. In
+        # key order, as batches lock them (`event_counts.add_counts`): no deadlock.
+        rows = (
+            EventCount.objects.select_for_update()
+            .filter(
+                site=site_id,
+                family__in={family for _, family, site in counts if site == site_id},
+                hour__in={hour for hour, _, site in counts if site == site_id},
+            )
+            .order_by("hour", "family")
         )
         gone, kept = [], []
         for row in rows:
