@@ -101,11 +101,14 @@ def months_holding(table: str, min_rows: int) -> list[Month]:
 def create(month: Month) -> int:
     """Create a month's partition, moving its rows out of the default partition; returns how many moved.
 
-    Writers to the event table wait meanwhile (readers do not): no row of the month can
-    reach the default partition between the move and the creation.
+    Readers and writers of the event table wait meanwhile (rows are moved only when the
+    default partition holds many of a month's): no row of the month can reach the default
+    partition between the move and the creation. The lock is the one `CREATE TABLE …
+    PARTITION OF` takes, taken first: from a weaker one it would be an upgrade, a deadlock
+    with any transaction that read the table and then writes it (an erasure's, a prune's).
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"LOCK TABLE {PARENT} IN SHARE ROW EXCLUSIVE MODE")
+        cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
         cursor.execute(f"CREATE TEMPORARY TABLE partition_moved (LIKE {PARENT}) ON COMMIT DROP")
         cursor.execute(
             f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= %s AND ts < %s RETURNING *)"

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import threading
 import time
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from events import partitions
 from events.models import Event, EventIdentity, PrunedEvent
@@ -244,3 +245,46 @@ def test_a_cut_in_the_future_prunes_this_month_by_range_and_keeps_its_partition(
     assert not Event.objects.exists() and PrunedEvent.objects.filter(uid="today").exists()
     if connection.vendor == POSTGRESQL:  # months not over are still written to: not dropped
         assert Month.of(now).name in month_partitions() and Month.of(now).next().name in month_partitions()
+
+
+def test_make_partitions_and_a_transaction_reading_then_writing_the_event_table_do_not_deadlock():
+    """An erasure's transaction reads the actor's events, then deletes them (a prune's reads,
+    then moves them) without the table lock: creating a partition meanwhile (which takes
+    PostgreSQL's strongest lock on the table) waits for it instead of deadlocking with it."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    july = Month(2024, 7)
+    post_lines([message("gone", july.start + DAY, sender="eve"), message("kept", july.start + 2 * DAY)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (creating_pid,) = cursor.fetchone()
+    read, errors = threading.Event(), []
+
+    def erasure_like() -> None:
+        try:
+            with transaction.atomic():
+                assert list(Event.objects.filter(actor="eve").values_list("uid", flat=True)) == ["gone"]
+                read.set()
+                deadline = time.monotonic() + 10
+                with connection.cursor() as cursor:
+                    while time.monotonic() < deadline:  # until the creation waits for a lock
+                        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [creating_pid])
+                        if cursor.fetchone() == ("Lock",):
+                            break
+                        time.sleep(0.02)
+                Event.objects.filter(actor="eve").delete()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=erasure_like)
+    other.start()
+    assert read.wait(10)
+    try:
+        moved = partitions.create(july)
+    finally:
+        other.join(30)
+    assert not errors
+    assert moved == 1 and partition_of("kept") == july.name
+    assert list(Event.objects.values_list("uid", flat=True)) == ["kept"]
