@@ -288,3 +288,87 @@ def test_make_partitions_and_a_transaction_reading_then_writing_the_event_table_
     assert not errors
     assert moved == 1 and partition_of("kept") == july.name
     assert list(Event.objects.values_list("uid", flat=True)) == ["kept"]
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def waits_for_a_lock(pid: int, seconds: float = 10.0) -> bool:
+    """Whether the backend `pid` waits for a lock within `seconds` (PostgreSQL)."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone() == ("Lock",):
+                return True
+            time.sleep(0.02)
+    return False
+
+
+def test_a_prune_dropping_a_month_and_an_erasure_of_its_events_do_not_deadlock():
+    """An erasure's transaction reads the actor's events of a site (its xmpp event of June, its
+    chat event of July), deletes their stanzas, then the events; a prune dropping July meanwhile
+    (its table lock, then the detach's stronger one) must not deadlock with it."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    from events.models import Stanza
+    from events.privacy.services import forget_actor
+    from events.retention import prune_events
+
+    june, july = Month(2024, 6), Month(2024, 7)
+    ensure(june)
+    ensure(july)
+    xmpp = {
+        "id": "eve-x", "timestamp": june.start + DAY, "room_id": "room-1", "channel": "both", "event": "muc-x",
+        "nick": "eve", "stanza": "<message type='groupchat'><body>hi</body></message>",
+    }  # fmt: skip
+    post_lines([json.dumps(xmpp).encode(), message("eve-c", july.start + DAY, "both", "eve")])
+    post_lines([message("bob-c", july.start + 2 * DAY, "both", "bob")])
+    assert Stanza.objects.count() == 1
+    pruning = backend_pid()
+    locked, errors = threading.Event(), []
+    erasing_pid: list[int] = []
+
+    def hold_the_stanza() -> None:  # the erasure's chunk waits at its stanza, having read its events
+        try:
+            with transaction.atomic():
+                Stanza.objects.select_for_update().get()
+                locked.set()
+                if not waits_for_a_lock(pruning):
+                    errors.append("the prune never waited")
+        finally:
+            connection.close()
+
+    def erase() -> None:
+        try:
+            erasing_pid.append(backend_pid())
+            forget_actor("eve")
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    holder, eraser = threading.Thread(target=hold_the_stanza), threading.Thread(target=erase)
+    holder.start()
+    assert locked.wait(10)
+    eraser.start()
+    deadline = time.monotonic() + 10
+    while not erasing_pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert erasing_pid and waits_for_a_lock(erasing_pid[0])
+    try:
+        prune_events(Month(2024, 8).start)
+    except Exception as error:  # noqa: BLE001 - reported below
+        errors.append(error)
+    finally:
+        holder.join(30)
+        eraser.join(60)
+    assert not errors
+    # The prune waited for the erasure's chunk: June no longer held an xmpp event, and went whole too.
+    assert july.name not in month_partitions() and june.name not in month_partitions()
+    assert not Event.objects.exists() and not Stanza.objects.exists()
+    assert list(PrunedEvent.objects.values_list("uid", flat=True)) == ["bob-c"]
+    assert list(EventIdentity.objects.values_list("uid", flat=True)) == ["bob-c"]

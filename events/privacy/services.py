@@ -172,6 +172,10 @@ def _erase_events(actor: str, site_ids: Iterable[str]) -> int:
         for site_id in sorted(site_ids):
             while True:
                 with transaction.atomic():
+                    # As every transaction writing the event table (events/retention.py, storing
+                    # paths): a prune dropping a month takes it exclusively before its table locks,
+                    # so it waits for this chunk instead of deadlocking with its read, then delete.
+                    blocks.lock_shared()
                     rows = list(
                         model.objects.filter(site_id=site_id, actor=actor, family__in=FAMILIES_WITH_ACTORS).values_list(
                             "id", "ts", "family", "uid"
