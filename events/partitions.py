@@ -91,7 +91,9 @@ def months_holding(table: str, min_rows: int) -> list[Month]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT y, m FROM (SELECT extract(year FROM t)::int AS y, extract(month FROM t)::int AS m"
-            f" FROM (SELECT to_timestamp(ts) AT TIME ZONE 'UTC' AS t FROM {table} WHERE ts < %s) times) months"
+            # floor: to_timestamp rounds to the microsecond, which would put the last fraction of
+            # a month's last microsecond in the next month, not in the month its partition bounds give.
+            f" FROM (SELECT to_timestamp(floor(ts)) AT TIME ZONE 'UTC' AS t FROM {table} WHERE ts < %s) times) months"
             " GROUP BY y, m HAVING count(*) >= %s",
             [LAST_TS, min_rows],
         )

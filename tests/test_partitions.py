@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import threading
 import time
 
@@ -372,3 +373,18 @@ def test_a_prune_dropping_a_month_and_an_erasure_of_its_events_do_not_deadlock()
     assert not Event.objects.exists() and not Stanza.objects.exists()
     assert list(PrunedEvent.objects.values_list("uid", flat=True)) == ["bob-c"]
     assert list(EventIdentity.objects.values_list("uid", flat=True)) == ["bob-c"]
+
+
+def test_an_event_in_the_last_microsecond_of_a_month_counts_for_its_own_month():
+    """The partition bounds put a time just before a month's start in the month before; counting
+    the default partition's rows per month must too (to_timestamp rounds to the microsecond)."""
+    june, july = Month(2024, 6), Month(2024, 7)
+    late_june = math.nextafter(july.start, 0)  # the last time before July a float holds
+    assert Month.of(late_june) == june and late_june < july.start
+    post_lines([message("late-june", late_june)])
+    made = partitions.make_partitions(months_ahead=0, min_rows=1)
+    if connection.vendor != POSTGRESQL:
+        assert made == []
+        return
+    assert made == [(june, 1)]
+    assert partition_of("late-june") == june.name and july.name not in month_partitions()
