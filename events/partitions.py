@@ -100,8 +100,9 @@ def months_holding(table: str, min_rows: int) -> list[Month]:
         return sorted(Month(y, m) for y, m in cursor.fetchall())
 
 
-def create(month: Month) -> int:
-    """Create a month's partition, moving its rows out of the default partition; returns how many moved.
+def create(month: Month) -> int | None:
+    """Create a month's partition, moving its rows out of the default partition; returns how many
+    moved, or None if it was there already (another `make_partitions` made it meanwhile).
 
     Readers and writers of the event table wait meanwhile (rows are moved only when the
     default partition holds many of a month's): no row of the month can reach the default
@@ -111,6 +112,8 @@ def create(month: Month) -> int:
     """
     with transaction.atomic(), connection.cursor() as cursor:
         cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
+        if month in existing():
+            return None
         cursor.execute(f"CREATE TEMPORARY TABLE partition_moved (LIKE {PARENT}) ON COMMIT DROP")
         cursor.execute(
             f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= %s AND ts < %s RETURNING *)"
@@ -142,7 +145,8 @@ def make_partitions(
         month = month.next()
         wanted.add(month)
     wanted.update(months_holding(DEFAULT, min_rows))
-    return [(m, create(m)) for m in sorted(wanted - set(existing()))]
+    made = [(m, create(m)) for m in sorted(wanted - set(existing()))]
+    return [(m, moved) for m, moved in made if moved is not None]
 
 
 def detach_and_drop(cursor, month: Month) -> None:  # noqa: ANN001 - a database cursor

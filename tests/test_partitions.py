@@ -388,3 +388,54 @@ def test_an_event_in_the_last_microsecond_of_a_month_counts_for_its_own_month():
         return
     assert made == [(june, 1)]
     assert partition_of("late-june") == june.name and july.name not in month_partitions()
+
+
+def test_two_make_partitions_at_once_make_each_month_once_and_both_succeed():
+    """Beat's daily run and an operator's `make_partitions` at the same moment: both find the
+    same month missing; the second to get the table's lock finds it made, and is done."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    ahead = partitions.MONTHS_AHEAD + 1
+    month = Month.of(time.time())
+    for _ in range(ahead):
+        month = month.next()
+    assert month not in partitions.existing()
+    reading, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def reader() -> None:  # a long read of the event table: both runs queue for its lock
+        try:
+            with transaction.atomic():
+                Event.objects.exists()
+                reading.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def run() -> None:
+        try:
+            results.append(partitions.make_partitions(months_ahead=ahead))
+        except Exception as error:  # noqa: BLE001 - reported below
+            results.append(error)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=reader)
+    holder.start()
+    assert reading.wait(10)
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:  # both wait for the table's lock
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE relation = 'events_event'::regclass AND NOT granted")
+            if cursor.fetchone()[0] == 2:
+                break
+            time.sleep(0.02)
+    release.set()
+    holder.join(10)
+    for thread in runs:
+        thread.join(30)
+    assert sorted(results, key=len) == [[], [(month, 0)]]
+    assert month in partitions.existing()
