@@ -439,3 +439,56 @@ def test_two_make_partitions_at_once_make_each_month_once_and_both_succeed():
         thread.join(30)
     assert sorted(results, key=len) == [[], [(month, 0)]]
     assert month in partitions.existing()
+
+
+def test_two_prunes_at_once_drop_each_month_once_and_both_succeed():
+    """A long prune (the first after retention is set) still running when beat's next hourly one
+    starts, or an operator's: both list the same months; the second to get the lock finds a
+    month dropped, and goes on."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    from events.privacy import blocks
+    from events.retention import prune_events
+
+    july = Month(2024, 7)
+    ensure(july)
+    post_lines([message(f"j{i}", july.start + i * DAY) for i in range(3)])
+    holding, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def hold_the_erasure_lock() -> None:  # a prune's (or an erasure's) transaction under way
+        try:
+            with transaction.atomic():
+                blocks.lock_exclusive()
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def prune() -> None:
+        try:
+            results.append(prune_events(july.end))
+        except Exception as error:  # noqa: BLE001 - reported below
+            results.append(error)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_erasure_lock)
+    holder.start()
+    assert holding.wait(10)
+    runs = [threading.Thread(target=prune) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:  # both wait for the erasure lock
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0] == 2:
+                break
+            time.sleep(0.02)
+    release.set()
+    holder.join(10)
+    for thread in runs:
+        thread.join(30)
+    assert sorted(results) == [0, 3]
+    assert july.name not in month_partitions() and PrunedEvent.objects.count() == 3
