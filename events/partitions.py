@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from events.db import is_postgresql
+from events.privacy import blocks
 
 PARENT = "events_event"
 DEFAULT = "events_event_default"
@@ -106,11 +107,15 @@ def create(month: Month) -> int | None:
 
     Readers and writers of the event table wait meanwhile (rows are moved only when the
     default partition holds many of a month's): no row of the month can reach the default
-    partition between the move and the creation. The lock is the one `CREATE TABLE …
+    partition between the move and the creation. The table lock is the one `CREATE TABLE …
     PARTITION OF` takes, taken first: from a weaker one it would be an upgrade, a deadlock
     with any transaction that read the table and then writes it (an erasure's, a prune's).
+    The erasure lock, which every writer of the event table takes first, is taken before
+    it: the wait for writers to finish is spent on it, with readers going on, rather than
+    queued for the table lock, which every new reader would queue behind.
     """
     with transaction.atomic(), connection.cursor() as cursor:
+        blocks.lock_exclusive()
         cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
         if month in existing():
             return None

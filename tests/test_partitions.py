@@ -492,3 +492,53 @@ def test_two_prunes_at_once_drop_each_month_once_and_both_succeed():
         thread.join(30)
     assert sorted(results) == [0, 3]
     assert july.name not in month_partitions() and PrunedEvent.objects.count() == 3
+
+
+def test_readers_go_on_while_make_partitions_waits_for_a_group_being_stored():
+    """Creating a month waits for the storing transactions under way; meanwhile readers of the
+    event table are not queued behind it (they are only for the creation itself)."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    from ingest.models import RawBatch
+    from ingest.records import validate_values
+    from ingest.store import store_group
+
+    march = Month(2023, 3)  # in the default partition, and no other test makes its partition
+    post_lines([message("before", march.start + DAY)])
+    batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
+    chunk = validate_values([json.loads(message("during", time.time() - 30))], time.time())
+    storing, release, creator_pid, made = threading.Event(), threading.Event(), [], []
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():
+                store_group([(batch, chunk)])
+                storing.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    def create() -> None:
+        try:
+            creator_pid.append(backend_pid())
+            made.extend(partitions.make_partitions(months_ahead=0, min_rows=1))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=create)]
+    threads[0].start()
+    assert storing.wait(10)
+    threads[1].start()
+    try:
+        deadline = time.monotonic() + 10
+        while not creator_pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert creator_pid and waits_for_a_lock(creator_pid[0])
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '2s'")
+            assert list(Event.objects.values_list("uid", flat=True)) == ["before"]
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert made == [(march, 1)] and sorted(Event.objects.values_list("uid", flat=True)) == ["before", "during"]
