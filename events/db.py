@@ -59,6 +59,16 @@ def is_postgresql() -> bool:
     return connection.vendor == "postgresql"
 
 
+def settle(table: str) -> None:
+    """PostgreSQL, after a bulk load into `table`: `VACUUM (ANALYZE)` it, which also marks
+    its pages all-visible, so that index-only scans of the new rows read no heap page (the
+    rebuild's counting: 5.0 -> 0.3 CPU-s for 1.95 M events). Autovacuum would do the same
+    soon after (an insert-triggered vacuum); done now, before the readers, and only once.
+    Inside a caller's transaction, where VACUUM cannot run, only ANALYZE."""
+    with connection.cursor() as cursor:
+        cursor.execute(f"{'ANALYZE' if connection.in_atomic_block else 'VACUUM (ANALYZE)'} {table}")
+
+
 def copy_unless_raced(cursor, sql: str, data: IO) -> bool:  # noqa: ANN001 - a database cursor
     """Run a `COPY ... FROM STDIN` under a savepoint; False if a unique index refused it.
 
