@@ -31,16 +31,16 @@ from django.db import DataError, IntegrityError, InternalError, connection, tran
 from django.utils import timezone
 
 from events import identity
-from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
+from events.db import insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.privacy.blocks import Blocks, current_blocks, lock_shared
-from events.registry import NormalizedEvent
 from ingest.collector import COLLECT_EVERY, collector_paused
 from ingest.framing import RawRecord
+from ingest.imports.copy_rows import copy_texts
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.monitoring import recording
-from ingest.records import REFUSED, Chunk, RejectedRecord, rejected, validate_into
+from ingest.records import REFUSED, Chunk, RejectedRecord, event_columns, rejected, validate_columns, validate_into
 from reports import event_counts, maintenance
 
 T = TypeVar("T")
@@ -122,78 +122,49 @@ class Stored:
     batch: RawBatch
 
 
-ONLINE_TEXT = {None: "\\N", True: "t", False: "f"}
-TABS_PER_LINE = len(COLUMNS) - 1
-
-
-def _copy_line(event: NormalizedEvent, line: int) -> str:
-    """One row in COPY text format; fields are escaped only when they need it (rarely)."""
-    raw = event.payload_json.decode()  # type: ignore[union-attr]  # always set by validation
-    client = "\\N" if event.client_ts is None else repr(event.client_ts)
-    text = (
-        f"{event.uid}\t{event.family}\t{event.kind}\t{event.category}\t{event.site}\t{event.session}"
-        f"\t{event.actor}\t{event.ts!r}\t{ONLINE_TEXT[event.online]}\t{client}\t{raw}\t{line}\n"
-    )
-    # No field held a tab, newline, carriage return or backslash (but the NULL markers' own,
-    # `\N`, the online and client timestamp columns of nearly every record): nothing to escape.
-    backslashes = (event.online is None) + (event.client_ts is None)
-    if (
-        text.count("\\") == backslashes
-        and "\r" not in text
-        and text.count("\t") == TABS_PER_LINE
-        and text.count("\n") == 1
-    ):
-        return text
-    texts = (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor)
-    online = ONLINE_TEXT[event.online]
-    return "\t".join(map(copy_text, texts)) + f"\t{event.ts!r}\t{online}\t{client}\t{copy_text(raw)}\t{line}\n"
-
-
 def prepare(
     records: list[RawRecord], now: float, postgresql: bool, array: bool = False, withheld: Blocks = NO_BLOCKS
 ) -> Prepared:
     """Validate a chunk's records; keep the first of each id (in line order), sorted by id.
 
     `withheld`: the erasure blocks read when the import started (events/privacy/blocks.py)."""
-    chunk = validate_into(Chunk(), records, now)
-    withheld.withhold(chunk, now)
+    chunk = Chunk()
+    if withheld:
+        withheld.withhold(validate_into(chunk, records, now), now)
+        columns, details = event_columns(chunk.events)
+    else:
+        columns, details = validate_columns(chunk, records, now)
     last, raw, _ = records[-1]
     # The line at the chunk's end offset: after an array element, the element's last line;
     # after an NDJSON line, the next one.
     next_line = last + (raw.count(b"\n") if isinstance(raw, bytes) else 0) if array else last + 1
-    first: dict[str, tuple[int, NormalizedEvent]] = {}
-    for line, event in chunk.events:
-        first.setdefault(event.uid, (line, event))
-    uids = sorted(first)
+    uids = columns[0]
+    first = dict(zip(reversed(uids), range(len(uids) - 1, -1, -1), strict=True))  # each id's first row
+    order = sorted(first)
+    kept = list(map(first.__getitem__, order))
+    events = len(uids)
+    columns = [order, *(list(map(column.__getitem__, kept)) for column in columns[1:])]
+    _, families, _, _, sites, sessions, _, ts, _, _, payloads, lines = columns
     prepared = Prepared(
         first_line=chunk.first_line,
         last_line=chunk.last_line,
         end_offset=chunk.end_offset,
         next_line=next_line,
-        records=chunk.record_count,
-        events=len(chunk.events),
-        uids=uids,
+        records=events + chunk.rejected,
+        events=events,
+        uids=order,
         rejections=chunk.rejections,
-        sites=sorted({event.site for _, event in first.values()}),
-        details={uid: event.detail for uid, (_, event) in first.items() if event.detail},
-        marks=maintenance.stale_marks(event for _, event in first.values()),
-        counts=event_counts.tally(event for _, event in first.values()),
+        sites=sorted(set(sites)),
+        details={uids[i]: detail for i, detail in details.items() if first[uids[i]] == i},
+        marks=maintenance.stale_marks_of(families, sites, sessions),
+        counts=event_counts.tally_of(ts, families, sites),
     )
     if postgresql:
-        kept = [first[uid] for uid in uids]
-        lines = [_copy_line(event, line).encode() for line, event in kept]
-        prepared.copy, prepared.ends = b"".join(lines), IntArray("Q", accumulate(map(len, lines)))
-        claims = [f"{copy_text(event.uid)}\t{event.ts!r}\n".encode() for _, event in kept]
-        prepared.claims, prepared.claim_ends = b"".join(claims), IntArray("Q", accumulate(map(len, claims)))
+        prepared.copy, prepared.ends, prepared.claims, prepared.claim_ends = copy_texts(columns)
     else:
-        prepared.rows = [_row(first[uid][1], first[uid][0]) for uid in uids]
+        texts = map(bytes.decode, map(bytes.strip, payloads))
+        prepared.rows = list(zip(*columns[:10], texts, lines, strict=True))
     return prepared
-
-
-def _row(event: NormalizedEvent, line: int) -> tuple:
-    raw = event.payload_json.decode()  # type: ignore[union-attr]
-    return (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor,
-            event.ts, event.online, event.client_ts, raw, line)  # fmt: skip
 
 
 # -- the pipeline ----------------------------------------------------------------
