@@ -21,7 +21,7 @@ and out-of-range numbers in values it skips) is only in fields it would have to 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 import msgspec
@@ -82,16 +82,14 @@ def common_event(raw: bytes) -> tuple[NormalizedEvent, ChatRecord] | None:
     return event, record
 
 
-RawRecord = tuple[int, object, int]  # ingest.framing.RawRecord: (line, raw, end offset)
-
-
-def common_columns(records: Sequence[RawRecord], latest: float) -> tuple[list[list], list[tuple[int, RawRecord]]]:
-    """`common_event` over a chunk, giving columns (`registry.ROW`, a list each) of the common
-    chat records that need nothing more than `common_event`'s caller checks (no send and
-    receive times to place them by, a timestamp not after `latest`), and the other records,
-    each with the number of rows before it, for the general path. The caller checks the
-    identifiers (`check_identifiers`) and whatever comes before a record is validated
-    (framing, size, NUL). A payload is the record as read (not stripped).
+def common_columns(numbered: Iterable[tuple[int, object]], latest: float) -> tuple[list[list], list[tuple[int, int]]]:
+    """`common_event` over a chunk's records (each with its line number), giving the columns
+    (`registry.ROW`, a list each) of the common chat records that need nothing more than
+    `common_event`'s caller checks (no send and receive times to place them by, a timestamp
+    not after `latest`), and where the others are, for the general path: their places among
+    the records, each with the number of rows before it. The caller checks the identifiers
+    (`check_identifiers`) and whatever comes before a record is validated (framing, size,
+    NUL). A payload is the record as read (not stripped).
 
     The conditions are `common_event`'s and `place`'s, spelled out inline: this runs once per
     line of a bulk import, and fills a list per column (the columns are what is built next)."""
@@ -101,31 +99,30 @@ def common_columns(records: Sequence[RawRecord], latest: float) -> tuple[list[li
     actors: list[str] = []
     times: list[float] = []
     onlines: list[bool | None] = []
-    payloads: list[bytes] = []
+    payloads: list[object] = []
     lines: list[int] = []
-    others: list[tuple[int, RawRecord]] = []
+    others: list[tuple[int, int]] = []
     decode, unset, statuses = _decode, msgspec.UNSET, chat.STATUSES
     add_uid, add_kind, add_site, add_actor = uids.append, kinds.append, sites.append, actors.append
     add_time, add_online, add_payload, add_line = times.append, onlines.append, payloads.append, lines.append
-    for item in records:
-        line, raw, _ = item
+    for place, (line, raw) in enumerate(numbered):
         try:
             record = decode(raw)  # type: ignore[arg-type]  # a Broken record is no buffer: TypeError
         except (msgspec.MsgspecError, TypeError):
-            others.append((len(uids), item))
+            others.append((place, len(uids)))
             continue
         kind, data = record.type, record.data
         if kind == "message":
             online = None
             if data.message is unset:
-                others.append((len(uids), item))
+                others.append((place, len(uids)))
                 continue
         elif (online := statuses.get(data.status)) is None:  # type: ignore[call-overload]
-            others.append((len(uids), item))
+            others.append((place, len(uids)))
             continue
         ts = record.timestamp
         if ts > latest or (record.sentAt is not None and record.receivedAt is not None):
-            others.append((len(uids), item))
+            others.append((place, len(uids)))
             continue
         add_uid(record.id)
         add_kind(kind)

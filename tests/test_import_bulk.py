@@ -28,7 +28,7 @@ from django.db import connection, transaction
 from events.db import copy_text
 from events.models import Event
 from ingest.imports import bulk, loader
-from ingest.imports.copy_rows import copy_texts
+from ingest.imports.copy_rows import joined, row_texts
 from ingest.imports.identity import FINGERPRINT_BYTES, fingerprint
 from ingest.imports.parallel import finish_import
 from ingest.imports.ranges import plan_import, process_range
@@ -433,7 +433,8 @@ def test_a_copy_row_is_each_field_as_copy_text_writes_it(online, actor, message,
         ("m2", "chat", "status", "", "s,2", "r", "v2", 1e-7, True, None, b' {"id":"m2"}\r', 8),  # padding cut
     ]
 
-    copy, ends, claims, claim_ends = copy_texts([list(column) for column in zip(*rows, strict=True)])
+    texts, claim_texts = row_texts([list(column) for column in zip(*rows, strict=True)])
+    (copy, ends), (claims, claim_ends) = joined(texts), joined(claim_texts)
 
     expected = [
         ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, client_ts, payload.decode(), 7),

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from events import chat_decoder
 from events.clock import Receipt
 from events.db import copy_text
+from ingest.framing import Lines
 from ingest.imports import loader
 from ingest.records import Chunk, validate_into
 from reports import event_counts, maintenance
@@ -303,7 +304,7 @@ def expected(records: list, postgresql: bool) -> dict:
     }
 
 
-def prepared(records: list, postgresql: bool) -> dict:
+def prepared(records: list | Lines, postgresql: bool) -> dict:
     p = loader.prepare(records, NOW, postgresql)
     got = {
         "uids": p.uids, "events": p.events, "records": p.records, "rejections": repr(p.rejections), "sites": p.sites,
@@ -327,5 +328,8 @@ def prepared(records: list, postgresql: bool) -> dict:
 @given(st.lists(st.one_of(common, common, chat_lines(), st.sampled_from([*SAMPLE_LINES, b"", b"  \r"])), max_size=14))
 def test_a_chunk_prepared_by_column_is_the_general_paths_chunk(lines):
     records = [(i, line, i * 1000) for i, line in enumerate(lines, start=1)] or [(1, b"", 0)]
+    block = Lines.of(records)  # as a worker gets them, unless a line holds a newline
     for postgresql in (True, False):
-        assert prepared(records, postgresql) == expected(records, postgresql), lines
+        want = expected(records, postgresql)
+        assert prepared(records, postgresql) == want, lines
+        assert block is None or prepared(block, postgresql) == want, lines

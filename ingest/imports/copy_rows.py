@@ -29,9 +29,9 @@ ONLINE_NO_CLIENT_TIME = {online: text + b"\t" + NULL for online, text in ONLINE_
 _ESCAPES = tuple((char.encode(), copy_text(char).encode()) for char in ("\\", "\t", "\n", "\r"))
 
 
-def copy_texts(columns: Sequence[Sequence]) -> tuple[bytes, IntArray, bytes, IntArray]:
-    """The COPY text of the rows given by column (`registry.ROW`), where each row ends in it,
-    and the same of the id registry's rows (`uid\\tts`, events/identity.py)."""
+def row_texts(columns: Sequence[Sequence]) -> tuple[list[bytes], list[bytes]]:
+    """The COPY text of each row given by column (`registry.ROW`), and of its row of the id
+    registry (`uid\tts`, events/identity.py), each without its newline (`joined` adds them)."""
     uids, families, kinds, categories, sites, sessions, actors, ts, online, client_ts, payloads, lines = columns
     uids = _texts(uids)
     ts = _numbers(ts)
@@ -55,12 +55,10 @@ def copy_texts(columns: Sequence[Sequence]) -> tuple[bytes, IntArray, bytes, Int
             ),
         )
     )
-    copy, ends = _lines(rows)
-    claims, claim_ends = _lines(list(map(b"\t".join, zip(uids, ts, strict=True))))
-    return copy, ends, claims, claim_ends
+    return rows, list(map(b"\t".join, zip(uids, ts, strict=True)))
 
 
-def _lines(rows: list[bytes]) -> tuple[bytes, IntArray]:
+def joined(rows: Sequence[bytes]) -> tuple[bytes, IntArray]:
     """The rows, each ended by a newline, and where each ends."""
     return b"\n".join([*rows, b""]) if rows else b"", IntArray("Q", accumulate(map((1).__add__, map(len, rows))))
 

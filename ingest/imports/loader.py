@@ -35,8 +35,8 @@ from events.db import insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.privacy.blocks import Blocks, current_blocks, lock_shared
 from ingest.collector import COLLECT_EVERY, collector_paused
-from ingest.framing import RawRecord
-from ingest.imports.copy_rows import copy_texts
+from ingest.framing import Lines, RawRecord
+from ingest.imports import copy_rows
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.monitoring import recording
@@ -123,47 +123,63 @@ class Stored:
 
 
 def prepare(
-    records: list[RawRecord], now: float, postgresql: bool, array: bool = False, withheld: Blocks = NO_BLOCKS
+    records: list[RawRecord] | Lines,
+    now: float,
+    postgresql: bool,
+    array: bool = False,
+    withheld: Blocks = NO_BLOCKS,
 ) -> Prepared:
     """Validate a chunk's records; keep the first of each id (in line order), sorted by id.
 
     `withheld`: the erasure blocks read when the import started (events/privacy/blocks.py)."""
     chunk = Chunk()
     if withheld:
+        records = records.records() if isinstance(records, Lines) else records
         withheld.withhold(validate_into(chunk, records, now), now)
         columns, details = event_columns(chunk.events)
     else:
         columns, details = validate_columns(chunk, records, now)
-    last, raw, _ = records[-1]
-    # The line at the chunk's end offset: after an array element, the element's last line;
-    # after an NDJSON line, the next one.
-    next_line = last + (raw.count(b"\n") if isinstance(raw, bytes) else 0) if array else last + 1
+    if array:  # the line at the chunk's end offset: the last element's last line
+        _, raw, _ = records[-1]  # type: ignore[index]
+        next_line = chunk.last_line + (raw.count(b"\n") if isinstance(raw, bytes) else 0)
+    else:  # the line after the last
+        next_line = chunk.last_line + 1
     uids = columns[0]
     first = dict(zip(reversed(uids), range(len(uids) - 1, -1, -1), strict=True))  # each id's first row
     order = sorted(first)
     kept = list(map(first.__getitem__, order))
-    events = len(uids)
-    columns = [order, *(list(map(column.__getitem__, kept)) for column in columns[1:])]
-    _, families, _, _, sites, sessions, _, ts, _, _, payloads, lines = columns
+    _, families, _, _, sites, sessions, _, ts, *_ = columns
+    # Tallied over every row, less the rows of ids seen before in the chunk (few).
+    repeated = [] if len(kept) == len(uids) else sorted(set(range(len(uids))).difference(kept))
+    again = [[column[i] for i in repeated] for column in (families, sites, sessions, ts)]
+    site_counts = Counter(sites)
+    site_counts.subtract(again[1])
+    marks = maintenance.stale_marks_of(families, sites, sessions)
+    marks.subtract(maintenance.stale_marks_of(*again[:3]))
+    counts = event_counts.tally_of(ts, families, sites)
+    counts.subtract(event_counts.tally_of(again[3], again[0], again[1]))
     prepared = Prepared(
         first_line=chunk.first_line,
         last_line=chunk.last_line,
         end_offset=chunk.end_offset,
         next_line=next_line,
-        records=events + chunk.rejected,
-        events=events,
+        records=len(uids) + chunk.rejected,
+        events=len(uids),
         uids=order,
         rejections=chunk.rejections,
-        sites=sorted(set(sites)),
+        sites=sorted(site for site, n in site_counts.items() if n > 0),
         details={uids[i]: detail for i, detail in details.items() if first[uids[i]] == i},
-        marks=maintenance.stale_marks_of(families, sites, sessions),
-        counts=event_counts.tally_of(ts, families, sites),
+        marks=+marks,
+        counts=+counts,
     )
-    if postgresql:
-        prepared.copy, prepared.ends, prepared.claims, prepared.claim_ends = copy_texts(columns)
+    if postgresql:  # built for every row in line order, then taken in id order
+        rows, claims = copy_rows.row_texts(columns)
+        prepared.copy, prepared.ends = copy_rows.joined(list(map(rows.__getitem__, kept)))
+        prepared.claims, prepared.claim_ends = copy_rows.joined(list(map(claims.__getitem__, kept)))
     else:
-        texts = map(bytes.decode, map(bytes.strip, payloads))
-        prepared.rows = list(zip(*columns[:10], texts, lines, strict=True))
+        columns = [order, *(list(map(column.__getitem__, kept)) for column in columns[1:])]
+        texts = map(bytes.decode, map(bytes.strip, columns[10]))
+        prepared.rows = list(zip(*columns[:10], texts, columns[11], strict=True))
     return prepared
 
 
@@ -194,7 +210,8 @@ def prepared_chunks(
         ) as pool:
             pending: deque[tuple[Future[Prepared], T]] = deque()
             for records, extra in chunks:
-                submitted = pool.submit(_prepare_collected, records, time.time(), postgresql, array, withheld)
+                handed = records if array else (Lines.of(records) or records)
+                submitted = pool.submit(_prepare_collected, handed, time.time(), postgresql, array, withheld)
                 pending.append((submitted, extra))
                 if len(pending) > workers:
                     future, extra = pending.popleft()
@@ -210,7 +227,7 @@ _prepared_here = 0  # chunks this worker process prepared
 
 
 def _prepare_collected(
-    records: list[RawRecord], now: float, postgresql: bool, array: bool, withheld: Blocks
+    records: list[RawRecord] | Lines, now: float, postgresql: bool, array: bool, withheld: Blocks
 ) -> Prepared:
     """`prepare` in a worker process, whose collector is paused (ingest/collector.py)."""
     global _prepared_here  # noqa: PLW0603 - per worker process
@@ -230,6 +247,23 @@ def _start_worker(parent: int) -> None:
         os._exit(1)
     gc.freeze()
     gc.disable()  # for the worker's lifetime: `_prepare_collected` collects every few chunks
+    _keep_freed_memory()
+
+
+# glibc's mallopt parameters: a chunk's buffers (its records, its COPY text, the pickles) are
+# megabytes each; by default each is mapped anew and its pages faulted in, then unmapped when
+# freed (a fifth of a worker's time). Kept in the heap, the next chunk's reuse them.
+M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3
+MMAP_THRESHOLD_MAX = 32 * 1024 * 1024  # glibc's ceiling on 64-bit systems
+TRIM_THRESHOLD = 256 * 1024 * 1024
+
+
+def _keep_freed_memory() -> None:
+    """Keep freed memory in this process's heap for the next chunk (glibc; elsewhere nothing)."""
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None)
+        libc.mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD_MAX)
+        libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
 
 
 # -- storing -----------------------------------------------------------------------
