@@ -33,12 +33,14 @@ from events.registry import MAX_UID_LENGTH, NormalizedEvent, families
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UID_LENGTH)]
 
 
-class ChatData(msgspec.Struct, forbid_unknown_fields=True):
+# gc=False: neither can be part of a reference cycle (texts, numbers and ChatData), so the
+# collector need not track the one decoded per line.
+class ChatData(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     message: str | msgspec.UnsetType = msgspec.UNSET
     status: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class ChatRecord(msgspec.Struct, forbid_unknown_fields=True, rename={"actor": "from"}):
+class ChatRecord(msgspec.Struct, forbid_unknown_fields=True, rename={"actor": "from"}, gc=False):
     id: Text
     type: Literal["message", "status"]
     actor: Text

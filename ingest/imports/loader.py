@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import ctypes
+import fcntl
 import functools
 import gc
 import io
@@ -150,14 +151,14 @@ def prepare(
     kept = list(map(first.__getitem__, order))
     _, families, _, _, sites, sessions, _, ts, *_ = columns
     # Tallied over every row, less the rows of ids seen before in the chunk (few).
-    repeated = [] if len(kept) == len(uids) else sorted(set(range(len(uids))).difference(kept))
-    again = [[column[i] for i in repeated] for column in (families, sites, sessions, ts)]
-    site_counts = Counter(sites)
-    site_counts.subtract(again[1])
     marks = maintenance.stale_marks_of(families, sites, sessions)
-    marks.subtract(maintenance.stale_marks_of(*again[:3]))
     counts = event_counts.tally_of(ts, families, sites)
-    counts.subtract(event_counts.tally_of(again[3], again[0], again[1]))
+    if len(kept) < len(uids):
+        repeated = sorted(set(range(len(uids))).difference(kept))
+        again = [[column[i] for i in repeated] for column in (families, sites, sessions, ts)]
+        marks.subtract(maintenance.stale_marks_of(*again[:3]))
+        counts.subtract(event_counts.tally_of(again[3], again[0], again[1]))
+        marks, counts = +marks, +counts
     prepared = Prepared(
         first_line=chunk.first_line,
         last_line=chunk.last_line,
@@ -167,10 +168,10 @@ def prepare(
         events=len(uids),
         uids=order,
         rejections=chunk.rejections,
-        sites=sorted(site for site, n in site_counts.items() if n > 0),
+        sites=sorted(set(map(sites.__getitem__, kept))),
         details={uids[i]: detail for i, detail in details.items() if first[uids[i]] == i},
-        marks=+marks,
-        counts=+counts,
+        marks=marks,
+        counts=counts,
     )
     if postgresql:  # built for every row in line order, then taken in id order
         rows, claims = copy_rows.row_texts(columns)
@@ -208,6 +209,7 @@ def prepared_chunks(
         with ProcessPoolExecutor(
             workers, mp_context=get_context("fork"), initializer=_start_worker, initargs=(os.getpid(),)
         ) as pool:
+            _widen_pipes(pool)
             pending: deque[tuple[Future[Prepared], T]] = deque()
             for records, extra in chunks:
                 handed = records if array else (Lines.of(records) or records)
@@ -221,6 +223,18 @@ def prepared_chunks(
                 future, extra = pending.popleft()
                 yield future.result(), extra
                 collect()
+
+
+F_SETPIPE_SZ = 1031  # Linux
+PIPE_BYTES = 1 << 20  # the most an unprivileged process may ask (/proc/sys/fs/pipe-max-size)
+
+
+def _widen_pipes(pool: ProcessPoolExecutor) -> None:
+    """A chunk goes to a worker and comes back through pipes of 64 KiB: its megabytes
+    cross in a hundred writes, each waking the reader. Pipes of 1 MiB take a few."""
+    for queue in (pool._call_queue, pool._result_queue):  # type: ignore[attr-defined]
+        with contextlib.suppress(AttributeError, OSError):
+            fcntl.fcntl(queue._reader.fileno(), F_SETPIPE_SZ, PIPE_BYTES)
 
 
 _prepared_here = 0  # chunks this worker process prepared
