@@ -312,9 +312,9 @@ def prepared(records: list | Lines, postgresql: bool) -> dict:
     }  # fmt: skip
     if not postgresql:
         return {**got, "rows": p.rows, "claims": [[copy_text(row[0]), row[7]] for row in p.rows]}
-    lines = p.copy.decode().splitlines(keepends=True)
+    lines = [line + "\n" for line in p.copy.decode().split("\n")[:-1]]  # not splitlines: a payload may hold NEL
     assert list(p.ends) == list(accumulate(len(line.encode()) for line in lines))
-    claims = p.claims.decode().splitlines(keepends=True)
+    claims = [line + "\n" for line in p.claims.decode().split("\n")[:-1]]
     assert list(p.claim_ends) == list(accumulate(len(line.encode()) for line in claims))
     rows = [line.removesuffix("\n").split("\t") for line in lines]
     for row in rows:  # numbers: the same float (JSON's spelling), as copy_text would write it
@@ -326,6 +326,7 @@ def prepared(records: list | Lines, postgresql: bool) -> dict:
 
 @DIFFERENTIAL
 @given(st.lists(st.one_of(common, common, chat_lines(), st.sampled_from([*SAMPLE_LINES, b"", b"  \r"])), max_size=14))
+@example([BASE.replace(b'"v1"', b'"v\xc2\x85"'), BASE.replace(b'"hi"', b'"h\xc2\x85i"')])  # NEL: no line break in COPY
 def test_a_chunk_prepared_by_column_is_the_general_paths_chunk(lines):
     records = [(i, line, i * 1000) for i, line in enumerate(lines, start=1)] or [(1, b"", 0)]
     block = Lines.of(records)  # as a worker gets them, unless a line holds a newline
