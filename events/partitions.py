@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from django.db import connection, transaction
 
 from events.db import is_postgresql
+from events.privacy import blocks
 
 PARENT = "events_event"
 DEFAULT = "events_event_default"
@@ -91,21 +92,33 @@ def months_holding(table: str, min_rows: int) -> list[Month]:
     with connection.cursor() as cursor:
         cursor.execute(
             "SELECT y, m FROM (SELECT extract(year FROM t)::int AS y, extract(month FROM t)::int AS m"
-            f" FROM (SELECT to_timestamp(ts) AT TIME ZONE 'UTC' AS t FROM {table} WHERE ts < %s) times) months"
+            # floor: to_timestamp rounds to the microsecond, which would put the last fraction of
+            # a month's last microsecond in the next month, not in the month its partition bounds give.
+            f" FROM (SELECT to_timestamp(floor(ts)) AT TIME ZONE 'UTC' AS t FROM {table} WHERE ts < %s) times) months"
             " GROUP BY y, m HAVING count(*) >= %s",
             [LAST_TS, min_rows],
         )
         return sorted(Month(y, m) for y, m in cursor.fetchall())
 
 
-def create(month: Month) -> int:
-    """Create a month's partition, moving its rows out of the default partition; returns how many moved.
+def create(month: Month) -> int | None:
+    """Create a month's partition, moving its rows out of the default partition; returns how many
+    moved, or None if it was there already (another `make_partitions` made it meanwhile).
 
-    Writers to the event table wait meanwhile (readers do not): no row of the month can
-    reach the default partition between the move and the creation.
+    Readers and writers of the event table wait meanwhile (rows are moved only when the
+    default partition holds many of a month's): no row of the month can reach the default
+    partition between the move and the creation. The table lock is the one `CREATE TABLE …
+    PARTITION OF` takes, taken first: from a weaker one it would be an upgrade, a deadlock
+    with any transaction that read the table and then writes it (an erasure's, a prune's).
+    The erasure lock, which every writer of the event table takes first, is taken before
+    it: the wait for writers to finish is spent on it, with readers going on, rather than
+    queued for the table lock, which every new reader would queue behind.
     """
     with transaction.atomic(), connection.cursor() as cursor:
-        cursor.execute(f"LOCK TABLE {PARENT} IN SHARE ROW EXCLUSIVE MODE")
+        blocks.lock_exclusive()
+        cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
+        if month in existing():
+            return None
         cursor.execute(f"CREATE TEMPORARY TABLE partition_moved (LIKE {PARENT}) ON COMMIT DROP")
         cursor.execute(
             f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= %s AND ts < %s RETURNING *)"
@@ -137,7 +150,8 @@ def make_partitions(
         month = month.next()
         wanted.add(month)
     wanted.update(months_holding(DEFAULT, min_rows))
-    return [(m, create(m)) for m in sorted(wanted - set(existing()))]
+    made = [(m, create(m)) for m in sorted(wanted - set(existing()))]
+    return [(m, moved) for m, moved in made if moved is not None]
 
 
 def detach_and_drop(cursor, month: Month) -> None:  # noqa: ANN001 - a database cursor

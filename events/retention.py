@@ -87,11 +87,14 @@ def _drop_month(month: partitions.Month) -> int | None:
 
     Writers to the event table wait meanwhile (they take the erasure lock first; the table
     lock is for any other); readers go on until the detach, a catalog change of an instant.
-    Its ids stay in the id registry, so they remain duplicates.
+    Its ids stay in the id registry, so they remain duplicates. 0 if another prune dropped it
+    while this one waited for the lock.
     """
     with transaction.atomic(), connection.cursor() as cursor:
         blocks.lock_exclusive()
         cursor.execute(f"LOCK TABLE {partitions.PARENT} IN SHARE ROW EXCLUSIVE MODE")
+        if month not in partitions.existing():
+            return 0
         cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {month.name} WHERE family <> ALL(%s))", [list(PRUNED_FAMILIES)])
         if cursor.fetchone()[0]:
             return None

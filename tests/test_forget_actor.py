@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -452,3 +453,118 @@ def test_a_suppressed_actor_is_refused_by_parallel_import_ranges(sample_data):
     assert classic() == oracle_lines(without)
     assert job.rejected == Rejection.objects.filter(reason__startswith=SUPPRESSED).count() == 37
     assert rows_holding("operator4") == []
+
+
+def _wait_until_waiting_on_a_lock(pid: int, seconds: float = 10.0) -> bool:
+    """Whether the backend `pid` waits for a lock (PostgreSQL) within `seconds`."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone() == ("Lock",):
+                return True
+            time.sleep(0.02)
+    return False
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_erasure_uncounts_exactly_while_another_batch_counts_the_same_hours():
+    """An erasure's transactions do not take the erasure lock, so a batch of another actor may
+    count events in the same (hour, family, site) rows meanwhile: both changes must stay
+    (the erasure's row read, then written back as an absolute value, lost the batch's)."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    from events.privacy.services import _uncount
+
+    hour = event_counts.hour_of(1_429_026_445.0)
+    event_counts.add_counts({(hour, "chat", "s1"): 5, (hour + 1, "chat", "s1"): 2})
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (erasing_pid,) = cursor.fetchone()
+    counted, problems = threading.Event(), []
+
+    def batch_of_another_actor() -> None:
+        try:
+            with transaction.atomic():
+                event_counts.add_counts({(hour, "chat", "s1"): 1, (hour + 1, "chat", "s1"): 1})
+                counted.set()
+                if not _wait_until_waiting_on_a_lock(erasing_pid):  # the erasure reads or writes its rows now
+                    problems.append("the erasure never waited for the batch's rows")
+        finally:
+            connection.close()
+
+    storing = threading.Thread(target=batch_of_another_actor)
+    storing.start()
+    assert counted.wait(10)
+    with transaction.atomic():
+        _uncount(Counter({(hour, "chat", "s1"): 2, (hour + 1, "chat", "s1"): 2}))
+    storing.join(10)
+    assert not problems
+    assert sorted(EventCount.objects.values_list("hour", "events")) == [(hour, 4), (hour + 1, 1)]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_prune_moving_the_actors_event_while_the_erasure_reads_it_is_uncounted_once():
+    """An erasure's chunk read the actor's events of a site, then deletes them: a prune that
+    moved one of them to the pruned baseline in between made the chunk uncount it, and the
+    erasure's pass over the pruned rows uncount it again (the hour's count of another actor's
+    event went). The chunk holds the erasure lock shared, so the prune waits for it."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    from events.models import Event, PrunedEvent, Stanza
+    from events.retention import prune_events
+    from tests.test_partitions import backend_pid, waits_for_a_lock
+
+    old = 1_600_000_000.0  # a month with no partition: pruned by range
+    store_values(
+        [
+            {"id": "eve-x", "timestamp": old, "room_id": "room-1", "channel": "s1", "event": "muc-x", "nick": "eve",
+             "stanza": "<message type='groupchat'><body>hi</body></message>"},
+            json.loads(chat("eve-c", "eve", ts=old + 1)),
+            json.loads(chat("bob-c", "bob", ts=old + 2)),
+        ]
+    )  # fmt: skip
+    hour = event_counts.hour_of(old)
+    assert sorted(EventCount.objects.values_list("family", "events")) == [("chat", 2), ("xmpp", 1)]
+    pruning = backend_pid()
+    locked, pruned, errors = threading.Event(), threading.Event(), []
+    erasing_pid: list[int] = []
+
+    def hold_the_stanza() -> None:  # the erasure's chunk waits at its stanza, having read its events
+        try:
+            with transaction.atomic():
+                Stanza.objects.select_for_update().get()
+                locked.set()
+                deadline = time.monotonic() + 10
+                while not pruned.is_set() and time.monotonic() < deadline:
+                    if waits_for_a_lock(pruning, 0.05):
+                        break
+        finally:
+            connection.close()
+
+    def erase() -> None:
+        try:
+            erasing_pid.append(backend_pid())
+            forget_actor("eve")
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    holder, eraser = threading.Thread(target=hold_the_stanza), threading.Thread(target=erase)
+    holder.start()
+    assert locked.wait(10)
+    eraser.start()
+    deadline = time.monotonic() + 10
+    while not erasing_pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert erasing_pid and waits_for_a_lock(erasing_pid[0])
+    try:
+        prune_events(old + 3600)
+    finally:
+        pruned.set()
+        holder.join(30)
+        eraser.join(60)
+    assert not errors
+    assert list(PrunedEvent.objects.values_list("uid", flat=True)) == ["bob-c"] and not Event.objects.exists()
+    assert list(EventCount.objects.values_list("hour", "family", "events")) == [(hour, "chat", 1)]

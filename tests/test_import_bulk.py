@@ -17,6 +17,7 @@ import gc
 import gzip
 import io
 import math
+import threading
 import time
 from pathlib import Path
 
@@ -449,3 +450,64 @@ def test_a_copy_row_is_each_field_as_copy_text_writes_it(online, actor, message,
         ]
     assert claims.decode().splitlines() == ["m1\t1.5", "m2\t1e-7"]
     assert list(claim_ends) == [len("m1\t1.5\n"), len(claims)]
+
+
+def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whatever_the_collation():
+    """Every writer claims its ids in the registry in one order, code-point order (Python's), so
+    that two writers sharing ids wait on each other instead of deadlocking. The import's
+    claim through its staging table (a chunk with stanzas, or one that raced) sorted by the
+    collation of the event table's column, which on a server of a language's collation (the
+    Docker image's en_US.utf8) is another order: "a" before "B", where a worker claims "B" first."""
+    if connection.vendor != "postgresql":
+        pytest.skip("SQLite runs one writer at a time")
+    from events import identity
+    from tests.test_partitions import backend_pid, waits_for_a_lock
+
+    def xmpp_line(uid: str) -> bytes:
+        record = {"id": uid, "timestamp": 1_500_000_000.0, "room_id": "r1", "channel": "c1", "event": "muc-x",
+                  "nick": "n1", "stanza": "<message type='groupchat'><body>hi</body></message>"}  # fmt: skip
+        return orjson.dumps(record)
+
+    prepared = loader.prepare([(1, xmpp_line("a"), 0), (2, xmpp_line("B"), 0)], time.time(), True)
+    assert prepared.uids == ["B", "a"] and prepared.details  # stanzas: claimed through the staging table
+    tables = (identity.TABLE, "events_event")
+
+    def collate(collation: str) -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("DROP TABLE IF EXISTS pg_temp.import_staging")  # made LIKE the event table
+            for table in tables:
+                cursor.execute(f'ALTER TABLE {table} ALTER COLUMN uid TYPE varchar(255) COLLATE "{collation}"')
+
+    collate("und-x-icu")
+    try:
+        importing = backend_pid()
+        errors: list[Exception] = []
+        worker_claimed: list[set[str]] = []
+        holds_b = threading.Event()
+
+        def worker() -> None:  # a group claiming ["B", "a"] in code-point order, caught between the two
+            try:
+                with transaction.atomic():
+                    claimed = identity.claim([("B", 1_500_000_000.0)])
+                    holds_b.set()
+                    if waits_for_a_lock(importing):
+                        claimed |= identity.claim([("a", 1_500_000_000.0)])
+                    worker_claimed.append(claimed)
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+            finally:
+                connection.close()
+
+        thread = threading.Thread(target=worker)
+        thread.start()
+        assert holds_b.wait(10)
+        with transaction.atomic():
+            try:
+                stored = loader.store(prepared, source="test", job_id=None, byte_start=0)
+            except Exception as error:  # noqa: BLE001 - reported below
+                errors.append(error)
+        thread.join(30)
+        assert not errors
+        assert worker_claimed == [{"B", "a"}] and stored.accepted == 0 and stored.duplicates == 2
+    finally:
+        collate("default")

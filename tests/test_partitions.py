@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 import json
+import math
+import threading
 import time
 
 import pytest
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 
 from events import partitions
 from events.models import Event, EventIdentity, PrunedEvent
@@ -244,3 +246,299 @@ def test_a_cut_in_the_future_prunes_this_month_by_range_and_keeps_its_partition(
     assert not Event.objects.exists() and PrunedEvent.objects.filter(uid="today").exists()
     if connection.vendor == POSTGRESQL:  # months not over are still written to: not dropped
         assert Month.of(now).name in month_partitions() and Month.of(now).next().name in month_partitions()
+
+
+def test_make_partitions_and_a_transaction_reading_then_writing_the_event_table_do_not_deadlock():
+    """An erasure's transaction reads the actor's events, then deletes them (a prune's reads,
+    then moves them) without the table lock: creating a partition meanwhile (which takes
+    PostgreSQL's strongest lock on the table) waits for it instead of deadlocking with it."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    july = Month(2024, 7)
+    post_lines([message("gone", july.start + DAY, sender="eve"), message("kept", july.start + 2 * DAY)])
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        (creating_pid,) = cursor.fetchone()
+    read, errors = threading.Event(), []
+
+    def erasure_like() -> None:
+        try:
+            with transaction.atomic():
+                assert list(Event.objects.filter(actor="eve").values_list("uid", flat=True)) == ["gone"]
+                read.set()
+                deadline = time.monotonic() + 10
+                with connection.cursor() as cursor:
+                    while time.monotonic() < deadline:  # until the creation waits for a lock
+                        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [creating_pid])
+                        if cursor.fetchone() == ("Lock",):
+                            break
+                        time.sleep(0.02)
+                Event.objects.filter(actor="eve").delete()
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    other = threading.Thread(target=erasure_like)
+    other.start()
+    assert read.wait(10)
+    try:
+        moved = partitions.create(july)
+    finally:
+        other.join(30)
+    assert not errors
+    assert moved == 1 and partition_of("kept") == july.name
+    assert list(Event.objects.values_list("uid", flat=True)) == ["kept"]
+
+
+def backend_pid() -> int:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        return cursor.fetchone()[0]
+
+
+def waits_for_a_lock(pid: int, seconds: float = 10.0) -> bool:
+    """Whether the backend `pid` waits for a lock within `seconds` (PostgreSQL)."""
+    deadline = time.monotonic() + seconds
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:
+            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
+            if cursor.fetchone() == ("Lock",):
+                return True
+            time.sleep(0.02)
+    return False
+
+
+def test_a_prune_dropping_a_month_and_an_erasure_of_its_events_do_not_deadlock():
+    """An erasure's transaction reads the actor's events of a site (its xmpp event of June, its
+    chat event of July), deletes their stanzas, then the events; a prune dropping July meanwhile
+    (its table lock, then the detach's stronger one) must not deadlock with it."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    from events.models import Stanza
+    from events.privacy.services import forget_actor
+    from events.retention import prune_events
+
+    june, july = Month(2024, 6), Month(2024, 7)
+    ensure(june)
+    ensure(july)
+    xmpp = {
+        "id": "eve-x", "timestamp": june.start + DAY, "room_id": "room-1", "channel": "both", "event": "muc-x",
+        "nick": "eve", "stanza": "<message type='groupchat'><body>hi</body></message>",
+    }  # fmt: skip
+    post_lines([json.dumps(xmpp).encode(), message("eve-c", july.start + DAY, "both", "eve")])
+    post_lines([message("bob-c", july.start + 2 * DAY, "both", "bob")])
+    assert Stanza.objects.count() == 1
+    pruning = backend_pid()
+    locked, errors = threading.Event(), []
+    erasing_pid: list[int] = []
+
+    def hold_the_stanza() -> None:  # the erasure's chunk waits at its stanza, having read its events
+        try:
+            with transaction.atomic():
+                Stanza.objects.select_for_update().get()
+                locked.set()
+                if not waits_for_a_lock(pruning):
+                    errors.append("the prune never waited")
+        finally:
+            connection.close()
+
+    def erase() -> None:
+        try:
+            erasing_pid.append(backend_pid())
+            forget_actor("eve")
+        except Exception as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+        finally:
+            connection.close()
+
+    holder, eraser = threading.Thread(target=hold_the_stanza), threading.Thread(target=erase)
+    holder.start()
+    assert locked.wait(10)
+    eraser.start()
+    deadline = time.monotonic() + 10
+    while not erasing_pid and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert erasing_pid and waits_for_a_lock(erasing_pid[0])
+    try:
+        prune_events(Month(2024, 8).start)
+    except Exception as error:  # noqa: BLE001 - reported below
+        errors.append(error)
+    finally:
+        holder.join(30)
+        eraser.join(60)
+    assert not errors
+    # The prune waited for the erasure's chunk: June no longer held an xmpp event, and went whole too.
+    assert july.name not in month_partitions() and june.name not in month_partitions()
+    assert not Event.objects.exists() and not Stanza.objects.exists()
+    assert list(PrunedEvent.objects.values_list("uid", flat=True)) == ["bob-c"]
+    assert list(EventIdentity.objects.values_list("uid", flat=True)) == ["bob-c"]
+
+
+def test_an_event_in_the_last_microsecond_of_a_month_counts_for_its_own_month():
+    """The partition bounds put a time just before a month's start in the month before; counting
+    the default partition's rows per month must too (to_timestamp rounds to the microsecond)."""
+    june, july = Month(2024, 6), Month(2024, 7)
+    late_june = math.nextafter(july.start, 0)  # the last time before July a float holds
+    assert Month.of(late_june) == june and late_june < july.start
+    post_lines([message("late-june", late_june)])
+    made = partitions.make_partitions(months_ahead=0, min_rows=1)
+    if connection.vendor != POSTGRESQL:
+        assert made == []
+        return
+    assert made == [(june, 1)]
+    assert partition_of("late-june") == june.name and july.name not in month_partitions()
+
+
+def test_two_make_partitions_at_once_make_each_month_once_and_both_succeed():
+    """Beat's daily run and an operator's `make_partitions` at the same moment: both find the
+    same month missing; the second to get the table's lock finds it made, and is done."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    ahead = partitions.MONTHS_AHEAD + 1
+    month = Month.of(time.time())
+    for _ in range(ahead):
+        month = month.next()
+    assert month not in partitions.existing()
+    reading, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def reader() -> None:  # a long read of the event table: both runs queue for its lock
+        try:
+            with transaction.atomic():
+                Event.objects.exists()
+                reading.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def run() -> None:
+        try:
+            results.append(partitions.make_partitions(months_ahead=ahead))
+        except Exception as error:  # noqa: BLE001 - reported below
+            results.append(error)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=reader)
+    holder.start()
+    assert reading.wait(10)
+    runs = [threading.Thread(target=run) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:  # both wait for the table's lock
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE relation = 'events_event'::regclass AND NOT granted")
+            if cursor.fetchone()[0] == 2:
+                break
+            time.sleep(0.02)
+    release.set()
+    holder.join(10)
+    for thread in runs:
+        thread.join(30)
+    assert sorted(results, key=len) == [[], [(month, 0)]]
+    assert month in partitions.existing()
+
+
+def test_two_prunes_at_once_drop_each_month_once_and_both_succeed():
+    """A long prune (the first after retention is set) still running when beat's next hourly one
+    starts, or an operator's: both list the same months; the second to get the lock finds a
+    month dropped, and goes on."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    from events.privacy import blocks
+    from events.retention import prune_events
+
+    july = Month(2024, 7)
+    ensure(july)
+    post_lines([message(f"j{i}", july.start + i * DAY) for i in range(3)])
+    holding, release = threading.Event(), threading.Event()
+    results: list[object] = []
+
+    def hold_the_erasure_lock() -> None:  # a prune's (or an erasure's) transaction under way
+        try:
+            with transaction.atomic():
+                blocks.lock_exclusive()
+                holding.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def prune() -> None:
+        try:
+            results.append(prune_events(july.end))
+        except Exception as error:  # noqa: BLE001 - reported below
+            results.append(error)
+        finally:
+            connection.close()
+
+    holder = threading.Thread(target=hold_the_erasure_lock)
+    holder.start()
+    assert holding.wait(10)
+    runs = [threading.Thread(target=prune) for _ in range(2)]
+    for thread in runs:
+        thread.start()
+    deadline = time.monotonic() + 10
+    with connection.cursor() as cursor:
+        while time.monotonic() < deadline:  # both wait for the erasure lock
+            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            if cursor.fetchone()[0] == 2:
+                break
+            time.sleep(0.02)
+    release.set()
+    holder.join(10)
+    for thread in runs:
+        thread.join(30)
+    assert sorted(results) == [0, 3]
+    assert july.name not in month_partitions() and PrunedEvent.objects.count() == 3
+
+
+def test_readers_go_on_while_make_partitions_waits_for_a_group_being_stored():
+    """Creating a month waits for the storing transactions under way; meanwhile readers of the
+    event table are not queued behind it (they are only for the creation itself)."""
+    if connection.vendor != POSTGRESQL:
+        pytest.skip("SQLite has no partitions")
+    from ingest.models import RawBatch
+    from ingest.records import validate_values
+    from ingest.store import store_group
+
+    march = Month(2023, 3)  # in the default partition, and no other test makes its partition
+    post_lines([message("before", march.start + DAY)])
+    batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
+    chunk = validate_values([json.loads(message("during", time.time() - 30))], time.time())
+    storing, release, creator_pid, made = threading.Event(), threading.Event(), [], []
+
+    def worker() -> None:
+        try:
+            with transaction.atomic():
+                store_group([(batch, chunk)])
+                storing.set()
+                release.wait(20)
+        finally:
+            connection.close()
+
+    def create() -> None:
+        try:
+            creator_pid.append(backend_pid())
+            made.extend(partitions.make_partitions(months_ahead=0, min_rows=1))
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=worker), threading.Thread(target=create)]
+    threads[0].start()
+    assert storing.wait(10)
+    threads[1].start()
+    try:
+        deadline = time.monotonic() + 10
+        while not creator_pid and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert creator_pid and waits_for_a_lock(creator_pid[0])
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute("SET LOCAL lock_timeout = '2s'")
+            assert list(Event.objects.values_list("uid", flat=True)) == ["before"]
+    finally:
+        release.set()
+        for thread in threads:
+            thread.join(30)
+    assert made == [(march, 1)] and sorted(Event.objects.values_list("uid", flat=True)) == ["before", "during"]

@@ -172,6 +172,10 @@ def _erase_events(actor: str, site_ids: Iterable[str]) -> int:
         for site_id in sorted(site_ids):
             while True:
                 with transaction.atomic():
+                    # As every transaction writing the event table (events/retention.py, storing
+                    # paths): a prune dropping a month takes it exclusively before its table locks,
+                    # so it waits for this chunk instead of deadlocking with its read, then delete.
+                    blocks.lock_shared()
                     rows = list(
                         model.objects.filter(site_id=site_id, actor=actor, family__in=FAMILIES_WITH_ACTORS).values_list(
                             "id", "ts", "family", "uid"
@@ -194,10 +198,17 @@ def _uncount(counts: Counter[tuple[int, str, str]]) -> None:
     each site read once, then one delete and one set-based update, not two statements per hour
     (an operator's 150,000 events spread over thousands of hours took minutes)."""
     for site_id in sorted({site for _, _, site in counts}):
-        rows = EventCount.objects.filter(
-            site=site_id,
-            family__in={family for _, family, site in counts if site == site_id},
-            hour__in={hour for hour, _, site in counts if site == site_id},
+        # Locked as read: this transaction does not hold the erasure lock, so a batch of another
+        # actor may be counting in the same rows; its increment must not be written over. In
+        # key order, as batches lock them (`event_counts.add_counts`): no deadlock.
+        rows = (
+            EventCount.objects.select_for_update()
+            .filter(
+                site=site_id,
+                family__in={family for _, family, site in counts if site == site_id},
+                hour__in={hour for hour, _, site in counts if site == site_id},
+            )
+            .order_by("hour", "family")
         )
         gone, kept = [], []
         for row in rows:

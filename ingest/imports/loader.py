@@ -414,10 +414,12 @@ def _insert_postgresql(prepared: Prepared, batch_id: int, seen: SeenIds | None) 
         )
         with connection.wrap_database_errors:
             cursor.cursor.copy_expert(f"COPY import_staging ({_NAMES}) FROM STDIN", io.BytesIO(prepared.copy))
-        # The ids claimed in the registry (in id order), then the events of those ids only.
+        # The ids claimed in the registry in code-point order, the order of every other writer's
+        # claims (Python's), whatever the column's collation: two writers sharing ids wait on each
+        # other instead of deadlocking. Then the events of those ids only.
         cursor.execute(
             f"WITH claimed AS (INSERT INTO {identity.TABLE} (uid, ts) SELECT uid, ts FROM import_staging"
-            " ORDER BY uid ON CONFLICT (uid) DO NOTHING RETURNING uid)"
+            ' ORDER BY uid COLLATE "C" ON CONFLICT (uid) DO NOTHING RETURNING uid)'
             f" INSERT INTO events_event ({_NAMES}, batch_id) SELECT {_NAMES}, %s FROM import_staging s"
             " WHERE s.uid IN (SELECT uid FROM claimed) RETURNING id, uid",
             [batch_id],
