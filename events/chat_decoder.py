@@ -21,6 +21,7 @@ and out-of-range numbers in values it skips) is only in fields it would have to 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Annotated, Literal
 
 import msgspec
@@ -32,12 +33,14 @@ from events.registry import MAX_UID_LENGTH, NormalizedEvent, families
 Text = Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_UID_LENGTH)]
 
 
-class ChatData(msgspec.Struct, forbid_unknown_fields=True):
+# gc=False: neither can be part of a reference cycle (texts, numbers and ChatData), so the
+# collector need not track the one decoded per line.
+class ChatData(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     message: str | msgspec.UnsetType = msgspec.UNSET
     status: str | msgspec.UnsetType = msgspec.UNSET
 
 
-class ChatRecord(msgspec.Struct, forbid_unknown_fields=True, rename={"actor": "from"}):
+class ChatRecord(msgspec.Struct, forbid_unknown_fields=True, rename={"actor": "from"}, gc=False):
     id: Text
     type: Literal["message", "status"]
     actor: Text
@@ -79,3 +82,58 @@ def common_event(raw: bytes) -> tuple[NormalizedEvent, ChatRecord] | None:
         record.id, chat.FAMILY, record.type, record.site_id, record.timestamp, None, actor=record.actor, online=online
     )
     return event, record
+
+
+def common_columns(numbered: Iterable[tuple[int, object]], latest: float) -> tuple[list[list], list[tuple[int, int]]]:
+    """`common_event` over a chunk's records (each with its line number), giving the columns
+    (`registry.ROW`, a list each) of the common chat records that need nothing more than
+    `common_event`'s caller checks (no send and receive times to place them by, a timestamp
+    not after `latest`), and where the others are, for the general path: their places among
+    the records, each with the number of rows before it. The caller checks the identifiers
+    (`check_identifiers`) and whatever comes before a record is validated (framing, size,
+    NUL). A payload is the record as read (not stripped).
+
+    The conditions are `common_event`'s and `place`'s, spelled out inline: this runs once per
+    line of a bulk import, and fills a list per column (the columns are what is built next)."""
+    uids: list[str] = []
+    kinds: list[str] = []
+    sites: list[str] = []
+    actors: list[str] = []
+    times: list[float] = []
+    onlines: list[bool | None] = []
+    payloads: list[object] = []
+    lines: list[int] = []
+    others: list[tuple[int, int]] = []
+    decode, unset, statuses = _decode, msgspec.UNSET, chat.STATUSES
+    add_uid, add_kind, add_site, add_actor = uids.append, kinds.append, sites.append, actors.append
+    add_time, add_online, add_payload, add_line = times.append, onlines.append, payloads.append, lines.append
+    for place, (line, raw) in enumerate(numbered):
+        try:
+            record = decode(raw)  # type: ignore[arg-type]  # a Broken record is no buffer: TypeError
+        except (msgspec.MsgspecError, TypeError):
+            others.append((place, len(uids)))
+            continue
+        kind, data = record.type, record.data
+        if kind == "message":
+            online = None
+            if data.message is unset:
+                others.append((place, len(uids)))
+                continue
+        elif (online := statuses.get(data.status)) is None:  # type: ignore[call-overload]
+            others.append((place, len(uids)))
+            continue
+        ts = record.timestamp
+        if ts > latest or (record.sentAt is not None and record.receivedAt is not None):
+            others.append((place, len(uids)))
+            continue
+        add_uid(record.id)
+        add_kind(kind)
+        add_site(record.site_id)
+        add_actor(record.actor)
+        add_time(ts)
+        add_online(online)
+        add_payload(raw)
+        add_line(line)
+    count = len(uids)
+    columns = [uids, [chat.FAMILY] * count, kinds, [""] * count, sites, [""] * count, actors, times, onlines]
+    return [*columns, [None] * count, payloads, lines], others

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -77,6 +77,18 @@ def _decoded_when_read(cls: type[NormalizedEvent]) -> None:
 
 
 _decoded_when_read(NormalizedEvent)
+
+# An event as a row for the event table (`event_row`): these fields, then its record's line number.
+ROW = (
+    "uid", "family", "kind", "category", "site", "session", "actor", "ts", "online", "client_ts", "payload_json",
+    "line",
+)  # fmt: skip
+Row = tuple  # (str, str, str, str, str, str, str, float, bool | None, float | None, bytes, int)
+
+
+def event_row(event: NormalizedEvent, line: int) -> Row:
+    return (event.uid, event.family, event.kind, event.category, event.site, event.session, event.actor,
+            event.ts, event.online, event.client_ts, event.payload_json, line)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +214,23 @@ def check_identifiers(event: NormalizedEvent, fields: Mapping[str, str]) -> None
             raise Invalid(
                 f"'{fields.get(column, column)}' contains a comma, which separates the fields of the classic lines"
             )
+
+
+def identifiers_clean(
+    uids: Iterable[str], sites: Iterable[str], actors: Iterable[str], sessions: Iterable[str] = ()
+) -> bool:
+    """Whether `check_identifiers` passes every event of these columns (kinds and categories
+    known printable): its common case, over each column's joined text in C. False says only
+    that some event may fail: `check_identifiers` then names the rule."""
+    sites, sessions = "".join(sites), "".join(sessions)
+    return (
+        "".join(uids).isprintable()
+        and sites.isprintable()
+        and "".join(actors).isprintable()
+        and sessions.isprintable()
+        and FIELD_SEPARATOR not in sites
+        and FIELD_SEPARATOR not in sessions
+    )
 
 
 def printable(text: str, also: str = "", keep: str = "") -> str:

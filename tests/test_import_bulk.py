@@ -28,8 +28,8 @@ from django.db import connection, transaction
 
 from events.db import copy_text
 from events.models import Event
-from events.registry import NormalizedEvent
 from ingest.imports import bulk, loader
+from ingest.imports.copy_rows import joined, row_texts
 from ingest.imports.identity import FINGERPRINT_BYTES, fingerprint
 from ingest.imports.parallel import finish_import
 from ingest.imports.ranges import plan_import, process_range
@@ -438,20 +438,38 @@ def test_a_site_foreign_key_saved_before_it_was_dropped_is_not_built_again():
         assert site_foreign_keys(cursor) == {}
 
 
-@pytest.mark.parametrize("client_ts", [None, 0.25])  # a timestamp corrected for its client's clock
+@pytest.mark.parametrize("client_ts", [None, 0.25, 1e16])  # a timestamp corrected for its client's clock
 @pytest.mark.parametrize("online", [None, True, False])
 @pytest.mark.parametrize(
     ("actor", "message"),
     [("v1", "plain"), ("v1", 'a "quote", a \\ and a\ttab'), ("v\\1", "plain"), ("v\t1", "plain"), ("v1", "line\r\n")],
 )
-def test_a_copy_row_escapes_what_copy_text_escapes(online, actor, message, client_ts):
-    """The COPY row of the fast path (no field to escape) is the escaped row, field by field."""
+def test_a_copy_row_is_each_field_as_copy_text_writes_it(online, actor, message, client_ts):
+    """The COPY rows, built by column, are the escaped rows field by field; a number is written
+    as JSON writes it, which reads back as the same float (repr's text but for exponents)."""
     record = {"id": "m1", "from": actor, "site_id": "s1", "data": {"message": message}, "timestamp": 1.5}
-    event = NormalizedEvent("m1", "chat", "message", "s1", 1.5, record, actor=actor, online=online, client_ts=client_ts)
-    event.payload_json = orjson.dumps(record)
-    fields = ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, client_ts, event.payload_json.decode(), 7)
+    payload = orjson.dumps(record)
+    rows = [
+        ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, client_ts, payload, 7),
+        ("m2", "chat", "status", "", "s,2", "r", "v2", 1e-7, True, None, b' {"id":"m2"}\r', 8),  # padding cut
+    ]
 
-    assert loader._copy_line(event, 7) == "\t".join(map(copy_text, fields)) + "\n"
+    texts, claim_texts = row_texts([list(column) for column in zip(*rows, strict=True)])
+    (copy, ends), (claims, claim_ends) = joined(texts), joined(claim_texts)
+
+    expected = [
+        ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, client_ts, payload.decode(), 7),
+        ("m2", "chat", "status", "", "s,2", "r", "v2", 1e-7, True, None, '{"id":"m2"}', 8),
+    ]
+    lines = copy.decode().splitlines(keepends=True)
+    assert list(ends) == [len(lines[0].encode()), len(copy)]
+    for line, row in zip(lines, expected, strict=True):
+        fields = line.removesuffix("\n").split("\t")
+        assert [float(f) if isinstance(v, float) else f for f, v in zip(fields, row, strict=True)] == [
+            v if isinstance(v, float) else copy_text(v) for v in row
+        ]
+    assert claims.decode().splitlines() == ["m1\t1.5", "m2\t1e-7"]
+    assert list(claim_ends) == [len("m1\t1.5\n"), len(claims)]
 
 
 def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whatever_the_collation():

@@ -6,7 +6,10 @@ the same rejection with the same reason."""
 from __future__ import annotations
 
 import json
+from itertools import accumulate
+from pathlib import Path
 
+import orjson
 import pytest
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
@@ -14,7 +17,11 @@ from hypothesis import strategies as st
 
 from events import chat_decoder
 from events.clock import Receipt
+from events.db import copy_text
+from ingest.framing import Lines
+from ingest.imports import loader
 from ingest.records import Chunk, validate_into
+from reports import event_counts, maintenance
 
 NOW = 1_700_000_000.0
 RECEIPT = Receipt(received_at=NOW, sent_at=NOW - 3600)
@@ -244,3 +251,86 @@ def test_the_payload_is_decoded_from_the_stored_text_when_read():
         "id": "c-1", "type": "message", "from": "v1", "site_id": "s1", "timestamp": 1429026445.5,
         "data": {"message": "hi"},
     }  # fmt: skip
+
+
+# -- a chunk of an import, by column (issue 21) ------------------------------------------------
+
+SAMPLES = Path(__file__).resolve().parent.parent / "samples"
+
+
+def sample_lines() -> list[bytes]:
+    """Lines of the shared samples: chat (edge cases and bad records), interactions, xmpp."""
+    chat = SAMPLES / "chat"
+    lines = [*(chat / "edge.jsonl").read_bytes().split(b"\n"), *(chat / "external_bad.jsonl").read_bytes().split(b"\n")]
+    lines += (SAMPLES / "interactions" / "eye_sample.jsonl").read_bytes().split(b"\n")[:30]
+    xmpp = orjson.loads((SAMPLES / "xmpp" / "chatid_sample.json").read_bytes())
+    return lines + [orjson.dumps(record) for record in xmpp[:30]]
+
+
+SAMPLE_LINES = sample_lines()
+STATUS = BASE.replace(b'"message","from"', b'"status","from"').replace(b'{"message":"hi"}', b'{"status":"online"}')
+common = st.builds(
+    lambda line, uid, site: line.replace(b'"c-1"', uid).replace(b'"s1"', site),
+    st.sampled_from([BASE, STATUS, BASE.replace(b"1429026445.5", b"1429026445")]),
+    st.sampled_from([b'"c-1"', b'"c-2"', b'"c\\\\3"', b'"c-\xc3\xa9"']),
+    st.sampled_from([b'"s1"'] * 4 + [b'"s2"', b'"s\\\\3"', b'"s\\t4"', b'"s,5"']),  # the last two: rules broken
+)
+
+
+def expected(records: list, postgresql: bool) -> dict:
+    """What `prepare` gives, by the general path alone and field by field."""
+    chunk = validate_into(Chunk(), records, NOW, one_pass=False)
+    first: dict = {}
+    for line, event in chunk.events:
+        first.setdefault(event.uid, (line, event))
+    kept = [first[uid] for uid in sorted(first)]
+    rows = [
+        (e.uid, e.family, e.kind, e.category, e.site, e.session, e.actor, e.ts, e.online, e.client_ts,
+         e.payload_json.decode(), line)
+        for line, e in kept
+    ]  # fmt: skip
+    events = [e for _, e in kept]
+    return {
+        "uids": sorted(first),
+        "events": len(chunk.events),
+        "records": chunk.record_count,
+        "rejections": repr(chunk.rejections),
+        "sites": sorted({e.site for e in events}),
+        "details": {e.uid: e.detail for e in events if e.detail},
+        "marks": maintenance.stale_marks(events),
+        "counts": event_counts.tally(events),
+        "rows": [[copy_text(v) for v in row] for row in rows] if postgresql else rows,
+        "claims": [[copy_text(uid), ts] for uid, *_, ts, _, _, _, _ in rows],
+    }
+
+
+def prepared(records: list | Lines, postgresql: bool) -> dict:
+    p = loader.prepare(records, NOW, postgresql)
+    got = {
+        "uids": p.uids, "events": p.events, "records": p.records, "rejections": repr(p.rejections), "sites": p.sites,
+        "details": p.details, "marks": +p.marks, "counts": +p.counts,
+    }  # fmt: skip
+    if not postgresql:
+        return {**got, "rows": p.rows, "claims": [[copy_text(row[0]), row[7]] for row in p.rows]}
+    lines = [line + "\n" for line in p.copy.decode().split("\n")[:-1]]  # not splitlines: a payload may hold NEL
+    assert list(p.ends) == list(accumulate(len(line.encode()) for line in lines))
+    claims = [line + "\n" for line in p.claims.decode().split("\n")[:-1]]
+    assert list(p.claim_ends) == list(accumulate(len(line.encode()) for line in claims))
+    rows = [line.removesuffix("\n").split("\t") for line in lines]
+    for row in rows:  # numbers: the same float (JSON's spelling), as copy_text would write it
+        row[7] = copy_text(float(row[7]))
+        row[9] = row[9] if row[9] == "\\N" else copy_text(float(row[9]))
+    claimed = [line.removesuffix("\n").split("\t") for line in claims]
+    return {**got, "rows": rows, "claims": [[uid, float(ts)] for uid, ts in claimed]}
+
+
+@DIFFERENTIAL
+@given(st.lists(st.one_of(common, common, chat_lines(), st.sampled_from([*SAMPLE_LINES, b"", b"  \r"])), max_size=14))
+@example([BASE.replace(b'"v1"', b'"v\xc2\x85"'), BASE.replace(b'"hi"', b'"h\xc2\x85i"')])  # NEL: no line break in COPY
+def test_a_chunk_prepared_by_column_is_the_general_paths_chunk(lines):
+    records = [(i, line, i * 1000) for i, line in enumerate(lines, start=1)] or [(1, b"", 0)]
+    block = Lines.of(records)  # as a worker gets them, unless a line holds a newline
+    for postgresql in (True, False):
+        want = expected(records, postgresql)
+        assert prepared(records, postgresql) == want, lines
+        assert block is None or prepared(block, postgresql) == want, lines
