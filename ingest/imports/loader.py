@@ -27,6 +27,7 @@ from itertools import accumulate
 from multiprocessing import get_context
 from typing import NamedTuple, TypeVar
 
+import orjson
 from django.db import DataError, IntegrityError, InternalError, connection, transaction
 from django.utils import timezone
 
@@ -321,11 +322,11 @@ def _add_sites(codes: list[str]) -> None:
     if not is_postgresql():
         Site.objects.bulk_create([Site(code=code) for code in codes], ignore_conflicts=True, batch_size=1000)
         return
-    with connection.cursor() as cursor:  # one statement, no model instances
+    with connection.cursor() as cursor:  # one statement and parameter (JSON: no adapting a value each)
         cursor.execute(
-            "INSERT INTO events_site (code, first_seen) SELECT code, now() FROM unnest(%s::text[]) AS code"
-            " ON CONFLICT (code) DO NOTHING",
-            [codes],
+            "INSERT INTO events_site (code, first_seen) SELECT code, now() FROM json_array_elements_text(%s::json)"
+            " AS code ON CONFLICT (code) DO NOTHING",
+            [orjson.dumps(codes).decode()],
         )
 
 
