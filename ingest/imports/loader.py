@@ -37,7 +37,7 @@ from events.models import Site, Stanza
 from events.privacy.blocks import Blocks, current_blocks, lock_shared
 from events.registry import NormalizedEvent
 from ingest.collector import COLLECT_EVERY, collector_paused
-from ingest.framing import RawRecord
+from ingest.framing import Lines, RawRecord, records_of
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.monitoring import recording
@@ -201,10 +201,11 @@ def _row(event: NormalizedEvent, line: int) -> tuple:
 
 
 def prepared_chunks(
-    chunks: Iterable[tuple[list[RawRecord], T]], workers: int, *, array: bool = False
+    chunks: Iterable[tuple[list[Lines | RawRecord], T]], workers: int, *, array: bool = False
 ) -> Iterator[tuple[Prepared, T]]:
-    """Prepare chunks in `workers` processes (in this one if 0), in order, a few ahead at most;
-    each comes back with what the caller gave with it.
+    """Prepare chunks (records, or blocks of lines: `framing.ndjson_blocks`) in `workers`
+    processes (in this one if 0), in order, a few ahead at most; each comes back with what
+    the caller gave with it.
 
     "Future" timestamps are judged against the clock when a chunk is handed out.
     Memory stays bounded: at most `workers + 1` chunks wait to be stored.
@@ -213,8 +214,8 @@ def prepared_chunks(
     withheld = current_blocks()
     with collector_paused() as collect:
         if workers <= 0:
-            for records, extra in chunks:
-                yield prepare(records, time.time(), postgresql, array, withheld), extra
+            for pieces, extra in chunks:
+                yield prepare(records_of(pieces), time.time(), postgresql, array, withheld), extra
                 collect()
             return
         # Forked workers inherit this process's settings, and its database connections, which
@@ -223,8 +224,8 @@ def prepared_chunks(
             workers, mp_context=get_context("fork"), initializer=_start_worker, initargs=(os.getpid(),)
         ) as pool:
             pending: deque[tuple[Future[Prepared], T]] = deque()
-            for records, extra in chunks:
-                submitted = pool.submit(_prepare_collected, records, time.time(), postgresql, array, withheld)
+            for pieces, extra in chunks:
+                submitted = pool.submit(_prepare_collected, pieces, time.time(), postgresql, array, withheld)
                 pending.append((submitted, extra))
                 if len(pending) > workers:
                     future, extra = pending.popleft()
@@ -240,14 +241,14 @@ _prepared_here = 0  # chunks this worker process prepared
 
 
 def _prepare_collected(
-    records: list[RawRecord], now: float, postgresql: bool, array: bool, withheld: Blocks
+    pieces: list[Lines | RawRecord], now: float, postgresql: bool, array: bool, withheld: Blocks
 ) -> Prepared:
     """`prepare` in a worker process, whose collector is paused (ingest/collector.py)."""
     global _prepared_here  # noqa: PLW0603 - per worker process
     _prepared_here += 1
     if _prepared_here % COLLECT_EVERY == 0:
         gc.collect()
-    return prepare(records, now, postgresql, array, withheld)
+    return prepare(records_of(pieces), now, postgresql, array, withheld)
 
 
 def _start_worker(parent: int) -> None:
