@@ -23,7 +23,7 @@ from ingest.framing import (
     BOM,
     NDJSON,
     Broken,
-    Lines,
+    LineBlock,
     detect_framing,
     iter_json_array,
     iter_ndjson,
@@ -221,7 +221,7 @@ def test_any_block_of_lines_splits_after_any_of_them(lines):
 )
 def test_a_block_of_lines_splits_after_any_of_them(lines):
     data = b"".join(line + b"\n" for line in lines)
-    block = Lines(data, len(lines), 7, 1000)
+    block = LineBlock(data, len(lines), 7, 1000)
     records = block.records()
     assert records == ndjson(data, offset=1000, line_no=7)
 

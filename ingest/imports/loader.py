@@ -37,7 +37,7 @@ from events.models import Site, Stanza
 from events.privacy.blocks import Blocks, current_blocks, lock_shared
 from events.registry import NormalizedEvent
 from ingest.collector import COLLECT_EVERY, collector_paused
-from ingest.framing import Lines, RawRecord, records_of
+from ingest.framing import LineBlock, RawRecord, records_of
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
 from ingest.monitoring import recording
@@ -201,7 +201,7 @@ def _row(event: NormalizedEvent, line: int) -> tuple:
 
 
 def prepared_chunks(
-    chunks: Iterable[tuple[list[Lines | RawRecord], T]], workers: int, *, array: bool = False
+    chunks: Iterable[tuple[list[LineBlock | RawRecord], T]], workers: int, *, array: bool = False
 ) -> Iterator[tuple[Prepared, T]]:
     """Prepare chunks (records, or blocks of lines: `framing.ndjson_blocks`) in `workers`
     processes (in this one if 0), in order, a few ahead at most; each comes back with what
@@ -241,7 +241,7 @@ _prepared_here = 0  # chunks this worker process prepared
 
 
 def _prepare_collected(
-    pieces: list[Lines | RawRecord], now: float, postgresql: bool, array: bool, withheld: Blocks
+    pieces: list[LineBlock | RawRecord], now: float, postgresql: bool, array: bool, withheld: Blocks
 ) -> Prepared:
     """`prepare` in a worker process, whose collector is paused (ingest/collector.py)."""
     global _prepared_here  # noqa: PLW0603 - per worker process

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ingest.framing import ARRAY, Lines, RawRecord, detect_framing, end_of, iter_pieces, open_stream
+from ingest.framing import ARRAY, LineBlock, RawRecord, detect_framing, end_of, iter_pieces, open_stream
 from ingest.imports import bulk, loader
 from ingest.imports.identity import ConcurrentImport, TailKeeper
 from ingest.imports.jobs import find_job
@@ -93,14 +93,14 @@ def _bytes_left(path: str, stream: object, job: ImportJob) -> int:
 
 
 def _chunks_with_hashes(
-    pieces: Iterator[Lines | RawRecord], size: int, stream: TailKeeper
-) -> Iterator[tuple[list[Lines | RawRecord], str]]:
+    pieces: Iterator[LineBlock | RawRecord], size: int, stream: TailKeeper
+) -> Iterator[tuple[list[LineBlock | RawRecord], str]]:
     """The records in chunks of `size` (whole lines in blocks, cut where a chunk ends), each
     with the hash of the bytes before its end (its checkpoint's proof)."""
-    chunk: list[Lines | RawRecord] = []
+    chunk: list[LineBlock | RawRecord] = []
     room = size
     for piece in pieces:
-        if isinstance(piece, Lines):
+        if isinstance(piece, LineBlock):
             while piece.count > room:
                 head, piece = piece.split(room)
                 chunk.append(head)
