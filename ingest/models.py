@@ -253,11 +253,14 @@ class Rejection(models.Model):
 
     @classmethod
     def from_record(cls, batch: RawBatch, record: RejectedRecord) -> "Rejection":
+        line, reason, rule, raw, complete = cls.values_of(record)
+        return cls(batch=batch, line=line, reason=reason, rule=rule, raw=raw, complete=complete)
+
+    @classmethod
+    def values_of(cls, record: RejectedRecord) -> tuple[int, str, str, str, bool]:
+        """(line, reason, rule, raw, complete) of a record's rejection: its reason cut to the column."""
         reason = record.reason[: cls._meta.get_field("reason").max_length]
-        return cls(
-            batch=batch, line=record.line, reason=reason, rule=reason_rule(reason), raw=record.raw,
-            complete=record.complete,
-        )  # fmt: skip
+        return record.line, reason, reason_rule(reason), record.raw, record.complete
 
     @property
     def preview(self) -> str:

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import truediv
 
+import orjson
 from django.db import connection, transaction
 
 from events.db import chunked, is_postgresql
@@ -56,13 +57,23 @@ def tally_of(ts: Iterable[float], families: Iterable[str], sites: Iterable[str])
 def add_counts(counts: Mapping[tuple[int, str, str], int]) -> None:
     """Add events counted per (hour, family, site) (`tally`), inside their storing transaction."""
     rows: Sequence[tuple] = sorted((hour, family, site, n) for (hour, family, site), n in counts.items() if n)
+    upsert = " ON CONFLICT (hour, family, site) DO UPDATE SET events = reports_eventcount.events + excluded.events"
     with connection.cursor() as cursor:
+        if is_postgresql() and rows:
+            # The rows as one JSON parameter: adapting four parameters a row (an import chunk
+            # has ~1,500 rows) cost the import command 6x the CPU, and the server no less.
+            cursor.execute(
+                "INSERT INTO reports_eventcount (hour, family, site, events)"
+                " SELECT (r->>0)::bigint, r->>1, r->>2, (r->>3)::bigint FROM json_array_elements(%s::json) AS r"
+                + upsert,
+                [orjson.dumps(rows).decode()],
+            )
+            return
         for part in chunked(rows, ROWS_PER_STATEMENT):
             cursor.execute(
                 "INSERT INTO reports_eventcount (hour, family, site, events) VALUES "
                 + ", ".join(["(%s, %s, %s, %s)"] * len(part))
-                + " ON CONFLICT (hour, family, site)"
-                " DO UPDATE SET events = reports_eventcount.events + excluded.events",
+                + upsert,
                 [value for row in part for value in row],
             )
 

@@ -23,14 +23,19 @@ from ingest.framing import (
     BOM,
     NDJSON,
     Broken,
+    LineBlock,
     detect_framing,
     iter_json_array,
     iter_ndjson,
     iter_records,
+    ndjson_blocks,
     open_stream,
     oversize,
+    records_of,
     skip_to,
 )
+from ingest.imports.identity import WINDOW_BYTES, TailKeeper, window_hash
+from ingest.imports.sequential import _chunks_with_hashes
 
 
 class Trickle(io.BytesIO):
@@ -180,6 +185,50 @@ def test_ndjson_is_the_same_for_every_read_size(lines, final_newline, size):
             expected.append((number, line, min(offset, len(data))))
     got = ndjson(data, size=size, max_record=30)
     assert describe_ndjson(got, 30) == describe_ndjson(expected, 30)
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=lines_strategy, size=st.integers(1, 64), chunk=st.integers(1, 5))
+def test_an_imports_chunks_of_line_blocks_hold_the_records_of_the_same_chunks(lines, size, chunk):
+    """The import hands out NDJSON lines in blocks, cut where a chunk ends: each chunk holds
+    the records `iter_ndjson` gives, and its checkpoint hash is of the bytes before its end."""
+    data = b"\n".join(lines) + b"\n"
+    assume(not data.startswith(BOM))
+    records = ndjson(data, size=size, max_record=30)
+    expected = [records[i : i + chunk] for i in range(0, len(records), chunk)]
+    stream = TailKeeper(Trickle(data, size), 0)
+
+    got = list(_chunks_with_hashes(ndjson_blocks(stream, max_record=30), chunk, stream))
+
+    assert [records_of(pieces) for pieces, _ in got] == expected
+    ends = [part[-1][2] for part in expected]
+    assert [digest for _, digest in got] == [window_hash(data[max(0, end - WINDOW_BYTES) : end]) for end in ends]
+
+
+@settings(max_examples=150, deadline=None)
+@given(lines=lines_strategy.filter(lambda lines: len(lines) > 1))
+def test_any_block_of_lines_splits_after_any_of_them(lines):
+    test_a_block_of_lines_splits_after_any_of_them(lines)
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        [b"x" * 5000] + [b"y"] * 300,  # where a line "should" end is far off: walked on or back
+        [b"y"] * 300 + [b"x" * 5000],
+        [b"", b"\r", b"a" * 70_000, b"", b"b" * 3] * 40,
+    ],
+)
+def test_a_block_of_lines_splits_after_any_of_them(lines):
+    data = b"".join(line + b"\n" for line in lines)
+    block = LineBlock(data, len(lines), 7, 1000)
+    records = block.records()
+    assert records == ndjson(data, offset=1000, line_no=7)
+
+    for n in range(1, len(lines)):
+        head, rest = block.split(n)
+        assert (head.count, rest.count, rest.line, head.end) == (n, len(lines) - n, 7 + n, rest.offset)
+        assert head.records() + rest.records() == records
 
 
 # -- JSON arrays --------------------------------------------------------------

@@ -16,6 +16,7 @@ from __future__ import annotations
 import gc
 import gzip
 import io
+import itertools
 import math
 import threading
 import time
@@ -36,6 +37,7 @@ from ingest.imports.ranges import plan_import, process_range
 from ingest.imports.seen import SeenIds
 from ingest.imports.sequential import import_file, rebuild_abandoned_stale_summaries
 from ingest.models import ImportJob, RawBatch, Rejection
+from ingest.records import RejectedRecord
 from reports import event_counts, site_summary
 from reports.models import EventCount, SiteActor, SiteSummary
 from tests import chat_oracle
@@ -319,7 +321,7 @@ def test_the_filter_of_stored_ids_never_misses_one():
     seen.add(added)
     assert seen.maybe(added) == added  # every id it was given: never "certainly not stored"
     others = [f"other-{i}" for i in range(20_000)]
-    assert len(seen.maybe(others)) < len(others) * 0.05  # ~1.4 % by design
+    assert len(seen.maybe(others)) < len(others) * 0.05  # ~0.4 % by design
     assert seen.maybe([]) == []
 
 
@@ -531,3 +533,34 @@ def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whateve
         assert worker_claimed == [{"B", "a"}] and stored.accepted == 0 and stored.duplicates == 2
     finally:
         collate("default")
+
+
+def test_a_chunks_rejections_are_stored_as_the_model_would_store_them():
+    """Rejections go in with one COPY on PostgreSQL: their text is escaped, the reason cut
+    to its column, the rule taken from the cut reason, as `Rejection.from_record` does."""
+    long_reason = "not valid JSON: " + "x\t\\y\n" * 200
+    raws = [b'{"id": "a\tb", "x": "back\\\\slash"}', b"line\rwith a carriage return", b"\xff\xfe not UTF-8"]
+    records = [(i + 1, raw, 0) for i, raw in enumerate(raws)] + [(4, chat_line("ok"), 0)]
+    prepared = loader.prepare(records, time.time(), connection.vendor == "postgresql")
+    prepared.rejections.append(RejectedRecord(9, long_reason, "whole\ttext\\n\n", complete=True))
+
+    with transaction.atomic():
+        stored = loader.store(prepared, source="test", job_id=None, byte_start=0)
+
+    assert (stored.accepted, stored.rejected) == (1, 4)
+    fields = ("line", "reason", "rule", "raw", "complete", "replay_outcome", "event_uid", "replayed_at")
+    got = list(Rejection.objects.order_by("line").values_list(*fields))
+    want = [Rejection.from_record(stored.batch, r) for r in sorted(prepared.rejections, key=lambda r: r.line)]
+    assert got == [tuple(getattr(r, f) for f in fields) for r in want]
+    assert len(got[-1][1]) == Rejection._meta.get_field("reason").max_length
+    assert all(r.batch_id == stored.batch.pk and r.created_at for r in Rejection.objects.all())
+
+
+@pytest.mark.parametrize("left_out", [[], [0], [4], [0, 1], [2], [0, 2, 4], [0, 1, 2, 3, 4]])
+def test_the_copy_text_without_some_rows_is_the_other_rows(left_out):
+    rows = [f"row {i}\t{'x' * i}\n".encode() for i in range(5)]
+    ends = loader.IntArray("Q", itertools.accumulate(map(len, rows)))
+
+    kept = loader._kept_text(b"".join(rows), ends, left_out)
+
+    assert kept == b"".join(row for i, row in enumerate(rows) if i not in left_out)

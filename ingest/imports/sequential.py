@@ -10,13 +10,12 @@ from __future__ import annotations
 import gzip
 import os
 from collections.abc import Callable, Iterator
-from itertools import islice
 
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from ingest.framing import ARRAY, RawRecord, detect_framing, iter_records, open_stream
+from ingest.framing import ARRAY, LineBlock, RawRecord, detect_framing, end_of, iter_pieces, open_stream
 from ingest.imports import bulk, loader
 from ingest.imports.identity import ConcurrentImport, TailKeeper
 from ingest.imports.jobs import find_job
@@ -58,7 +57,7 @@ def import_file(
             bulk.defer_indexes(job)
             seen = seen_ids_of_table(left // BYTES_PER_RECORD)
         stream = TailKeeper(raw_stream, job.next_offset, found.before)
-        records = iter_records(
+        pieces = iter_pieces(
             stream,  # type: ignore[arg-type]
             framing,
             offset=job.next_offset,
@@ -66,7 +65,7 @@ def import_file(
             max_record=whole_record_limit(),
             inside=framing == ARRAY and job.next_offset > 0,
         )
-        chunks = _chunks_with_hashes(records, chunk_lines, stream)
+        chunks = _chunks_with_hashes(pieces, chunk_lines, stream)
         for prepared, checkpoint_hash in loader.prepared_chunks(chunks, workers, array=framing == ARRAY):
             _store_file_chunk(job, path, prepared, checkpoint_hash, seen)
             if on_progress:
@@ -94,11 +93,28 @@ def _bytes_left(path: str, stream: object, job: ImportJob) -> int:
 
 
 def _chunks_with_hashes(
-    records: Iterator[RawRecord], size: int, stream: TailKeeper
-) -> Iterator[tuple[list[RawRecord], str]]:
-    """The records in chunks, each with the hash of the bytes before its end (its checkpoint's proof)."""
-    while chunk := list(islice(records, size)):
-        yield chunk, stream.hash_before(chunk[-1][2])
+    pieces: Iterator[LineBlock | RawRecord], size: int, stream: TailKeeper
+) -> Iterator[tuple[list[LineBlock | RawRecord], str]]:
+    """The records in chunks of `size` (whole lines in blocks, cut where a chunk ends), each
+    with the hash of the bytes before its end (its checkpoint's proof)."""
+    chunk: list[LineBlock | RawRecord] = []
+    room = size
+    for piece in pieces:
+        if isinstance(piece, LineBlock):
+            while piece.count > room:
+                head, piece = piece.split(room)
+                chunk.append(head)
+                yield chunk, stream.hash_before(head.end)
+                chunk, room = [], size
+            room -= piece.count
+        else:
+            room -= 1
+        chunk.append(piece)
+        if room == 0:
+            yield chunk, stream.hash_before(end_of(piece))
+            chunk, room = [], size
+    if chunk:
+        yield chunk, stream.hash_before(end_of(chunk[-1]))
 
 
 @transaction.atomic
