@@ -13,8 +13,8 @@ import gzip
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from itertools import accumulate, count, repeat
-from operator import add, itemgetter
+from itertools import accumulate, count
+from operator import add
 from typing import BinaryIO, NamedTuple
 
 import orjson
@@ -38,36 +38,6 @@ class Broken:
 
 # (line number, raw record or Broken, stream offset just after it)
 RawRecord = tuple[int, bytes | Broken, int]
-
-
-@dataclass(frozen=True, slots=True)
-class Lines:
-    """NDJSON records that are all lines (none `Broken`), as one block: what an import hands
-    its validating worker, one bytes object to pickle and copy instead of a tuple per line."""
-
-    first_line: int
-    text: bytes  # the lines, joined by newlines
-    end_offset: int  # in the stream, after the last line
-
-    @classmethod
-    def of(cls, records: list[RawRecord]) -> Lines | None:
-        """The records as a block, if they are lines numbered one after the other, none
-        broken or holding a newline (an NDJSON line never does)."""
-        try:
-            text = b"\n".join(map(itemgetter(1), records))  # type: ignore[arg-type]
-        except TypeError:  # a Broken record
-            return None
-        first, last = records[0][0], records[-1][0]
-        if last - first != len(records) - 1 or text.count(b"\n") != len(records) - 1:
-            return None
-        return cls(first, text, records[-1][2])
-
-    def records(self) -> list[RawRecord]:
-        """The records again, but for the offset after each line: only the last one's is kept."""
-        lines = self.text.split(b"\n")
-        records: list[RawRecord] = list(zip(range(self.first_line, self.first_line + len(lines)), lines, repeat(0)))
-        records[-1] = (records[-1][0], records[-1][1], self.end_offset)
-        return records
 
 
 def oversize_reason(size: int, limit: int) -> str:
@@ -145,6 +115,14 @@ class LineBlock(NamedTuple):
         cut = _after_line(data, n, self.count)
         return LineBlock(data[:cut], n, self.line, self.offset), LineBlock(
             data[cut:], self.count - n, self.line + n, self.offset + cut
+        )
+
+    @classmethod
+    def joined(cls, blocks: list[LineBlock]) -> LineBlock:
+        """Blocks that follow each other in the stream, as one (what a validating worker gets)."""
+        first = blocks[0]
+        return cls(
+            b"".join(block.data for block in blocks), sum(block.count for block in blocks), first.line, first.offset
         )
 
     def records(self) -> list[RawRecord]:

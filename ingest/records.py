@@ -16,7 +16,7 @@ from events import chat_decoder
 from events.chat import FIELDS as CHAT_FIELDS
 from events.clock import Receipt, normalize, place, send_times
 from events.registry import ROW, Invalid, NormalizedEvent, check_identifiers, event_row, identifiers_clean
-from ingest.framing import Broken, Lines, RawRecord, oversize_reason
+from ingest.framing import Broken, LineBlock, RawRecord, oversize_reason
 
 # PostgreSQL text and jsonb cannot hold NUL, so such a record could never be stored.
 NUL_ESCAPE = b"\\u0000"
@@ -244,7 +244,7 @@ def validate_into(
 
 
 def validate_columns(
-    chunk: Chunk, records: Sequence[RawRecord] | Lines, now: float
+    chunk: Chunk, records: Sequence[RawRecord] | LineBlock, now: float
 ) -> tuple[list[list], dict[int, dict]]:
     """`validate_into` for an import's chunk, whose valid records are wanted by column
     (`registry.ROW`, a list each, in line order; `chunk` gets the rejections), with the detail
@@ -255,11 +255,12 @@ def validate_columns(
     through `validate_into` together, in order. A chunk where a common record breaks an
     identifier rule goes through `validate_into` whole, which words the reason."""
     limits = settings.SWITCHBOARD
-    if isinstance(records, Lines):
-        raws = records.text.split(b"\n")
-        numbered: Iterable[tuple[int, object]] = zip(count(records.first_line), raws)
-        first, last, end = records.first_line, records.first_line + len(raws) - 1, records.end_offset
-        plain = max(map(len, raws)) <= limits["MAX_RECORD_BYTES"] and _no_nul_escape(records.text)
+    if isinstance(records, LineBlock):
+        raws = records.data.split(b"\n")
+        raws.pop()  # after the last newline: nothing
+        numbered: Iterable[tuple[int, object]] = zip(count(records.line), raws)
+        first, last, end = records.line, records.line + records.count - 1, records.end
+        plain = max(map(len, raws)) <= limits["MAX_RECORD_BYTES"] and _no_nul_escape(records.data)
     elif records:
         raws = list(map(itemgetter(1), records))
         numbered = zip(map(itemgetter(0), records), raws, strict=True)
@@ -277,7 +278,7 @@ def validate_columns(
     if others:
         # In one pass, each numbered by its place in `others` (as its line: put back after).
         validate_into(chunk, [(k, raws[place], 0) for k, (place, _) in enumerate(others)], now)
-        lines = [first + place for place, _ in others] if isinstance(records, Lines) else None
+        lines = [first + place for place, _ in others] if isinstance(records, LineBlock) else None
         for rejection in chunk.rejections:
             place = others[rejection.line][0]
             rejection.line = lines[rejection.line] if lines else records[place][0]  # type: ignore[index]
@@ -289,8 +290,8 @@ def validate_columns(
     return columns, details
 
 
-def _records(records: Sequence[RawRecord] | Lines) -> Sequence[RawRecord]:
-    return records.records() if isinstance(records, Lines) else records
+def _records(records: Sequence[RawRecord] | LineBlock) -> Sequence[RawRecord]:
+    return records.records() if isinstance(records, LineBlock) else records
 
 
 def _plain(raws: list[object], max_record: int) -> bool:

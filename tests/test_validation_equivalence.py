@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from events import chat_decoder
 from events.clock import Receipt
 from events.db import copy_text
-from ingest.framing import Lines
+from ingest.framing import LineBlock
 from ingest.imports import loader
 from ingest.records import Chunk, validate_into
 from reports import event_counts, maintenance
@@ -304,7 +304,7 @@ def expected(records: list, postgresql: bool) -> dict:
     }
 
 
-def prepared(records: list | Lines, postgresql: bool) -> dict:
+def prepared(records: list | LineBlock, postgresql: bool) -> dict:
     p = loader.prepare(records, NOW, postgresql)
     got = {
         "uids": p.uids, "events": p.events, "records": p.records, "rejections": repr(p.rejections), "sites": p.sites,
@@ -324,12 +324,21 @@ def prepared(records: list | Lines, postgresql: bool) -> dict:
     return {**got, "rows": rows, "claims": [[uid, float(ts)] for uid, ts in claimed]}
 
 
+def as_block(records: list) -> LineBlock | None:
+    """The records as the one block of lines a validating worker gets, ending at the last
+    record's offset; None if a record holds a newline (no NDJSON line does)."""
+    data = b"".join(raw + b"\n" for _, raw, _ in records)
+    if data.count(b"\n") != len(records):
+        return None
+    return LineBlock(data, len(records), records[0][0], records[-1][2] - len(data))
+
+
 @DIFFERENTIAL
 @given(st.lists(st.one_of(common, common, chat_lines(), st.sampled_from([*SAMPLE_LINES, b"", b"  \r"])), max_size=14))
 @example([BASE.replace(b'"v1"', b'"v\xc2\x85"'), BASE.replace(b'"hi"', b'"h\xc2\x85i"')])  # NEL: no line break in COPY
 def test_a_chunk_prepared_by_column_is_the_general_paths_chunk(lines):
     records = [(i, line, i * 1000) for i, line in enumerate(lines, start=1)] or [(1, b"", 0)]
-    block = Lines.of(records)  # as a worker gets them, unless a line holds a newline
+    block = as_block(records)  # as a worker gets them, unless a line holds a newline
     for postgresql in (True, False):
         want = expected(records, postgresql)
         assert prepared(records, postgresql) == want, lines

@@ -37,7 +37,7 @@ from events.db import copy_text, insert_ignoring_conflicts, is_postgresql
 from events.models import Site, Stanza
 from events.privacy.blocks import Blocks, current_blocks, lock_shared
 from ingest.collector import COLLECT_EVERY, collector_paused
-from ingest.framing import LineBlock, Lines, RawRecord, records_of
+from ingest.framing import LineBlock, RawRecord, records_of
 from ingest.imports import copy_rows
 from ingest.imports.seen import SeenIds
 from ingest.models import RawBatch, Rejection
@@ -125,7 +125,7 @@ class Stored:
 
 
 def prepare(
-    records: list[RawRecord] | Lines,
+    records: list[RawRecord] | LineBlock,
     now: float,
     postgresql: bool,
     array: bool = False,
@@ -136,7 +136,7 @@ def prepare(
     `withheld`: the erasure blocks read when the import started (events/privacy/blocks.py)."""
     chunk = Chunk()
     if withheld:
-        records = records.records() if isinstance(records, Lines) else records
+        records = records.records() if isinstance(records, LineBlock) else records
         withheld.withhold(validate_into(chunk, records, now), now)
         columns, details = event_columns(chunk.events)
     else:
@@ -227,12 +227,11 @@ def prepared_chunks(
                 collect()
 
 
-def _handed(pieces: list[LineBlock | RawRecord], array: bool) -> list[RawRecord] | Lines:
-    """What `prepare` gets of a chunk: an NDJSON chunk of whole lines as one block (`Lines`,
-    joined from the framing's blocks without touching a line), any other as its records."""
+def _handed(pieces: list[LineBlock | RawRecord], array: bool) -> list[RawRecord] | LineBlock:
+    """What `prepare` gets of a chunk: an NDJSON chunk of whole lines as one block (joined
+    from the framing's blocks without touching a line), any other as its records."""
     if not array and pieces and all(isinstance(piece, LineBlock) for piece in pieces):
-        text = b"".join(piece.data for piece in pieces)  # type: ignore[union-attr]
-        return Lines(pieces[0].line, text[:-1], pieces[-1].end)  # type: ignore[union-attr]
+        return LineBlock.joined(pieces)  # type: ignore[arg-type]
     return records_of(pieces)
 
 
@@ -252,7 +251,7 @@ _prepared_here = 0  # chunks this worker process prepared
 
 
 def _prepare_collected(
-    chunk: list[RawRecord] | Lines, now: float, postgresql: bool, array: bool, withheld: Blocks
+    chunk: list[RawRecord] | LineBlock, now: float, postgresql: bool, array: bool, withheld: Blocks
 ) -> Prepared:
     """`prepare` in a worker process, whose collector is paused (ingest/collector.py)."""
     global _prepared_here  # noqa: PLW0603 - per worker process
