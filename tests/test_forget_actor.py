@@ -35,6 +35,7 @@ from reports import event_counts, room_summary
 from reports.models import EventCount
 from reports.site_summary import summary_rows
 from tests import chat_oracle
+from tests.races import backend_pid, pid_appears, start_writer, transaction_held, waits_for_a_lock
 
 OPERATOR = "operator3"  # statuses on ~40 sites of mixed.jsonl + small.jsonl, and some of its records are malformed
 VISITOR = "visitor1203"  # messages on three sites of mixed.jsonl
@@ -399,34 +400,15 @@ def test_an_erasure_waits_for_a_group_being_stored_and_erases_what_it_stored():
     # No body: the erasure has no row of this batch to cut, so only the erasure lock orders the two.
     batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
     chunk = validate_values([json.loads(chat("r1", "racer")), json.loads(chat("r2", "other"))], time.time())
-    stored, release = threading.Event(), threading.Event()
     erased: list[Erasure] = []
+    errors: list[Exception] = []
 
-    def worker() -> None:
-        try:
-            with transaction.atomic():
-                _store_in_open_transaction(batch, chunk)
-                stored.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    def eraser() -> None:
-        try:
-            erased.append(forget_actor("racer"))
-        finally:
-            connection.close()
-
-    storing = threading.Thread(target=worker)
-    storing.start()
-    assert stored.wait(10)
-    erasing = threading.Thread(target=eraser)
-    erasing.start()
-    erasing.join(1.0)
-    assert erasing.is_alive() and not Erasure.objects.exists()  # waits for the group's commit
-    release.set()
-    storing.join(10)
+    with transaction_held(lambda: _store_in_open_transaction(batch, chunk), errors):
+        erasing = start_writer(lambda: erased.append(forget_actor("racer")), errors)
+        erasing.join(1.0)
+        assert erasing.is_alive() and not Erasure.objects.exists()  # waits for the group's commit
     erasing.join(30)
+    assert not errors
     assert erased and erased[0].events == 1
     assert classic() == ["s1,messages=0,emails=1,operators=0,visitors=1"]
     assert rows_holding("racer") == []
@@ -455,18 +437,6 @@ def test_a_suppressed_actor_is_refused_by_parallel_import_ranges(sample_data):
     assert rows_holding("operator4") == []
 
 
-def _wait_until_waiting_on_a_lock(pid: int, seconds: float = 10.0) -> bool:
-    """Whether the backend `pid` waits for a lock (PostgreSQL) within `seconds`."""
-    deadline = time.monotonic() + seconds
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-            if cursor.fetchone() == ("Lock",):
-                return True
-            time.sleep(0.02)
-    return False
-
-
 @pytest.mark.django_db(transaction=True)
 def test_an_erasure_uncounts_exactly_while_another_batch_counts_the_same_hours():
     """An erasure's transactions do not take the erasure lock, so a batch of another actor may
@@ -478,23 +448,17 @@ def test_an_erasure_uncounts_exactly_while_another_batch_counts_the_same_hours()
 
     hour = event_counts.hour_of(1_429_026_445.0)
     event_counts.add_counts({(hour, "chat", "s1"): 5, (hour + 1, "chat", "s1"): 2})
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (erasing_pid,) = cursor.fetchone()
+    erasing_pid = backend_pid()
     counted, problems = threading.Event(), []
 
     def batch_of_another_actor() -> None:
-        try:
-            with transaction.atomic():
-                event_counts.add_counts({(hour, "chat", "s1"): 1, (hour + 1, "chat", "s1"): 1})
-                counted.set()
-                if not _wait_until_waiting_on_a_lock(erasing_pid):  # the erasure reads or writes its rows now
-                    problems.append("the erasure never waited for the batch's rows")
-        finally:
-            connection.close()
+        with transaction.atomic():
+            event_counts.add_counts({(hour, "chat", "s1"): 1, (hour + 1, "chat", "s1"): 1})
+            counted.set()
+            if not waits_for_a_lock(erasing_pid):  # the erasure reads or writes its rows now
+                problems.append("the erasure never waited for the batch's rows")
 
-    storing = threading.Thread(target=batch_of_another_actor)
-    storing.start()
+    storing = start_writer(batch_of_another_actor, problems)
     assert counted.wait(10)
     with transaction.atomic():
         _uncount(Counter({(hour, "chat", "s1"): 2, (hour + 1, "chat", "s1"): 2}))
@@ -513,7 +477,6 @@ def test_a_prune_moving_the_actors_event_while_the_erasure_reads_it_is_uncounted
         pytest.skip("SQLite runs one writer at a time")
     from events.models import Event, PrunedEvent, Stanza
     from events.retention import prune_events
-    from tests.test_partitions import backend_pid, waits_for_a_lock
 
     old = 1_600_000_000.0  # a month with no partition: pruned by range
     store_values(
@@ -531,34 +494,18 @@ def test_a_prune_moving_the_actors_event_while_the_erasure_reads_it_is_uncounted
     erasing_pid: list[int] = []
 
     def hold_the_stanza() -> None:  # the erasure's chunk waits at its stanza, having read its events
-        try:
-            with transaction.atomic():
-                Stanza.objects.select_for_update().get()
-                locked.set()
-                deadline = time.monotonic() + 10
-                while not pruned.is_set() and time.monotonic() < deadline:
-                    if waits_for_a_lock(pruning, 0.05):
-                        break
-        finally:
-            connection.close()
+        with transaction.atomic():
+            Stanza.objects.select_for_update().get()
+            locked.set()
+            deadline = time.monotonic() + 10
+            while not pruned.is_set() and time.monotonic() < deadline:
+                if waits_for_a_lock(pruning, 0.05):
+                    break
 
-    def erase() -> None:
-        try:
-            erasing_pid.append(backend_pid())
-            forget_actor("eve")
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    holder, eraser = threading.Thread(target=hold_the_stanza), threading.Thread(target=erase)
-    holder.start()
+    holder = start_writer(hold_the_stanza, errors)
     assert locked.wait(10)
-    eraser.start()
-    deadline = time.monotonic() + 10
-    while not erasing_pid and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert erasing_pid and waits_for_a_lock(erasing_pid[0])
+    eraser = start_writer(lambda: forget_actor("eve"), errors, erasing_pid)
+    assert pid_appears(erasing_pid) and waits_for_a_lock(erasing_pid[0])
     try:
         prune_events(old + 3600)
     finally:

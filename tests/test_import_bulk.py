@@ -41,6 +41,7 @@ from ingest.records import RejectedRecord
 from reports import event_counts, site_summary
 from reports.models import EventCount, SiteActor, SiteSummary
 from tests import chat_oracle
+from tests.races import backend_pid, start_writer, waits_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -483,7 +484,6 @@ def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whateve
     if connection.vendor != "postgresql":
         pytest.skip("SQLite runs one writer at a time")
     from events import identity
-    from tests.test_partitions import backend_pid, waits_for_a_lock
 
     def xmpp_line(uid: str) -> bytes:
         record = {"id": uid, "timestamp": 1_500_000_000.0, "room_id": "r1", "channel": "c1", "event": "muc-x",
@@ -508,20 +508,14 @@ def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whateve
         holds_b = threading.Event()
 
         def worker() -> None:  # a group claiming ["B", "a"] in code-point order, caught between the two
-            try:
-                with transaction.atomic():
-                    claimed = identity.claim([("B", 1_500_000_000.0)])
-                    holds_b.set()
-                    if waits_for_a_lock(importing):
-                        claimed |= identity.claim([("a", 1_500_000_000.0)])
-                    worker_claimed.append(claimed)
-            except Exception as error:  # noqa: BLE001 - reported below
-                errors.append(error)
-            finally:
-                connection.close()
+            with transaction.atomic():
+                claimed = identity.claim([("B", 1_500_000_000.0)])
+                holds_b.set()
+                if waits_for_a_lock(importing):
+                    claimed |= identity.claim([("a", 1_500_000_000.0)])
+                worker_claimed.append(claimed)
 
-        thread = threading.Thread(target=worker)
-        thread.start()
+        thread = start_writer(worker, errors)
         assert holds_b.wait(10)
         with transaction.atomic():
             try:

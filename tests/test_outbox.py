@@ -254,40 +254,31 @@ def test_an_id_another_writer_claims_while_a_large_group_is_stored_counts_once()
     import threading
 
     from ingest.store import COPY_THRESHOLD
+    from tests.races import backend_pid, start_writer, waits_for_a_lock
 
     app, _ = create_application("copy-race")
     process_batch(post(app, chat("early")).pk)  # the site exists, committed
     big = post(app, *(chat(f"race-{i:04d}") for i in range(COPY_THRESHOLD + 100)))
     small = post(app, chat("race-0017"))
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()" if connection.vendor == "postgresql" else "SELECT 0")
-        copier = cursor.fetchone()[0]
+    copier = backend_pid() if connection.vendor == "postgresql" else 0
     holding = threading.Event()
+    errors: list[Exception] = []
 
     def other_writer() -> None:
-        try:
-            with transaction.atomic():
-                process_batch(small.pk)  # stored, not yet committed
-                holding.set()
-                deadline = time.monotonic() + 20
-                while connection.vendor == "postgresql" and time.monotonic() < deadline:
-                    with connection.cursor() as cursor:  # until the claim waits for this transaction
-                        cursor.execute("SELECT count(*) FROM pg_locks WHERE pid = %s AND NOT granted", [copier])
-                        if cursor.fetchone()[0]:
-                            break
-                    time.sleep(0.02)
-                else:
-                    time.sleep(0.3)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            process_batch(small.pk)  # stored, not yet committed
+            holding.set()
+            # Until the claim waits for this transaction (PostgreSQL; elsewhere, a moment).
+            if connection.vendor != "postgresql" or not waits_for_a_lock(copier, 20):
+                time.sleep(0.3)
 
-    writer = threading.Thread(target=other_writer)
-    writer.start()
+    writer = start_writer(other_writer, errors)
     try:
         assert holding.wait(20)
         assert process_batch(big.pk).status == "done"
     finally:
         writer.join()
+    assert not errors
 
     done = {b.pk: b for b in RawBatch.objects.filter(pk__in=[big.pk, small.pk])}
     assert (done[small.pk].accepted, done[small.pk].duplicates) == (1, 0)

@@ -18,6 +18,7 @@ from events import partitions
 from events.models import Event, EventIdentity, PrunedEvent
 from events.partitions import Month
 from ingest.imports import bulk
+from tests.races import backend_pid, lock_requests_wait, pid_appears, start_writer, transaction_held, waits_for_a_lock
 from tests.test_retention import chat_lines, classic, import_lines, oracle_lines, post_lines, timestamp
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -256,31 +257,17 @@ def test_make_partitions_and_a_transaction_reading_then_writing_the_event_table_
         pytest.skip("SQLite has no partitions")
     july = Month(2024, 7)
     post_lines([message("gone", july.start + DAY, sender="eve"), message("kept", july.start + 2 * DAY)])
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        (creating_pid,) = cursor.fetchone()
+    creating_pid = backend_pid()
     read, errors = threading.Event(), []
 
     def erasure_like() -> None:
-        try:
-            with transaction.atomic():
-                assert list(Event.objects.filter(actor="eve").values_list("uid", flat=True)) == ["gone"]
-                read.set()
-                deadline = time.monotonic() + 10
-                with connection.cursor() as cursor:
-                    while time.monotonic() < deadline:  # until the creation waits for a lock
-                        cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [creating_pid])
-                        if cursor.fetchone() == ("Lock",):
-                            break
-                        time.sleep(0.02)
-                Event.objects.filter(actor="eve").delete()
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
+        with transaction.atomic():
+            assert list(Event.objects.filter(actor="eve").values_list("uid", flat=True)) == ["gone"]
+            read.set()
+            waits_for_a_lock(creating_pid)  # until the creation waits for a lock
+            Event.objects.filter(actor="eve").delete()
 
-    other = threading.Thread(target=erasure_like)
-    other.start()
+    other = start_writer(erasure_like, errors)
     assert read.wait(10)
     try:
         moved = partitions.create(july)
@@ -289,24 +276,6 @@ def test_make_partitions_and_a_transaction_reading_then_writing_the_event_table_
     assert not errors
     assert moved == 1 and partition_of("kept") == july.name
     assert list(Event.objects.values_list("uid", flat=True)) == ["kept"]
-
-
-def backend_pid() -> int:
-    with connection.cursor() as cursor:
-        cursor.execute("SELECT pg_backend_pid()")
-        return cursor.fetchone()[0]
-
-
-def waits_for_a_lock(pid: int, seconds: float = 10.0) -> bool:
-    """Whether the backend `pid` waits for a lock within `seconds` (PostgreSQL)."""
-    deadline = time.monotonic() + seconds
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:
-            cursor.execute("SELECT wait_event_type FROM pg_stat_activity WHERE pid = %s", [pid])
-            if cursor.fetchone() == ("Lock",):
-                return True
-            time.sleep(0.02)
-    return False
 
 
 def test_a_prune_dropping_a_month_and_an_erasure_of_its_events_do_not_deadlock():
@@ -334,32 +303,16 @@ def test_a_prune_dropping_a_month_and_an_erasure_of_its_events_do_not_deadlock()
     erasing_pid: list[int] = []
 
     def hold_the_stanza() -> None:  # the erasure's chunk waits at its stanza, having read its events
-        try:
-            with transaction.atomic():
-                Stanza.objects.select_for_update().get()
-                locked.set()
-                if not waits_for_a_lock(pruning):
-                    errors.append("the prune never waited")
-        finally:
-            connection.close()
+        with transaction.atomic():
+            Stanza.objects.select_for_update().get()
+            locked.set()
+            if not waits_for_a_lock(pruning):
+                errors.append("the prune never waited")
 
-    def erase() -> None:
-        try:
-            erasing_pid.append(backend_pid())
-            forget_actor("eve")
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-        finally:
-            connection.close()
-
-    holder, eraser = threading.Thread(target=hold_the_stanza), threading.Thread(target=erase)
-    holder.start()
+    holder = start_writer(hold_the_stanza, errors)
     assert locked.wait(10)
-    eraser.start()
-    deadline = time.monotonic() + 10
-    while not erasing_pid and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert erasing_pid and waits_for_a_lock(erasing_pid[0])
+    eraser = start_writer(lambda: forget_actor("eve"), errors, erasing_pid)
+    assert pid_appears(erasing_pid) and waits_for_a_lock(erasing_pid[0])
     try:
         prune_events(Month(2024, 8).start)
     except Exception as error:  # noqa: BLE001 - reported below
@@ -400,41 +353,15 @@ def test_two_make_partitions_at_once_make_each_month_once_and_both_succeed():
     for _ in range(ahead):
         month = month.next()
     assert month not in partitions.existing()
-    reading, release = threading.Event(), threading.Event()
-    results: list[object] = []
-
-    def reader() -> None:  # a long read of the event table: both runs queue for its lock
-        try:
-            with transaction.atomic():
-                Event.objects.exists()
-                reading.set()
-                release.wait(10)
-        finally:
-            connection.close()
+    results: list[object] = []  # and errors, which fail the check below
 
     def run() -> None:
-        try:
-            results.append(partitions.make_partitions(months_ahead=ahead))
-        except Exception as error:  # noqa: BLE001 - reported below
-            results.append(error)
-        finally:
-            connection.close()
+        results.append(partitions.make_partitions(months_ahead=ahead))
 
-    holder = threading.Thread(target=reader)
-    holder.start()
-    assert reading.wait(10)
-    runs = [threading.Thread(target=run) for _ in range(2)]
-    for thread in runs:
-        thread.start()
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:  # both wait for the table's lock
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE relation = 'events_event'::regclass AND NOT granted")
-            if cursor.fetchone()[0] == 2:
-                break
-            time.sleep(0.02)
-    release.set()
-    holder.join(10)
+    # A long read of the event table: both runs queue for its lock.
+    with transaction_held(Event.objects.exists, results):
+        runs = [start_writer(run, results) for _ in range(2)]
+        lock_requests_wait("relation = 'events_event'::regclass", 2)  # both wait for the table's lock
     for thread in runs:
         thread.join(30)
     assert sorted(results, key=len) == [[], [(month, 0)]]
@@ -453,41 +380,15 @@ def test_two_prunes_at_once_drop_each_month_once_and_both_succeed():
     july = Month(2024, 7)
     ensure(july)
     post_lines([message(f"j{i}", july.start + i * DAY) for i in range(3)])
-    holding, release = threading.Event(), threading.Event()
-    results: list[object] = []
-
-    def hold_the_erasure_lock() -> None:  # a prune's (or an erasure's) transaction under way
-        try:
-            with transaction.atomic():
-                blocks.lock_exclusive()
-                holding.set()
-                release.wait(10)
-        finally:
-            connection.close()
+    results: list[object] = []  # and errors, which fail the check below
 
     def prune() -> None:
-        try:
-            results.append(prune_events(july.end))
-        except Exception as error:  # noqa: BLE001 - reported below
-            results.append(error)
-        finally:
-            connection.close()
+        results.append(prune_events(july.end))
 
-    holder = threading.Thread(target=hold_the_erasure_lock)
-    holder.start()
-    assert holding.wait(10)
-    runs = [threading.Thread(target=prune) for _ in range(2)]
-    for thread in runs:
-        thread.start()
-    deadline = time.monotonic() + 10
-    with connection.cursor() as cursor:
-        while time.monotonic() < deadline:  # both wait for the erasure lock
-            cursor.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
-            if cursor.fetchone()[0] == 2:
-                break
-            time.sleep(0.02)
-    release.set()
-    holder.join(10)
+    # A prune's (or an erasure's) transaction under way.
+    with transaction_held(blocks.lock_exclusive, results):
+        runs = [start_writer(prune, results) for _ in range(2)]
+        lock_requests_wait("locktype = 'advisory'", 2)  # both wait for the erasure lock
     for thread in runs:
         thread.join(30)
     assert sorted(results) == [0, 3]
@@ -507,38 +408,22 @@ def test_readers_go_on_while_make_partitions_waits_for_a_group_being_stored():
     post_lines([message("before", march.start + DAY)])
     batch = RawBatch.objects.create(source="api", status=RawBatch.Status.PROCESSING)
     chunk = validate_values([json.loads(message("during", time.time() - 30))], time.time())
-    storing, release, creator_pid, made = threading.Event(), threading.Event(), [], []
-
-    def worker() -> None:
-        try:
-            with transaction.atomic():
-                store_group([(batch, chunk)])
-                storing.set()
-                release.wait(20)
-        finally:
-            connection.close()
+    creator_pid: list[int] = []
+    made: list[tuple[Month, int]] = []
+    errors: list[Exception] = []
 
     def create() -> None:
-        try:
-            creator_pid.append(backend_pid())
-            made.extend(partitions.make_partitions(months_ahead=0, min_rows=1))
-        finally:
-            connection.close()
+        made.extend(partitions.make_partitions(months_ahead=0, min_rows=1))
 
-    threads = [threading.Thread(target=worker), threading.Thread(target=create)]
-    threads[0].start()
-    assert storing.wait(10)
-    threads[1].start()
-    try:
-        deadline = time.monotonic() + 10
-        while not creator_pid and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert creator_pid and waits_for_a_lock(creator_pid[0])
-        with transaction.atomic(), connection.cursor() as cursor:
-            cursor.execute("SET LOCAL lock_timeout = '2s'")
-            assert list(Event.objects.values_list("uid", flat=True)) == ["before"]
-    finally:
-        release.set()
-        for thread in threads:
-            thread.join(30)
+    with transaction_held(lambda: store_group([(batch, chunk)]), errors) as release:
+        creating = start_writer(create, errors, creator_pid)
+        try:
+            assert pid_appears(creator_pid) and waits_for_a_lock(creator_pid[0])
+            with transaction.atomic(), connection.cursor() as cursor:
+                cursor.execute("SET LOCAL lock_timeout = '2s'")
+                assert list(Event.objects.values_list("uid", flat=True)) == ["before"]
+        finally:
+            release()
+            creating.join(30)
+    assert not errors
     assert made == [(march, 1)] and sorted(Event.objects.values_list("uid", flat=True)) == ["before", "during"]
