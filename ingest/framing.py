@@ -172,7 +172,7 @@ def ndjson_blocks(
     others (an endless line's `Broken` record, a last line without newline) one by one."""
     pending = b""
     at_start = offset == 0
-    while block := stream.read(BLOCK_SIZE):
+    while block := _first_block(stream, offset) if at_start else stream.read(BLOCK_SIZE):
         if at_start:
             at_start = False
             if block.startswith(BOM):

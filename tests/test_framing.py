@@ -85,6 +85,14 @@ def test_ndjson_bom_is_dropped_but_counted_in_offsets():
     assert records == [(1, b'{"a":1}', 11), (2, b'{"b":2}', 19)]
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_ndjson_bom_split_across_reads_is_dropped(size):
+    # A stream may hand the BOM over in pieces (as `iter_json_array` already expects).
+    assert ndjson(BOM + b'{"a":1}\n{"b":2}', size) == [(1, b'{"a":1}', 11), (2, b'{"b":2}', 18)]
+    assert ndjson(BOM, size) == []
+    assert list(ndjson_blocks(Trickle(BOM + b"\n", size))) == [LineBlock(b"\n", 1, 1, 3)]
+
+
 def test_ndjson_bom_only_at_the_start_of_the_stream():
     # Resuming at an offset does not look for a BOM; a BOM mid-file stays (and is rejected later).
     data = b'{"a":1}\n' + BOM + b'{"b":2}\n'
