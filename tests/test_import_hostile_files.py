@@ -32,6 +32,7 @@ from ingest.imports.identity import TailKeeper
 from ingest.imports.sequential import _chunks_with_hashes
 from ingest.models import ImportJob, RawBatch, Rejection
 from ingest.records import Chunk, validate_into, whole_record_limit
+from reports.models import EventCount
 from tests.test_validation_equivalence import BASE, NOW, SAMPLE_LINES, STATUS, chat_lines
 
 FILES = hypothesis_settings(
@@ -245,12 +246,13 @@ def stored() -> dict:
         )
     )  # fmt: skip
     rejections = sorted(Rejection.objects.values_list("line", "reason", "rule", "raw", "complete"))
-    return {"events": events, "rejections": rejections}
+    counted = sorted(EventCount.objects.values_list("hour", "family", "site", "events"))  # the dashboard's rollup
+    return {"events": events, "rejections": rejections, "counted": counted}
 
 
 def wipe() -> None:
     """Nothing stored: the same ids can be stored again."""
-    for model in (Event, Rejection, RawBatch, ImportJob, EventIdentity):
+    for model in (Event, Rejection, RawBatch, ImportJob, EventIdentity, EventCount):
         model.objects.all().delete()
 
 
@@ -282,6 +284,7 @@ def test_a_hostile_file_is_stored_as_a_batch_of_its_lines_is(workers, variant, t
         assert without_rules(imported) == (want["rows"], sorted(want["rejections"]))
         duplicates = want["events"] - len(want["rows"])
         assert imported.pop("counts") == (len(want["rows"]), duplicates, len(want["rejections"]))
+        assert sum(n for *_, n in imported["counted"]) == len(want["rows"])
 
         wipe()
         batch = RawBatch.objects.create(
