@@ -27,7 +27,7 @@ from events.models import Event, EventIdentity
 from ingest import framing
 from ingest.batches import process_batch
 from ingest.framing import BOM, iter_json_array, ndjson_blocks
-from ingest.imports import loader
+from ingest.imports import loader, sequential
 from ingest.imports.identity import TailKeeper
 from ingest.imports.sequential import _chunks_with_hashes
 from ingest.models import ImportJob, RawBatch, Rejection
@@ -312,3 +312,34 @@ def test_a_hostile_json_array_is_stored_as_its_elements_validate(tmp_path, setti
                                  e.online, e.client_ts, e.payload_json.decode(), line))  # fmt: skip
     rejections = [(r.line, r.reason, r.raw, r.complete) for r in chunk.rejections]
     assert imported == (sorted(first.values()), sorted(rejections))
+
+
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("stored_chunks", [1, 5, 11])
+def test_a_hostile_file_resumed_after_any_chunk_is_stored_as_if_never_stopped(stored_chunks, tmp_path, settings):
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 3000, "IMPORT_WORKERS": 1}
+    path = tmp_path / "hostile.jsonl"
+    path.write_bytes(b"\r\n".join(HOSTILE_LINES))  # a BOM, CRLF, no last newline
+    whole = import_stored(path, 5)
+
+    wipe()
+    store = sequential._store_file_chunk
+    calls = iter(range(stored_chunks + 1))
+
+    def stopping(*args: object, **kwargs: object) -> None:
+        if next(calls) == stored_chunks:
+            raise Killed
+        store(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sequential, "_store_file_chunk", stopping)
+        with pytest.raises(Killed):
+            call_command("import_jsonl", str(path), "--chunk-lines=5", stdout=io.StringIO(), stderr=io.StringIO())
+    assert ImportJob.objects.get().next_line == 5 * stored_chunks + 1
+    call_command("import_jsonl", str(path), "--chunk-lines=5", stdout=io.StringIO(), stderr=io.StringIO())
+    job = ImportJob.objects.get()
+    assert {**stored(), "counts": (job.accepted, job.duplicates, job.rejected)} == whole
