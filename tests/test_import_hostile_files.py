@@ -31,8 +31,10 @@ from ingest.imports import loader, sequential
 from ingest.imports.identity import TailKeeper
 from ingest.imports.sequential import _chunks_with_hashes
 from ingest.models import ImportJob, RawBatch, Rejection
+from ingest.records import REFUSED as REFUSED_REASON
 from ingest.records import Chunk, validate_into, whole_record_limit
 from reports.models import EventCount
+from tests.test_import_bulk import REFUSED, refuse_one_uid  # noqa: F401 - a fixture
 from tests.test_validation_equivalence import BASE, NOW, SAMPLE_LINES, STATUS, chat_lines
 
 FILES = hypothesis_settings(
@@ -343,3 +345,22 @@ def test_a_hostile_file_resumed_after_any_chunk_is_stored_as_if_never_stopped(st
     call_command("import_jsonl", str(path), "--chunk-lines=5", stdout=io.StringIO(), stderr=io.StringIO())
     job = ImportJob.objects.get()
     assert {**stored(), "counts": (job.accepted, job.duplicates, job.rejected)} == whole
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.usefixtures("refuse_one_uid")
+def test_a_refused_hostile_record_is_rejected_with_its_text_as_received(tmp_path):
+    hostile = (
+        b'{"id":"' + REFUSED.encode() + b'",\t"type":"message","from":"a\\\\b","site_id":"s\\\\1","timestamp":1,\r'
+        b'"data":{"message":"x\\\\y\\tz\\n\\r\\"q\\u0085\xc2\x85\xe2\x80\xa8"}}'
+    )
+    lines = [chat(b'"before"'), b" " + hostile + b" \r", chat(b'"after"')]
+    path = tmp_path / "refused.jsonl"
+    path.write_bytes(b"\r\n".join(lines) + b"\r\n")
+
+    call_command("import_jsonl", str(path), stdout=io.StringIO(), stderr=io.StringIO())
+
+    assert sorted(Event.objects.values_list("uid", flat=True)) == ["after", "before"]
+    rejection = Rejection.objects.get()
+    assert (rejection.line, rejection.raw, rejection.complete) == (2, hostile.decode(), True)
+    assert rejection.reason.startswith(REFUSED_REASON)
