@@ -459,6 +459,9 @@ def test_missing_commas_make_one_bad_element_not_a_silent_merge():
         (BOM + b'{"a":1}', NDJSON),
         (b"\n\n  [{", ARRAY),
         (b"", NDJSON),
+        (b"[]", ARRAY),  # an empty JSON-array file (an export of nothing): no records, none rejected
+        (BOM + b" [ ]\r\n \n", ARRAY),
+        (b'[]\n{"a":1}\n', NDJSON),  # a line that is an empty array, then records: one rejected record
     ],
 )
 def test_detect_framing(head, framing):

@@ -364,3 +364,20 @@ def test_a_refused_hostile_record_is_rejected_with_its_text_as_received(tmp_path
     rejection = Rejection.objects.get()
     assert (rejection.line, rejection.raw, rejection.complete) == (2, hostile.decode(), True)
     assert rejection.reason.startswith(REFUSED_REASON)
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize(
+    "data",
+    [b"[]", b"[]\n", BOM + b" [ ]\r\n", gzip.compress(b"[]\n", mtime=0)],
+    ids=["compact", "newline", "bom-crlf", "gzip"],
+)
+def test_an_empty_json_array_file_imports_nothing_and_rejects_nothing(data, tmp_path):
+    path = tmp_path / "empty.json"
+    path.write_bytes(data)
+
+    err = io.StringIO()
+    call_command("import_jsonl", str(path), stdout=io.StringIO(), stderr=err)
+
+    assert f"{path}: accepted=0 duplicates=0 rejected=0" in err.getvalue()
+    assert not Rejection.objects.exists()
