@@ -125,6 +125,8 @@ def assert_imported_as_generally(data: bytes, chunk_lines: int, block_size: int,
         assert imported(data, chunk_lines, block_size, postgresql, monkeypatch) == want, data
 
 
+# Ids escaped, with control characters (NEL, U+2028), with a no-break space (unprintable, allowed).
+UIDS = [b'"c-1"', b'"c-2"', b'"c\\\\3"', b'"c\\t4"', b'"c\\u00855"', b'"c\xc2\x855"', b'"\\u2028"', b'"c\xc2\xa06"']
 ENDINGS = [b"\n", b"\n", b"\r\n", b"\r\r\n", b" \n"]
 lines = st.one_of(
     chat_lines(),
@@ -132,7 +134,7 @@ lines = st.one_of(
     st.sampled_from([BASE, STATUS, b"", b"  ", b"\t\r", b"\xef\xbb\xbf" + BASE, b"\x0b", b"\x0c", b"\x00"]),
     st.builds(
         lambda uid, line: line.replace(b'"c-1"', uid),
-        st.sampled_from([b'"c-1"', b'"c-2"', b'"c\\\\3"', b'"c\\t4"', b'"c\\u00855"', b'"c\xc2\x855"', b'"\\u2028"']),
+        st.sampled_from(UIDS),
         st.sampled_from([BASE, STATUS]),
     ),
 )
@@ -190,6 +192,7 @@ HOSTILE_LINES = [
     b'{"id":"raw-cr",\r"type":"message","from":"v1","site_id":"s1","timestamp":2,"data":{"message":"a"}}',
     chat(b'"nel"', message='"\x85 \u2028 \u2029 \x7f \xa0 😀"'.encode()),
     chat(b'"nel-actor"', actor='"v\x85"'.encode()),
+    chat(b'"unprintable"', actor='"dev 👨\u200d💻"'.encode(), site='"s\xa01"'.encode()),  # yet no control character
     chat(b'"ls-site"', site='"s\u2028"'.encode()),
     chat(b'"nul"', message=b'"a\\u0000b"'),
     chat(b'"not-nul"', message=b'"a\\\\u0000b"'),  # an escaped backslash, then u0000: kept
