@@ -220,6 +220,9 @@ HOSTILE_LINES = [
     chat(b'"' + b"i" * 255 + b'"'),
     chat(b'"' + b"j" * 256 + b'"'),
     chat(b'"' + "é".encode() * 255 + b'"'),
+    chat(
+        b'"' + "😀".encode() * 255 + b'"', actor=b'"' + "😀".encode() * 255 + b'"', site=b'"' + b"\\u00e9" * 255 + b'"'
+    ),
     chat(b'"dup-key"').replace(b'{"id":"dup-key"', b'{"id":"first","id":"dup-key"'),
     chat(b'"dup-data"').replace(b'"data":{"message":"hi"}', b'"data":{"message":7},"data":{"message":"hi"}'),
     chat(b'"dup-msg"').replace(b'"message":"hi"', b'"message":"hi","message":"again"'),
@@ -228,7 +231,7 @@ HOSTILE_LINES = [
     chat(b'"later-valid"', message=b'"a duplicate"'),
     chat(b'"c-1"'),
     chat(b'"c-1"', message=b'"dup in another chunk"'),
-    chat(b'"long"', message=b'"' + b"x" * 3000 + b'"'),  # over MAX_RECORD_BYTES, mid-block
+    chat(b'"long"', message=b'"' + b"x" * 4000 + b'"'),  # over MAX_RECORD_BYTES, mid-block
     chat(b'"after-long"'),
     b"[1, 2, 3]",
     b'"just a string"',
@@ -273,7 +276,7 @@ def import_stored(path: Path, chunk_lines: int) -> dict:
 @pytest.mark.parametrize("workers", [0, 1])
 @pytest.mark.parametrize("variant", ["lf", "crlf", "gzip"])
 def test_a_hostile_file_is_stored_as_a_batch_of_its_lines_is(workers, variant, tmp_path, settings):
-    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 3000, "IMPORT_WORKERS": workers}
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 4000, "IMPORT_WORKERS": workers}
     data = (b"\r\n" if variant == "crlf" else b"\n").join(HOSTILE_LINES)
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(gzip.compress(data) if variant == "gzip" else data)
@@ -296,7 +299,7 @@ def test_a_hostile_file_is_stored_as_a_batch_of_its_lines_is(workers, variant, t
 
 @pytest.mark.django_db(transaction=True)
 def test_a_hostile_json_array_is_stored_as_its_elements_validate(tmp_path, settings):
-    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 3000}
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 4000}
     elements = [line.removeprefix(BOM) for line in HOSTILE_LINES if line.strip()]
     data = BOM + b"[\n" + b",\r\n".join(elements) + b"\n]\n"
     path = tmp_path / "hostile.json"
@@ -321,7 +324,7 @@ class Killed(Exception):
 @pytest.mark.django_db(transaction=True)
 @pytest.mark.parametrize("stored_chunks", [1, 5, 11])
 def test_a_hostile_file_resumed_after_any_chunk_is_stored_as_if_never_stopped(stored_chunks, tmp_path, settings):
-    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 3000, "IMPORT_WORKERS": 1}
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "MAX_RECORD_BYTES": 4000, "IMPORT_WORKERS": 1}
     path = tmp_path / "hostile.jsonl"
     path.write_bytes(b"\r\n".join(HOSTILE_LINES))  # a BOM, CRLF, no last newline
     whole = import_stored(path, 5)
