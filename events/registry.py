@@ -220,14 +220,16 @@ def identifiers_clean(
     uids: Iterable[str], sites: Iterable[str], actors: Iterable[str], sessions: Iterable[str] = ()
 ) -> bool:
     """Whether `check_identifiers` passes every event of these columns (kinds and categories
-    known printable): its common case, over each column's joined text in C. False says only
-    that some event may fail: `check_identifiers` then names the rule."""
+    known printable), over each column's joined text in C; when False, `check_identifiers`
+    names the rule. Unprintable is not yet a control character (a no-break space, the joiner
+    of an emoji sequence): such a text is searched for one, so that one nickname does not send
+    its chunk of an import through the general path (3x its CPU)."""
     sites, sessions = "".join(sites), "".join(sessions)
     return (
-        "".join(uids).isprintable()
-        and sites.isprintable()
-        and "".join(actors).isprintable()
-        and sessions.isprintable()
+        control_character("".join(uids)) is None
+        and control_character(sites) is None
+        and control_character("".join(actors)) is None
+        and control_character(sessions) is None
         and FIELD_SEPARATOR not in sites
         and FIELD_SEPARATOR not in sessions
     )

@@ -78,19 +78,20 @@ def detect_framing(head: bytes) -> str:
 
     A stream whose first line is a complete JSON value is NDJSON (a line such as
     `[1, 2, 3]` is then one record); an opening `[` whose first line does not
-    close, or a one-line array of objects, makes a JSON-array stream.
+    close, a one-line array of objects, or an empty array alone (a file of no
+    records) makes a JSON-array stream.
     """
     text = head.removeprefix(BOM).lstrip()
     if not text.startswith(b"["):
         return NDJSON
-    first_line = text.split(b"\n", 1)[0]
+    first_line, _, rest = text.partition(b"\n")
     try:
         value = orjson.loads(first_line)
     except orjson.JSONDecodeError:
         return ARRAY
     if value and all(isinstance(item, dict) for item in value):
         return ARRAY
-    return NDJSON
+    return ARRAY if value == [] and not rest.strip(b" \t\r\n") else NDJSON
 
 
 class LineBlock(NamedTuple):
@@ -172,7 +173,7 @@ def ndjson_blocks(
     others (an endless line's `Broken` record, a last line without newline) one by one."""
     pending = b""
     at_start = offset == 0
-    while block := stream.read(BLOCK_SIZE):
+    while block := _first_block(stream, offset) if at_start else stream.read(BLOCK_SIZE):
         if at_start:
             at_start = False
             if block.startswith(BOM):

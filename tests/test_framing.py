@@ -85,6 +85,14 @@ def test_ndjson_bom_is_dropped_but_counted_in_offsets():
     assert records == [(1, b'{"a":1}', 11), (2, b'{"b":2}', 19)]
 
 
+@pytest.mark.parametrize("size", [1, 2, 3, 4])
+def test_ndjson_bom_split_across_reads_is_dropped(size):
+    # A stream may hand the BOM over in pieces (as `iter_json_array` already expects).
+    assert ndjson(BOM + b'{"a":1}\n{"b":2}', size) == [(1, b'{"a":1}', 11), (2, b'{"b":2}', 18)]
+    assert ndjson(BOM, size) == []
+    assert list(ndjson_blocks(Trickle(BOM + b"\n", size))) == [LineBlock(b"\n", 1, 1, 3)]
+
+
 def test_ndjson_bom_only_at_the_start_of_the_stream():
     # Resuming at an offset does not look for a BOM; a BOM mid-file stays (and is rejected later).
     data = b'{"a":1}\n' + BOM + b'{"b":2}\n'
@@ -451,6 +459,9 @@ def test_missing_commas_make_one_bad_element_not_a_silent_merge():
         (BOM + b'{"a":1}', NDJSON),
         (b"\n\n  [{", ARRAY),
         (b"", NDJSON),
+        (b"[]", ARRAY),  # an empty JSON-array file (an export of nothing): no records, none rejected
+        (BOM + b" [ ]\r\n \n", ARRAY),
+        (b'[]\n{"a":1}\n', NDJSON),  # a line that is an empty array, then records: one rejected record
     ],
 )
 def test_detect_framing(head, framing):

@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from events import chat_decoder
 from events.clock import Receipt
 from events.db import copy_text
+from events.registry import Invalid, NormalizedEvent, check_identifiers, identifiers_clean
 from ingest.framing import LineBlock
 from ingest.imports import loader
 from ingest.records import Chunk, validate_into
@@ -272,8 +273,11 @@ STATUS = BASE.replace(b'"message","from"', b'"status","from"').replace(b'{"messa
 common = st.builds(
     lambda line, uid, site: line.replace(b'"c-1"', uid).replace(b'"s1"', site),
     st.sampled_from([BASE, STATUS, BASE.replace(b"1429026445.5", b"1429026445")]),
-    st.sampled_from([b'"c-1"', b'"c-2"', b'"c\\\\3"', b'"c-\xc3\xa9"']),
-    st.sampled_from([b'"s1"'] * 4 + [b'"s2"', b'"s\\\\3"', b'"s\\t4"', b'"s,5"']),  # the last two: rules broken
+    # A no-break space and a zero-width joiner: unprintable, yet no control character.
+    st.sampled_from([b'"c-1"', b'"c-2"', b'"c\\\\3"', b'"c-\xc3\xa9"', b'"c\\u00a04"']),
+    st.sampled_from(
+        [b'"s1"'] * 4 + [b'"s2"', b'"s\\\\3"', b'"s\xe2\x80\x8d6"', b'"s\\t4"', b'"s,5"']
+    ),  # the last two: rules broken
 )
 
 
@@ -343,3 +347,31 @@ def test_a_chunk_prepared_by_column_is_the_general_paths_chunk(lines):
         want = expected(records, postgresql)
         assert prepared(records, postgresql) == want, lines
         assert block is None or prepared(block, postgresql) == want, lines
+
+
+# -- the identifier rule over a chunk's columns ----------------------------------------------
+
+identifier = st.text(
+    st.one_of(
+        st.sampled_from(["a", ",", "\x00", "\t", "\x7f", "\x85", "\x9f", "\xa0", "\xad", "\u200d", "\u2028", "\ufeff"]),
+        chars,
+    ),
+    max_size=4,
+)
+
+
+@hypothesis_settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(identifier, identifier, identifier, identifier), max_size=4))
+@example([("dev 👨\u200d💻", "s\xa01", "v\xad", "")])  # unprintable, yet no control character
+@example([("c", "s", "v\x85", "")])
+def test_a_chunks_identifiers_are_clean_exactly_when_each_events_are(events):
+    def passes(uid: str, site: str, actor: str, session: str) -> bool:
+        event = NormalizedEvent(uid, "chat", "message", site, 0.0, None, session=session, actor=actor)
+        try:
+            check_identifiers(event, {})
+        except Invalid:
+            return False
+        return True
+
+    columns = [[event[i] for event in events] for i in range(4)]
+    assert identifiers_clean(*columns) == all(passes(*event) for event in events)
