@@ -18,6 +18,7 @@ import gzip
 import io
 import itertools
 import math
+import multiprocessing
 import threading
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from django.db import connection, transaction
 
 from events.db import copy_text
 from events.models import Event
-from ingest.imports import bulk, loader
+from ingest.imports import bulk, loader, sequential
 from ingest.imports.copy_rows import joined, row_texts
 from ingest.imports.identity import FINGERPRINT_BYTES, fingerprint
 from ingest.imports.parallel import finish_import
@@ -324,6 +325,49 @@ def test_the_filter_of_stored_ids_never_misses_one():
     others = [f"other-{i}" for i in range(20_000)]
     assert len(seen.maybe(others)) < len(others) * 0.05  # ~0.4 % by design
     assert seen.maybe([]) == []
+
+
+def test_the_filter_of_stored_ids_takes_16_bits_an_id_and_keeps_its_rate():
+    """Sized as planned, not rounded up to a power of two (10 M lines: 35 MB, not 64 MiB)."""
+    seen = SeenIds(planned_ids=100_000)
+    assert len(seen.words) == 100_000 * 16 // 64
+    seen.add(f"id-{i}" for i in range(100_000))
+    others = [f"other-{i}" for i in range(100_000)]
+    assert len(seen.maybe(others)) < len(others) * 0.007  # 0.48 % measured
+
+
+def test_the_validating_workers_are_forked_before_the_first_chunk_is_read():
+    """A forked worker keeps for good what the command held when it forked (the first
+    chunk's buffers, were it read before)."""
+    before = len(multiprocessing.active_children())
+    workers_at_first_read = []
+
+    def chunks():
+        workers_at_first_read.append(len(multiprocessing.active_children()) - before)
+        yield [(1, chat_line("a"), 0)], "first"
+
+    prepared = [(p.uids, extra) for p, extra in loader.prepared_chunks(chunks(), workers=1)]
+
+    assert workers_at_first_read == [1]
+    assert prepared == [(["a"], "first")]
+
+
+@pytest.mark.skipif("connection.vendor != 'postgresql'")
+def test_a_dominating_import_builds_its_filter_after_forking_its_workers(tmp_path, settings, monkeypatch, sample_data):
+    """Forked after, the workers do not hold the filter's pages (which the command then writes)."""
+    settings.SWITCHBOARD = {**settings.SWITCHBOARD, "IMPORT_DEFER_INDEXES_BYTES": 0}
+    workers_when_built, built = [], sequential.seen_ids_of_table
+
+    def seen_ids_of_table(planned: int) -> SeenIds:  # the real one, noting when it runs
+        workers_when_built.append(len(multiprocessing.active_children()))
+        return built(planned)
+
+    monkeypatch.setattr(sequential, "seen_ids_of_table", seen_ids_of_table)
+
+    job = import_file(str(sample_data / "chat" / "mixed.jsonl"), workers=1)
+
+    assert workers_when_built == [1]
+    assert job.accepted == Event.objects.count() > 0
 
 
 def test_an_id_stored_behind_the_filters_back_is_counted_a_duplicate(tmp_path):

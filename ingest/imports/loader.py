@@ -212,6 +212,10 @@ def prepared_chunks(
             workers, mp_context=get_context("fork"), initializer=_start_worker, initargs=(os.getpid(),)
         ) as pool:
             _widen_pipes(pool)
+            # A fork pool starts its workers at its first task: a trivial one starts them now,
+            # before this process reads the first chunk (its buffers, ~25 MiB, would stay in
+            # each worker for good: the frames holding them are never resumed there).
+            pool.submit(int).result()
             pending: deque[tuple[Future[Prepared], T]] = deque()
             for pieces, extra in chunks:
                 chunk = _handed(pieces, array)

@@ -37,7 +37,7 @@ MAX_BYTES = 64 << 20  # 512 M bits: 32 M ids at ~0.5 %, 64 M at ~3 %
 FETCH_IDS = 50_000
 BITS_SET = 5  # of the 64 of an id's word
 PATTERNS = 4096  # distinct sets of BITS_SET bits, one picked by 12 bits of an id's hash
-PATTERN_SHIFT = 40  # where those bits are (the word's index takes the lowest ones)
+PATTERN_SHIFT = 40  # where those bits are
 
 
 def _patterns() -> list[int]:
@@ -55,23 +55,26 @@ class SeenIds:
 
     def __init__(self, planned_ids: int) -> None:
         size = min(MAX_BYTES, max(MIN_BYTES, planned_ids * BITS_PER_ID // 8))
-        size = 1 << (size - 1).bit_length()  # a power of two: positions are masked, not divided
-        self.words = array("Q", bytes(size))
-        self.mask = len(self.words) - 1
+        # Not rounded up to a power of two (that took 10 M lines' 35 MB to 64 MiB): a word's
+        # index is the hash modulo their number, as fast as a mask here (lookups 530 ns either
+        # way, the filter's cache misses dominate) and as good (0.48 % false "maybe" for both
+        # at 16 bits per id).
+        self.words = array("Q", bytes(size // 8 * 8))
+        self.count = len(self.words)
         self.patterns = _patterns()
 
     def add(self, uids: Iterable[str]) -> None:
-        words, mask, patterns = self.words, self.mask, self.patterns
+        words, count, patterns = self.words, self.count, self.patterns
         for h in map(hash, uids):
-            words[h & mask] |= patterns[h >> PATTERN_SHIFT & PATTERNS - 1]
+            words[h % count] |= patterns[h >> PATTERN_SHIFT & PATTERNS - 1]
 
     def add_returning_seen(self, uids: Iterable[str]) -> list[str]:
         """Add distinct ids; return those that may have been added before (one pass for both)."""
-        words, mask, patterns = self.words, self.mask, self.patterns
+        words, count, patterns = self.words, self.count, self.patterns
         found = []
         for uid in uids:
             h = hash(uid)
-            i, pattern = h & mask, patterns[h >> PATTERN_SHIFT & PATTERNS - 1]
+            i, pattern = h % count, patterns[h >> PATTERN_SHIFT & PATTERNS - 1]
             word = words[i]
             if word & pattern == pattern:
                 found.append(uid)
@@ -81,12 +84,12 @@ class SeenIds:
 
     def maybe(self, uids: Iterable[str]) -> list[str]:
         """The ids that may have been added (all that were, and a few that were not)."""
-        words, mask, patterns = self.words, self.mask, self.patterns
+        words, count, patterns = self.words, self.count, self.patterns
         found = []
         for uid in uids:
             h = hash(uid)
             pattern = patterns[h >> PATTERN_SHIFT & PATTERNS - 1]
-            if words[h & mask] & pattern == pattern:
+            if words[h % count] & pattern == pattern:
                 found.append(uid)
         return found
 

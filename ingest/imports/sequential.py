@@ -55,7 +55,6 @@ def import_file(
         seen = None
         if dominating:
             bulk.defer_indexes(job)
-            seen = seen_ids_of_table(left // BYTES_PER_RECORD)
         stream = TailKeeper(raw_stream, job.next_offset, found.before)
         pieces = iter_pieces(
             stream,  # type: ignore[arg-type]
@@ -67,6 +66,11 @@ def import_file(
         )
         chunks = _chunks_with_hashes(pieces, chunk_lines, stream)
         for prepared, checkpoint_hash in loader.prepared_chunks(chunks, workers, array=framing == ARRAY):
+            if dominating and seen is None:
+                # Built once the validating workers are forked (handing out the first chunk
+                # forks them): forked before, each kept the filter's pages (32-64 MiB at 10 M
+                # lines) as the command wrote its own copy, counted twice in the import's RSS.
+                seen = seen_ids_of_table(left // BYTES_PER_RECORD)
             _store_file_chunk(job, path, prepared, checkpoint_hash, seen)
             if on_progress:
                 on_progress(job)
