@@ -398,7 +398,8 @@ def _events_of(prepared: Prepared, uids: list[str]) -> list[StoredEvent]:
     return events
 
 
-SOUGHT_ROWS_PER_ROW = 1 / 32  # rows looked for by halving (~6 µs each) at most, for each row of a text (a split: ~0.25 µs a row)
+# Rows looked for by halving (~6 µs each) at most, per row of the text (a split costs ~0.25 µs a row).
+SOUGHT_ROWS_PER_ROW = 1 / 32
 
 
 def _rows_of(text: bytes, uids: list[str], sought: list[str]) -> list[tuple[int, int]]:
