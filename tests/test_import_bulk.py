@@ -18,8 +18,11 @@ import gzip
 import io
 import itertools
 import math
+import pickle
 import threading
 import time
+from collections import Counter
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import orjson
@@ -581,3 +584,14 @@ def test_rows_are_found_by_id_whether_few_or_many_are_sought(sought):
     assert loader._rows_of(text, uids * 200, sought) == want  # few for a text of 1,200: halved
     with pytest.raises(KeyError):
         row_at(text, "b")
+
+
+@pytest.mark.parametrize("uids", [[], [""], ["a"], ["a", "b"], ["a\nb", "c"], ["é", "z\\"]])
+def test_a_prepared_chunk_pickles_back_as_it_was(uids):
+    """A worker hands a chunk back pickled, its ids as one text unless one holds a newline."""
+    prepared = loader.Prepared(1, 2, 3, 4, 5, 6, uids, b"copy\n", b"claims\n", sites=["s"], counts=Counter(a=1))
+
+    back = pickle.loads(ForkingPickler.dumps(prepared))
+
+    assert back == prepared
+    assert type(back.uids) is list

@@ -93,6 +93,25 @@ class Prepared:
     marks: Counter[tuple[str, str]] = field(default_factory=Counter)
     counts: Counter[tuple[int, str, str]] = field(default_factory=Counter)
 
+    # Pickled (a worker hands it back) with its ids as one text when none holds a newline: the
+    # pickler keeps a memo entry for each of a list's 25,000 strings (3.5 ms a chunk, against
+    # 0.4 ms for a join and one string; unpickling and splitting cost what unpickling the list did).
+    def __getstate__(self) -> list:
+        state = [getattr(self, name) for name in self.__slots__]  # type: ignore[attr-defined]
+        joined = "\n".join(self.uids)
+        if joined.count("\n") == len(self.uids) - 1:
+            state[_UIDS] = joined
+        return state
+
+    def __setstate__(self, state: list) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):  # type: ignore[attr-defined]
+            object.__setattr__(self, name, value)
+        if isinstance(self.uids, str):
+            self.uids = self.uids.split("\n")
+
+
+_UIDS = Prepared.__slots__.index("uids")  # type: ignore[attr-defined]
+
 
 @dataclass(slots=True)
 class Inserted:
