@@ -22,8 +22,9 @@ from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, compress
 from multiprocessing import get_context
+from operator import ne
 from typing import NamedTuple, TypeVar
 
 import orjson
@@ -159,9 +160,13 @@ def prepare(
     else:  # the line after the last
         next_line = chunk.last_line + 1
     uids = columns[0]
-    first = dict(zip(reversed(uids), range(len(uids) - 1, -1, -1), strict=True))  # each id's first row
-    order = sorted(first)
-    kept = list(map(first.__getitem__, order))
+    # The rows in id order, an id's rows in line order (a stable sort), then its first row
+    # only: no dict of the ids (hashing each), a sort and C passes.
+    kept = sorted(range(len(uids)), key=uids.__getitem__)
+    order = list(map(uids.__getitem__, kept))
+    first = list(map(ne, order, [None, *order[:-1]]))  # whether a row is its id's first
+    if not all(first):
+        kept, order = list(compress(kept, first)), list(compress(order, first))
     _, families, _, _, sites, sessions, _, ts, *_ = columns
     # Tallied over every row, less the rows of ids seen before in the chunk (few).
     marks = maintenance.stale_marks_of(families, sites, sessions)
@@ -172,6 +177,7 @@ def prepare(
         marks.subtract(maintenance.stale_marks_of(*again[:3]))
         counts.subtract(event_counts.tally_of(again[3], again[0], again[1]))
         marks, counts = +marks, +counts
+    kept_rows = set(kept) if details else set()
     prepared = Prepared(
         first_line=chunk.first_line,
         last_line=chunk.last_line,
@@ -182,7 +188,7 @@ def prepare(
         uids=order,
         rejections=chunk.rejections,
         sites=sorted({site for _, _, site in counts}),  # of the rows kept: the keys counted (once at least)
-        details={uids[i]: detail for i, detail in details.items() if first[uids[i]] == i},
+        details={uids[i]: detail for i, detail in details.items() if i in kept_rows},
         marks=marks,
         counts=counts,
     )
