@@ -48,10 +48,19 @@ def tally(events: Iterable[object]) -> Counter[tuple[int, str, str]]:
     return Counter((hour_of(e.ts), e.family, e.site) for e in events)
 
 
-def tally_of(ts: Iterable[float], families: Iterable[str], sites: Iterable[str]) -> Counter[tuple[int, str, str]]:
+def tally_of(ts: Sequence[float], families: Sequence[str], sites: Sequence[str]) -> Counter[tuple[int, str, str]]:
     """`tally` of events given by column (an import's rows), counted in C: each `hour_of`
-    is `math.floor(ts / HOUR)` mapped."""
-    return Counter(zip(map(math.floor, map(truediv, ts, repeat(HOUR))), families, sites, strict=True))
+    is `math.floor(ts / HOUR)` mapped. An import's chunk is mostly of one family, and often
+    of one hour (25,000 lines of a day's log span minutes): then only the sites are counted,
+    a quarter of the work of counting (hour, family, site) keys."""
+    if not ts or families.count(families[0]) != len(families):
+        return Counter(zip(map(math.floor, map(truediv, ts, repeat(HOUR))), families, sites, strict=True))
+    family = families[0]
+    low, high = hour_of(min(ts)), hour_of(max(ts))  # hour_of never decreases as ts grows
+    if low == high:
+        return Counter({(low, family, site): n for site, n in Counter(sites).items()})
+    hours = map(math.floor, map(truediv, ts, repeat(HOUR)))
+    return Counter({(hour, family, site): n for (hour, site), n in Counter(zip(hours, sites, strict=True)).items()})
 
 
 def add_counts(counts: Mapping[tuple[int, str, str], int]) -> None:

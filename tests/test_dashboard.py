@@ -20,6 +20,7 @@ from django.utils import timezone
 from lxml import html
 
 from events.models import Event
+from events.registry import NormalizedEvent
 from ingest.analysts import create_analyst
 from ingest.batches import process_batch, receive_batch
 from ingest.keys import create_application
@@ -75,6 +76,28 @@ def test_bulk_imports_count_every_new_event_once(data, sample_data):
     call_command("import_jsonl", str(sample_data / "chat/small.jsonl"))  # the same file again: nothing new
     assert rollup() == counted_from_events()
     assert event_counts.rebuild() == len(counted_from_events()) and rollup() == counted_from_events()
+
+
+@pytest.mark.parametrize(
+    ("ts", "families"),
+    [
+        ([], []),
+        ([7200.5, 7300, 10799.999], ["chat"] * 3),  # one hour, one family: counted by site
+        ([3599.9999999999995, 3600.0, 3599.0, 7200], ["chat"] * 4),  # hours apart: by hour and site
+        ([10.0, 20.0, 30.0], ["chat", "xmpp", "chat"]),  # families apart
+        ([1e16, 1e16 + 2, 0], ["email"] * 3),
+    ],
+)
+def test_tallies_by_column_are_the_tallies_of_the_events(ts, families):
+    """An import's tallies by column (a one-family, one-hour chunk counted by site alone)
+    are the events' tallies, keys and order alike."""
+    sites = ["a", "b", "a", "c"][: len(ts)]
+    events = [
+        NormalizedEvent(f"u{i}", f, "message", s, t, None)
+        for i, (t, f, s) in enumerate(zip(ts, families, sites, strict=True))
+    ]
+
+    assert list(event_counts.tally_of(ts, families, sites).items()) == list(event_counts.tally(events).items())
 
 
 def test_the_worker_path_counts_once_across_batches_retries_and_rollbacks(db, sample_data):

@@ -19,8 +19,11 @@ import io
 import itertools
 import math
 import multiprocessing
+import pickle
 import threading
 import time
+from collections import Counter
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import orjson
@@ -31,7 +34,7 @@ from django.db import connection, transaction
 from events.db import copy_text
 from events.models import Event
 from ingest.imports import bulk, loader, sequential
-from ingest.imports.copy_rows import joined, row_texts
+from ingest.imports.copy_rows import joined, row_at, row_texts
 from ingest.imports.identity import FINGERPRINT_BYTES, fingerprint
 from ingest.imports.parallel import finish_import
 from ingest.imports.ranges import plan_import, process_range
@@ -502,21 +505,22 @@ def test_a_copy_row_is_each_field_as_copy_text_writes_it(online, actor, message,
     ]
 
     texts, claim_texts = row_texts([list(column) for column in zip(*rows, strict=True)])
-    (copy, ends), (claims, claim_ends) = joined(texts), joined(claim_texts)
+    copy, claims = joined(texts), joined(claim_texts)
 
     expected = [
         ("m1", "chat", "message", "", "s1", "", actor, 1.5, online, client_ts, payload.decode(), 7),
         ("m2", "chat", "status", "", "s,2", "r", "v2", 1e-7, True, None, '{"id":"m2"}', 8),
     ]
     lines = copy.decode().splitlines(keepends=True)
-    assert list(ends) == [len(lines[0].encode()), len(copy)]
+    first = len(lines[0].encode())
+    assert [row_at(copy, "m1"), row_at(copy, "m2")] == [(0, first), (first, len(copy))]
     for line, row in zip(lines, expected, strict=True):
         fields = line.removesuffix("\n").split("\t")
         assert [float(f) if isinstance(v, float) else f for f, v in zip(fields, row, strict=True)] == [
             v if isinstance(v, float) else copy_text(v) for v in row
         ]
     assert claims.decode().splitlines() == ["m1\t1.5", "m2\t1e-7"]
-    assert list(claim_ends) == [len("m1\t1.5\n"), len(claims)]
+    assert row_at(claims, "m2") == (len("m1\t1.5\n"), len(claims))
 
 
 def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whatever_the_collation():
@@ -597,8 +601,35 @@ def test_a_chunks_rejections_are_stored_as_the_model_would_store_them():
 @pytest.mark.parametrize("left_out", [[], [0], [4], [0, 1], [2], [0, 2, 4], [0, 1, 2, 3, 4]])
 def test_the_copy_text_without_some_rows_is_the_other_rows(left_out):
     rows = [f"row {i}\t{'x' * i}\n".encode() for i in range(5)]
-    ends = loader.IntArray("Q", itertools.accumulate(map(len, rows)))
+    ends = list(itertools.accumulate(map(len, rows)))
 
-    kept = loader._kept_text(b"".join(rows), ends, left_out)
+    kept = loader._kept_text(b"".join(rows), [(ends[i - 1] if i else 0, ends[i]) for i in left_out])
 
     assert kept == b"".join(row for i, row in enumerate(rows) if i not in left_out)
+
+
+@pytest.mark.parametrize("sought", [[], ["a"], ["é\\x"], ["a", "b\tc", "z"], ["a\\", "b\tc", "b\nd", "é\\x", "z"]])
+def test_rows_are_found_by_id_whether_few_or_many_are_sought(sought):
+    """A row of the COPY text (sorted by id, escaped as copy_text writes it) is found by
+    halving the text when few are sought and by splitting it when many are: the same rows."""
+    uids, sought = sorted(["a", "a\\", "b\tc", "b\nd", "é\\x", "z"]), sorted(sought)  # code-point order
+    texts = [f"{copy_text(uid)}\t{'x' * len(uid)}\n".encode() for uid in uids]
+    text, ends = b"".join(texts), list(itertools.accumulate(map(len, texts)))
+    want = [(ends[i - 1] if i else 0, ends[i]) for i in map(uids.index, sought)]
+
+    assert [row_at(text, uid) for uid in sought] == want
+    assert loader._rows_of(text, uids, sought) == want  # many for a text of 6 rows: split
+    assert loader._rows_of(text, uids * 200, sought) == want  # few for a text of 1,200: halved
+    with pytest.raises(KeyError):
+        row_at(text, "b")
+
+
+@pytest.mark.parametrize("uids", [[], [""], ["a"], ["a", "b"], ["a\nb", "c"], ["é", "z\\"]])
+def test_a_prepared_chunk_pickles_back_as_it_was(uids):
+    """A worker hands a chunk back pickled, its ids as one text unless one holds a newline."""
+    prepared = loader.Prepared(1, 2, 3, 4, 5, 6, uids, b"copy\n", b"claims\n", sites=["s"], counts=Counter(a=1))
+
+    back = pickle.loads(ForkingPickler.dumps(prepared))
+
+    assert back == prepared
+    assert type(back.uids) is list

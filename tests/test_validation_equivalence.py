@@ -21,6 +21,7 @@ from events.db import copy_text
 from events.registry import Invalid, NormalizedEvent, check_identifiers, identifiers_clean
 from ingest.framing import LineBlock
 from ingest.imports import loader
+from ingest.imports.copy_rows import row_at
 from ingest.records import Chunk, validate_into
 from reports import event_counts, maintenance
 
@@ -317,9 +318,10 @@ def prepared(records: list | LineBlock, postgresql: bool) -> dict:
     if not postgresql:
         return {**got, "rows": p.rows, "claims": [[copy_text(row[0]), row[7]] for row in p.rows]}
     lines = [line + "\n" for line in p.copy.decode().split("\n")[:-1]]  # not splitlines: a payload may hold NEL
-    assert list(p.ends) == list(accumulate(len(line.encode()) for line in lines))
     claims = [line + "\n" for line in p.claims.decode().split("\n")[:-1]]
-    assert list(p.claim_ends) == list(accumulate(len(line.encode()) for line in claims))
+    for text, rows in ((p.copy, lines), (p.claims, claims)):  # each id's row found where it is, by halving
+        ends = list(accumulate(len(line.encode()) for line in rows))
+        assert [row_at(text, uid) for uid in p.uids] == list(zip([0, *ends][: len(ends)], ends, strict=True))
     rows = [line.removesuffix("\n").split("\t") for line in lines]
     for row in rows:  # numbers: the same float (JSON's spelling), as copy_text would write it
         row[7] = copy_text(float(row[7]))

@@ -13,9 +13,8 @@ numbers are written by orjson in one call per column.
 
 from __future__ import annotations
 
-from array import array as IntArray
+import re
 from collections.abc import Iterable, Sequence
-from itertools import accumulate
 
 import orjson
 
@@ -58,9 +57,38 @@ def row_texts(columns: Sequence[Sequence]) -> tuple[list[bytes], list[bytes]]:
     return rows, list(map(b"\t".join, zip(uids, ts, strict=True)))
 
 
-def joined(rows: Sequence[bytes]) -> tuple[bytes, IntArray]:
-    """The rows, each ended by a newline, and where each ends."""
-    return b"\n".join([*rows, b""]) if rows else b"", IntArray("Q", accumulate(map((1).__add__, map(len, rows))))
+def joined(rows: Sequence[bytes]) -> bytes:
+    """The rows, each ended by a newline."""
+    return b"\n".join([*rows, b""]) if rows else b""
+
+
+def row_at(text: bytes, uid: str, start: int = 0) -> tuple[int, int]:
+    """Where the row of `uid` is (its start, and its end after the newline) in the COPY text of
+    rows in uid order (code-point order), each starting with its uid (an event's row or its
+    registry's), at `start` or after: found by halving the text, a few dozen look-ups, where
+    an array of every row's end costs its builder a pass over the rows (and the hand-over its
+    bytes), for the few rows ever looked for."""
+    low, high = start, len(text)
+    while low < high:
+        at = text.rfind(b"\n", low, (low + high) // 2) + 1 or low  # the row around the middle
+        tab = text.index(b"\t", at)
+        found = unescaped(text[at:tab].decode())
+        if found == uid:
+            return at, text.index(b"\n", tab) + 1
+        if found < uid:
+            low = text.index(b"\n", tab) + 1
+        else:
+            high = at
+    raise KeyError(uid)
+
+
+_ESCAPED = re.compile(r"\\(.)")
+_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
+
+
+def unescaped(text: str) -> str:
+    """A field of COPY text as it was before `copy_text` escaped it."""
+    return _ESCAPED.sub(lambda m: _UNESCAPE[m.group(1)], text) if "\\" in text else text
 
 
 def _texts(texts: Sequence[str]) -> list[bytes]:

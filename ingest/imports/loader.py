@@ -16,16 +16,15 @@ import functools
 import gc
 import io
 import os
-import re
 import signal
 import time
-from array import array as IntArray
 from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
-from itertools import accumulate
+from itertools import accumulate, compress
 from multiprocessing import get_context
+from operator import ne
 from typing import NamedTuple, TypeVar
 
 import orjson
@@ -55,9 +54,6 @@ COLUMNS = (
     "line",
 )  # fmt: skip
 _NAMES = ", ".join(COLUMNS)
-# COPY text escapes, as events.db.copy_text writes them.
-_COPY_ESCAPE = re.compile(r"\\(.)")
-_UNESCAPE = {"t": "\t", "n": "\n", "r": "\r", "\\": "\\"}
 
 
 class StoredEvent(NamedTuple):
@@ -86,11 +82,9 @@ class Prepared:
     records: int  # non-blank records read
     events: int  # valid records, duplicates within the chunk included
     uids: list[str]  # distinct, sorted
-    copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order
-    ends: IntArray = field(default_factory=lambda: IntArray("Q"))  # PostgreSQL: where each row's text ends in `copy`
+    copy: bytes = b""  # PostgreSQL: COPY text of the rows, in `uids` order (a row is found by `copy_rows.row_at`)
     # PostgreSQL: the id registry's COPY text of the rows (`uid\tts`, events/identity.py), in `uids` order.
     claims: bytes = b""
-    claim_ends: IntArray = field(default_factory=lambda: IntArray("Q"))
     rows: list[tuple] = field(default_factory=list)  # SQLite: the rows, in `uids` order
     rejections: list[RejectedRecord] = field(default_factory=list)
     sites: list[str] = field(default_factory=list)
@@ -99,6 +93,25 @@ class Prepared:
     # (`maintenance.stale_marks`) and the dashboard's rollup (`event_counts.tally`).
     marks: Counter[tuple[str, str]] = field(default_factory=Counter)
     counts: Counter[tuple[int, str, str]] = field(default_factory=Counter)
+
+    # Pickled (a worker hands it back) with its ids as one text when none holds a newline: the
+    # pickler keeps a memo entry for each of a list's 25,000 strings (3.5 ms a chunk, against
+    # 0.4 ms for a join and one string; unpickling and splitting cost what unpickling the list did).
+    def __getstate__(self) -> list:
+        state = [getattr(self, name) for name in self.__slots__]  # type: ignore[attr-defined]
+        joined = "\n".join(self.uids)
+        if joined.count("\n") == len(self.uids) - 1:
+            state[_UIDS] = joined
+        return state
+
+    def __setstate__(self, state: list) -> None:
+        for name, value in zip(self.__slots__, state, strict=True):  # type: ignore[attr-defined]
+            object.__setattr__(self, name, value)
+        if isinstance(self.uids, str):
+            self.uids = self.uids.split("\n")
+
+
+_UIDS = Prepared.__slots__.index("uids")  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -147,9 +160,13 @@ def prepare(
     else:  # the line after the last
         next_line = chunk.last_line + 1
     uids = columns[0]
-    first = dict(zip(reversed(uids), range(len(uids) - 1, -1, -1), strict=True))  # each id's first row
-    order = sorted(first)
-    kept = list(map(first.__getitem__, order))
+    # The rows in id order, an id's rows in line order (a stable sort), then its first row
+    # only: no dict of the ids (hashing each), a sort and C passes.
+    kept = sorted(range(len(uids)), key=uids.__getitem__)
+    order = list(map(uids.__getitem__, kept))
+    first = list(map(ne, order, [None, *order[:-1]]))  # whether a row is its id's first
+    if not all(first):
+        kept, order = list(compress(kept, first)), list(compress(order, first))
     _, families, _, _, sites, sessions, _, ts, *_ = columns
     # Tallied over every row, less the rows of ids seen before in the chunk (few).
     marks = maintenance.stale_marks_of(families, sites, sessions)
@@ -160,6 +177,7 @@ def prepare(
         marks.subtract(maintenance.stale_marks_of(*again[:3]))
         counts.subtract(event_counts.tally_of(again[3], again[0], again[1]))
         marks, counts = +marks, +counts
+    kept_rows = set(kept) if details else set()
     prepared = Prepared(
         first_line=chunk.first_line,
         last_line=chunk.last_line,
@@ -169,15 +187,15 @@ def prepare(
         events=len(uids),
         uids=order,
         rejections=chunk.rejections,
-        sites=sorted(set(map(sites.__getitem__, kept))),
-        details={uids[i]: detail for i, detail in details.items() if first[uids[i]] == i},
+        sites=sorted({site for _, _, site in counts}),  # of the rows kept: the keys counted (once at least)
+        details={uids[i]: detail for i, detail in details.items() if i in kept_rows},
         marks=marks,
         counts=counts,
     )
     if postgresql:  # built for every row in line order, then taken in id order
         rows, claims = copy_rows.row_texts(columns)
-        prepared.copy, prepared.ends = copy_rows.joined(list(map(rows.__getitem__, kept)))
-        prepared.claims, prepared.claim_ends = copy_rows.joined(list(map(claims.__getitem__, kept)))
+        prepared.copy = copy_rows.joined(list(map(rows.__getitem__, kept)))
+        prepared.claims = copy_rows.joined(list(map(claims.__getitem__, kept)))
     else:
         columns = [order, *(list(map(column.__getitem__, kept)) for column in columns[1:])]
         texts = map(bytes.decode, map(bytes.strip, columns[10]))
@@ -399,19 +417,31 @@ def _tallies_of_new(
 
 def _events_of(prepared: Prepared, uids: list[str]) -> list[StoredEvent]:
     """The chunk's events with these ids, read back from its rows (SQLite) or COPY text."""
-    positions = [bisect.bisect_left(prepared.uids, uid) for uid in uids]
     if not prepared.copy:
-        return [StoredEvent(None, *prepared.rows[i][:9]) for i in positions]
-    ends, events = prepared.ends, []
-    for i in positions:
-        line = prepared.copy[ends[i - 1] if i else 0 : ends[i]].decode()
-        uid, family, kind, category, site, session, actor, ts = map(_unescape, line.split("\t")[:8])
+        return [StoredEvent(None, *prepared.rows[bisect.bisect_left(prepared.uids, uid)][:9]) for uid in uids]
+    events = []
+    for start, end in _rows_of(prepared.copy, prepared.uids, sorted(uids)):
+        line = prepared.copy[start:end].decode()
+        uid, family, kind, category, site, session, actor, ts = map(copy_rows.unescaped, line.split("\t")[:8])
         events.append(StoredEvent(None, uid, family, kind, category, site, session, actor, float(ts), None))
     return events
 
 
-def _unescape(text: str) -> str:
-    return _COPY_ESCAPE.sub(lambda m: _UNESCAPE[m.group(1)], text) if "\\" in text else text
+# Rows looked for by halving (~6 µs each) at most, per row of the text (a split costs ~0.25 µs a row).
+SOUGHT_ROWS_PER_ROW = 1 / 32
+
+
+def _rows_of(text: bytes, uids: list[str], sought: list[str]) -> list[tuple[int, int]]:
+    """Where the rows of the (sorted) `sought` ids are in a chunk's COPY text (of `uids`, sorted):
+    few, each found by halving the text; many (a chunk stored before, in part), by splitting it."""
+    if len(sought) <= len(uids) * SOUGHT_ROWS_PER_ROW:
+        spans, start = [], 0
+        for uid in sought:
+            spans.append(span := copy_rows.row_at(text, uid, start))
+            start = span[1]
+        return spans
+    ends = list(accumulate(map((1).__add__, map(len, text.split(b"\n")[:-1]))))
+    return [(ends[i - 1] if i else 0, ends[i]) for i in (bisect.bisect_left(uids, uid) for uid in sought)]
 
 
 def _insert(prepared: Prepared, batch_id: int, seen: SeenIds | None) -> Inserted:
@@ -472,12 +502,11 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> In
     stored = identity.claimed(asked) if asked else set()
     if len(stored) == len(prepared.uids):
         return Inserted(0, sorted(stored))
-    # Where the stored ones are (uids are sorted): the rows left out of the COPY.
-    left_out = sorted(bisect.bisect_left(prepared.uids, uid) for uid in stored)
-    claims = _kept_text(prepared.claims, prepared.claim_ends, left_out) if stored else prepared.claims
+    left_out = sorted(stored)  # the rows left out of the COPY
+    claims = _kept_text(prepared.claims, _rows_of(prepared.claims, prepared.uids, left_out))
     if not identity.copy_claims(cursor, claims):
         return None
-    data = _kept_text(prepared.copy, prepared.ends, left_out) if stored else prepared.copy
+    data = _kept_text(prepared.copy, _rows_of(prepared.copy, prepared.uids, left_out))
     with connection.wrap_database_errors:  # a refused value: the caller's savepoint gives the claims back
         cursor.cursor.copy_expert(
             f"COPY events_event ({_NAMES}, batch_id) FROM STDIN",
@@ -519,13 +548,15 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-def _kept_text(text: bytes, ends: IntArray, left_out: list[int]) -> bytes:
-    """The COPY text of the rows but those at the (ascending) positions `left_out`: the
-    text between them is taken in whole slices (they are few: ids stored already), copied once."""
+def _kept_text(text: bytes, left_out: list[tuple[int, int]]) -> bytes:
+    """The COPY text but the rows at the (ascending) spans `left_out`: the text between them
+    is taken in whole slices (they are few: ids stored already), copied once."""
+    if not left_out:
+        return text
     view, pieces, start = memoryview(text), [], 0
-    for i in left_out:
-        pieces.append(view[start : ends[i - 1] if i else 0])
-        start = ends[i]
+    for row_start, row_end in left_out:
+        pieces.append(view[start:row_start])
+        start = row_end
     pieces.append(view[start:])
     return b"".join(pieces)
 
@@ -542,9 +573,7 @@ def _subset(prepared: Prepared, part: slice) -> Prepared:
         events=0,
         uids=prepared.uids[part],
         copy=b"".join(lines[part]),
-        ends=IntArray("Q", accumulate(map(len, lines[part]))),
         claims=b"".join(claims[part]),
-        claim_ends=IntArray("Q", accumulate(map(len, claims[part]))),
         rows=prepared.rows[part],
         details=prepared.details,
     )
@@ -556,4 +585,4 @@ def _line_and_raw(prepared: Prepared) -> tuple[int, str]:
         row = prepared.rows[0]
         return row[-1], row[-2]
     fields = prepared.copy.decode().rstrip("\n").split("\t")
-    return int(fields[-1]), _COPY_ESCAPE.sub(lambda m: _UNESCAPE[m.group(1)], fields[-2])
+    return int(fields[-1]), copy_rows.unescaped(fields[-2])
