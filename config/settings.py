@@ -416,6 +416,15 @@ SWITCHBOARD = {
     # Days of events kept whole; beat prunes older chat and interaction events every hour,
     # keeping what the summaries need (events/retention.py). 0: keep everything.
     "RETENTION_DAYS": env_int("RETENTION_DAYS", 0),
+    # PostgreSQL: creating or dropping a month of the event table (make_partitions, prune_events)
+    # waits this long at a time for the table's lock, so that a long read holding the table
+    # (pg_dump, an export) never queues the service's queries behind the request for longer;
+    # then it lets them go and tries again, and gives up, changing nothing, after the deadline
+    # (events/ddl_locks.py). Above deadlock_timeout (1 s), so that autovacuum on the table
+    # yields to it; the deadline below beat's tasks' soft time limit (TASK_TIME_LIMIT_SECONDS - 30),
+    # so that a give-up is reported, not cut short. 0 s: wait without limit.
+    "DDL_LOCK_WAIT_SECONDS": float(os.environ.get("DDL_LOCK_WAIT_SECONDS", 2)),
+    "DDL_LOCK_DEADLINE_SECONDS": env_int("DDL_LOCK_DEADLINE_SECONDS", 60),
 }
 
 # Plain text by default; LOG_FORMAT=json: one JSON object per line (ingest/monitoring/logs.py).

@@ -22,10 +22,10 @@ import re
 import time
 from dataclasses import dataclass
 
-from django.db import connection, transaction
+from django.db import connection
 
+from events import ddl_locks
 from events.db import is_postgresql
-from events.privacy import blocks
 
 PARENT = "events_event"
 DEFAULT = "events_event_default"
@@ -112,27 +112,39 @@ def create(month: Month) -> int | None:
     with any transaction that read the table and then writes it (an erasure's, a prune's).
     The erasure lock, which every writer of the event table takes first, is taken before
     it: the wait for writers to finish is spent on it, with readers going on, rather than
-    queued for the table lock, which every new reader would queue behind.
+    queued for the table lock, which every new reader would queue behind. The table lock is
+    waited for a moment at a time (events/ddl_locks.py): while a long read holds the table,
+    readers are not queued behind the request for longer than that; `LockWaitGaveUp` past
+    the deadline, nothing created (the month's events go to the default partition meanwhile).
     """
-    with transaction.atomic(), connection.cursor() as cursor:
-        blocks.lock_exclusive()
-        cursor.execute(f"LOCK TABLE {PARENT} IN ACCESS EXCLUSIVE MODE")
-        if month in existing():
-            return None
-        cursor.execute(f"CREATE TEMPORARY TABLE partition_moved (LIKE {PARENT}) ON COMMIT DROP")
-        cursor.execute(
-            f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= %s AND ts < %s RETURNING *)"
-            " INSERT INTO partition_moved SELECT * FROM moved",
-            [month.start, month.end],
-        )
-        moved = cursor.rowcount
-        cursor.execute(
-            f"CREATE TABLE {month.name} PARTITION OF {PARENT} FOR VALUES FROM (%s) TO (%s)",
-            [month.start, month.end],
-        )
-        if moved:
-            cursor.execute(f"INSERT INTO {PARENT} OVERRIDING SYSTEM VALUE SELECT * FROM partition_moved")
-        cursor.execute("DROP TABLE partition_moved")
+    return ddl_locks.with_table_lock(
+        PARENT,
+        "ACCESS EXCLUSIVE",
+        lambda cursor: _create(cursor, month),
+        what=f"creating partition {month.name}",
+        meanwhile="until the partition exists, the month's events are stored in the default partition"
+        " (nothing is lost); the next make_partitions (beat: daily) tries again.",
+    )
+
+
+def _create(cursor, month: Month) -> int | None:  # noqa: ANN001 - a database cursor
+    """`create`'s work, inside its transaction holding the erasure lock and the table's."""
+    if month in existing():
+        return None
+    cursor.execute(f"CREATE TEMPORARY TABLE partition_moved (LIKE {PARENT}) ON COMMIT DROP")
+    cursor.execute(
+        f"WITH moved AS (DELETE FROM {DEFAULT} WHERE ts >= %s AND ts < %s RETURNING *)"
+        " INSERT INTO partition_moved SELECT * FROM moved",
+        [month.start, month.end],
+    )
+    moved = cursor.rowcount
+    cursor.execute(
+        f"CREATE TABLE {month.name} PARTITION OF {PARENT} FOR VALUES FROM (%s) TO (%s)",
+        [month.start, month.end],
+    )
+    if moved:
+        cursor.execute(f"INSERT INTO {PARENT} OVERRIDING SYSTEM VALUE SELECT * FROM partition_moved")
+    cursor.execute("DROP TABLE partition_moved")
     return moved
 
 
@@ -141,7 +153,9 @@ def make_partitions(
 ) -> list[tuple[Month, int]]:
     """Create this month's and the next `months_ahead` months' partitions, and those of the
     months the default partition holds at least `min_rows` events of; each with the rows it
-    took from the default partition. Idempotent; nothing on SQLite."""
+    took from the default partition. Idempotent; nothing on SQLite. `LockWaitGaveUp`
+    (events/ddl_locks.py) if a month's lock was not had within the deadline: the months
+    before it are made, the others are left to the next run."""
     if not partitioned():
         return []
     month = Month.of(time.time() if now is None else now)
@@ -155,7 +169,8 @@ def make_partitions(
 
 
 def detach_and_drop(cursor, month: Month) -> None:  # noqa: ANN001 - a database cursor
-    """Detach a month's partition and drop it (inside the caller's transaction).
+    """Detach a month's partition and drop it (inside the caller's transaction, whose lock waits
+    events/ddl_locks.py bounds: the detach takes `ACCESS EXCLUSIVE` on the event table).
 
     Not `DETACH … CONCURRENTLY`: PostgreSQL refuses it while the table has a default
     partition (and outside a transaction it could not commit with the copy of its rows).

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from django.conf import settings
 from django.db import connection, transaction
 
-from events import partitions
+from events import ddl_locks, partitions
 from events.db import chunked, is_postgresql
 from events.models import Event, Family
 from events.privacy import blocks
@@ -88,23 +88,34 @@ def _drop_month(month: partitions.Month) -> int | None:
     Writers to the event table wait meanwhile (they take the erasure lock first; the table
     lock is for any other); readers go on until the detach, a catalog change of an instant.
     Its ids stay in the id registry, so they remain duplicates. 0 if another prune dropped it
-    while this one waited for the lock.
+    while this one waited for the lock. The table lock and the detach's are waited for a
+    moment at a time (events/ddl_locks.py): while a long read holds the table, readers are
+    not queued behind the detach for longer than that; `LockWaitGaveUp` past the deadline,
+    nothing dropped.
     """
-    with transaction.atomic(), connection.cursor() as cursor:
-        blocks.lock_exclusive()
-        cursor.execute(f"LOCK TABLE {partitions.PARENT} IN SHARE ROW EXCLUSIVE MODE")
-        if month not in partitions.existing():
-            return 0
-        cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {month.name} WHERE family <> ALL(%s))", [list(PRUNED_FAMILIES)])
-        if cursor.fetchone()[0]:
-            return None
-        cursor.execute(
-            f"INSERT INTO events_prunedevent ({KEPT_COLUMNS}) SELECT {KEPT_COLUMNS} FROM {month.name}"
-            " ON CONFLICT (uid) DO NOTHING"
-        )
-        cursor.execute(f"SELECT count(*) FROM {month.name}")
-        (count,) = cursor.fetchone()
-        partitions.detach_and_drop(cursor, month)
+    return ddl_locks.with_table_lock(
+        partitions.PARENT,
+        "SHARE ROW EXCLUSIVE",
+        lambda cursor: _copy_and_drop(cursor, month),
+        what=f"dropping partition {month.name}",
+        meanwhile="its events stay stored until the next prune_events (beat: hourly) drops the month.",
+    )
+
+
+def _copy_and_drop(cursor, month: partitions.Month) -> int | None:  # noqa: ANN001 - a database cursor
+    """`_drop_month`'s work, inside its transaction holding the erasure lock and the table's."""
+    if month not in partitions.existing():
+        return 0
+    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {month.name} WHERE family <> ALL(%s))", [list(PRUNED_FAMILIES)])
+    if cursor.fetchone()[0]:
+        return None
+    cursor.execute(
+        f"INSERT INTO events_prunedevent ({KEPT_COLUMNS}) SELECT {KEPT_COLUMNS} FROM {month.name}"
+        " ON CONFLICT (uid) DO NOTHING"
+    )
+    cursor.execute(f"SELECT count(*) FROM {month.name}")
+    (count,) = cursor.fetchone()
+    partitions.detach_and_drop(cursor, month)
     return count
 
 

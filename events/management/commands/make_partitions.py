@@ -3,6 +3,7 @@
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from events import partitions
+from events.ddl_locks import LockWaitGaveUp
 
 MAX_MONTHS = 120
 
@@ -32,7 +33,10 @@ class Command(BaseCommand):
         if not partitions.partitioned():
             self.stderr.write("the event table is not partitioned (SQLite): nothing to do")
             return
-        made = partitions.make_partitions(options["months"], options["min_rows"])
+        try:
+            made = partitions.make_partitions(options["months"], options["min_rows"])
+        except LockWaitGaveUp as gave_up:
+            raise CommandError(str(gave_up)) from None
         for month, moved in made:
             self.stderr.write(
                 f"created {month.name}" + (f" ({moved} events moved from the default partition)" if moved else "")

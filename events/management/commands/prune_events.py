@@ -2,6 +2,7 @@
 
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
+from events.ddl_locks import LockWaitGaveUp
 from events.privacy.services import import_running
 from events.retention import ROWS, prune_events, retention_cut
 from reports.filters import parse_instant
@@ -34,5 +35,8 @@ class Command(BaseCommand):
             # A dominating import loads without the event table's secondary indexes (imports/bulk.py):
             # pruning by range would scan the table, and the import rebuilds its summaries anyway.
             raise CommandError("an import is running: run prune_events again once it has finished")
-        pruned = prune_events(cut, rows=options["rows"], progress=lambda n: self.stderr.write(f"{n} events pruned"))
+        try:
+            pruned = prune_events(cut, rows=options["rows"], progress=lambda n: self.stderr.write(f"{n} events pruned"))
+        except LockWaitGaveUp as gave_up:
+            raise CommandError(str(gave_up)) from None
         self.stderr.write(f"pruned {pruned} events older than {cut}")
