@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from itertools import islice
 from typing import IO
 
@@ -53,6 +55,32 @@ def pk_among(model: type, ids: Sequence[int]) -> Q | RawSQL:
     quote = connection.ops.quote_name
     column = f"{quote(model._meta.db_table)}.{quote(model._meta.pk.column)}"
     return RawSQL(f"{column} = ANY(%s)", [list(ids)], output_field=BooleanField())
+
+
+@contextmanager
+def alongside(work: Callable[[], object], name: str) -> Iterator[None]:
+    """Run `work` in a thread, on a database connection of its own (Django's are per
+    thread), while the block runs on this one; its exception is raised after the block,
+    unless the block raised one of its own. The thread's connection is closed when it ends,
+    so an unfinished transaction of it is rolled back."""
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            work()
+        except BaseException as error:  # noqa: BLE001 - raised in the caller's thread
+            failed.append(error)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=run, name=name, daemon=True)  # a killed import does not wait for it
+    thread.start()
+    try:
+        yield
+    finally:
+        thread.join()
+    if failed:
+        raise failed[0]
 
 
 def is_postgresql() -> bool:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import NamedTuple
 
 from events.registry import NormalizedEvent
@@ -67,10 +67,11 @@ def deferred_events_stored(marks: Mapping[tuple[str, str], int], counts: Mapping
     event_counts.add_counts(counts)
 
 
-def rebuild_stale(*, bulk: bool = False) -> int:
+def rebuild_stale(*, bulk: bool = False, actors_added: Collection[str] = ()) -> int:
     """Rebuild every stale site and room; returns how many summaries were rebuilt.
 
     `bulk`: after an import that dominated the event table (its indexes were deferred),
-    when most of what the rebuild adds is new (`site_summary.rebuild_sites`).
+    when most of what the rebuild adds is new; `actors_added`: sites whose actors were
+    added since they were marked stale (`site_summary.rebuild_sites`).
     """
-    return site_summary.rebuild_stale_sites(bulk=bulk) + room_summary.rebuild_stale_rooms()
+    return site_summary.rebuild_stale_sites(bulk=bulk, actors_added=actors_added) + room_summary.rebuild_stale_rooms()

@@ -29,7 +29,7 @@ import itertools
 import math
 import sys
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from itertools import groupby
@@ -586,22 +586,24 @@ def rebuild_site(site_id: str) -> None:
     rebuild_sites([site_id])
 
 
-def rebuild_sites(site_ids: Iterable[str], *, bulk: bool = False) -> None:
+def rebuild_sites(site_ids: Iterable[str], *, bulk: bool = False, actors_added: Collection[str] = ()) -> None:
     """Recompute sites from their stored events, a few hundred per transaction.
 
     Set-based: one ordered pass over the sites' statuses gives their spans (the
     semantics above, in Python); the database then counts the messages inside
     those spans (`_count_messages`), and the actors are added with one insert.
     `bulk` (after an import that dominated the event table): the actors of all
-    the sites are added first, with the actor table's unique index built after.
+    the sites are added first, with the actor table's unique index built after
+    (`add_actors_of_sites`), but for `actors_added`, the sites whose actors that already did.
     """
     ids = sorted(set(site_ids))
-    add_actors_first = bulk and connection.vendor == "postgresql" and bool(ids)
-    if add_actors_first:
-        _add_actors_then_index(ids)
+    added = set(actors_added)
+    if bulk and connection.vendor == "postgresql" and (missing := [i for i in ids if i not in added]):
+        add_actors_of_sites(missing)
+        added.update(missing)
     for part in chunked(ids, REBUILD_SITES):
         with transaction.atomic():
-            _rebuild_part(part, add_actors=not add_actors_first)
+            _rebuild_part(part, add_actors=not added.issuperset(part))
 
 
 ACTOR_TABLE = SiteActor._meta.db_table
@@ -638,7 +640,7 @@ def _actor_indexes(cursor) -> list[tuple[str, str]]:  # noqa: ANN001 - a databas
     return statements
 
 
-def _add_actors_then_index(site_ids: Sequence[str]) -> None:
+def add_actors_of_sites(site_ids: Sequence[str]) -> None:
     """Add the sites' missing actors (site, role, actor) without the table's indexes, then build them.
 
     After a dominating import most of the table's rows are new: inserted one by one
@@ -764,10 +766,14 @@ def _rebuild_part(site_ids: Sequence[str], *, add_actors: bool = True) -> None:
         )
 
 
-def rebuild_stale_sites(*, bulk: bool = False) -> int:
-    """Rebuild every site marked stale; returns how many (`bulk`: see `rebuild_sites`)."""
-    stale = list(SiteSummary.objects.filter(stale=True).values_list("site_id", flat=True))
-    rebuild_sites(stale, bulk=bulk)
+def stale_site_ids() -> list[str]:
+    return list(SiteSummary.objects.filter(stale=True).values_list("site_id", flat=True))
+
+
+def rebuild_stale_sites(*, bulk: bool = False, actors_added: Collection[str] = ()) -> int:
+    """Rebuild every site marked stale; returns how many (`bulk`, `actors_added`: see `rebuild_sites`)."""
+    stale = stale_site_ids()
+    rebuild_sites(stale, bulk=bulk, actors_added=actors_added)
     return len(stale)
 
 

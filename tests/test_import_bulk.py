@@ -31,7 +31,7 @@ import pytest
 from django.core.management import call_command
 from django.db import connection, transaction
 
-from events.db import copy_text
+from events.db import alongside, copy_text
 from events.models import Event
 from ingest.imports import bulk, loader, sequential
 from ingest.imports.copy_rows import joined, row_at, row_texts
@@ -406,6 +406,40 @@ def test_a_bulk_rebuild_of_actors_keeps_the_ones_there_and_adds_the_rest(tmp_pat
     # Every index of the actor table (PostgreSQL drops them all for the insert) is back as it was.
     assert actor_indexes() == indexes
     assert indexes["site_actor_unique"]["unique"] and any(i["primary_key"] for i in indexes.values())
+
+
+def test_a_bulk_rebuild_adds_the_actors_of_the_sites_not_said_to_have_them(tmp_path, sample_data):
+    """`finish_load` adds the stale sites' actors alongside the index builds and tells the
+    rebuild which sites those were: any other site stale by then gets its actors added."""
+    run(str(sample_data / "chat" / "mixed.jsonl"))
+    actors = sorted(SiteActor.objects.values_list("site_id", "role", "actor"))
+    summary = [row.classic() for row in site_summary.summary_rows()]
+    sites = sorted({site for site, _, _ in actors})
+    said, other = sites[: len(sites) // 2], sites[len(sites) // 2 :]
+    assert said and other
+    SiteActor.objects.filter(site_id__in=other).delete()  # as if stored after the actors were added
+
+    site_summary.rebuild_sites(sites, bulk=True, actors_added=said)
+
+    assert sorted(SiteActor.objects.values_list("site_id", "role", "actor")) == actors
+    assert [row.classic() for row in site_summary.summary_rows()] == summary
+
+
+def test_work_alongside_runs_on_its_own_connection_and_its_error_is_raised_after():
+    def work() -> None:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT 1")
+        ran.append(connection.connection is not main)  # its own connection
+        raise ValueError("from the thread")
+
+    ran: list[bool] = []
+    connection.ensure_connection()
+    main = connection.connection
+    steps = []
+    with pytest.raises(ValueError, match="from the thread"), alongside(work, name="test"):
+        steps.append("block")
+    assert steps == ["block"] and ran == [True]
+    assert connection.connection is main  # this thread's is untouched
 
 
 def actor_indexes() -> dict[str, dict]:

@@ -17,7 +17,6 @@ from ingest.imports import bulk
 from ingest.imports.jobs import matching_job
 from ingest.imports.tasks import enqueue_ranges
 from ingest.models import ImportJob, ImportRange, RawBatch
-from reports import maintenance
 
 
 def unfinished_ranges(path: str) -> int:
@@ -129,7 +128,5 @@ def finish_import(job: ImportJob) -> ImportJob:
     job.accepted, job.duplicates, job.rejected = (totals[k] or 0 for k in ("accepted", "duplicates", "rejected"))
     job.finished_at = job.finished_at or timezone.now()
     job.save(update_fields=["accepted", "duplicates", "rejected", "finished_at", "updated_at"])
-    dominating = bool(ImportJob.objects.get(pk=job.pk).deferred_ddl)
-    bulk.restore_deferred()  # before the rebuild, which reads through them
-    maintenance.rebuild_stale(bulk=dominating)
+    bulk.finish_load(bool(ImportJob.objects.get(pk=job.pk).deferred_ddl))
     return job

@@ -77,9 +77,7 @@ def import_file(
     if job.finished_at is None:
         job.finished_at = timezone.now()
         job.save(update_fields=["finished_at"])
-    dominating = dominating or bool(job.deferred_ddl)  # a resumed import may have deferred them before
-    bulk.restore_deferred()  # before the rebuild, which reads through them
-    maintenance.rebuild_stale(bulk=dominating)
+    bulk.finish_load(dominating or bool(job.deferred_ddl))  # a resumed import may have deferred them before
     return job
 
 
