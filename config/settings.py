@@ -376,8 +376,9 @@ SWITCHBOARD = {
     "CLOCK_SKEW_TOLERANCE_SECONDS": env_int("CLOCK_SKEW_TOLERANCE_SECONDS", 10),
     # Arrays/objects nested deeper are rejected: Django reads JSON back recursively.
     "MAX_NESTING": env_int("MAX_NESTING", 100),
-    # 25,000: as fast as 50,000 on a durable server, with ~40 % less memory (docs/benchmarks.md).
-    "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 25_000),
+    # Lines per transaction (and checkpoint), validated in parts of 25,000 (loader.PART_LINES):
+    # the registry and the rollup written once per transaction (docs/benchmarks.md).
+    "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 100_000),
     # Processes that validate the next chunks of a file while import_jsonl stores one (0: none).
     "IMPORT_WORKERS": env_int("IMPORT_WORKERS", 1),
     # PostgreSQL: an import of at least this much that also doubles the event table or more

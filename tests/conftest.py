@@ -111,3 +111,31 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     report = yield
     setattr(item, f"rep_{report.when}", report)
     return report
+
+
+REFUSED = "refused-1"
+
+
+@pytest.fixture
+def refuse_one_uid():
+    """A trigger that refuses one record, as a constraint or a value out of a type's range would."""
+    with connection.cursor() as cursor:
+        if connection.vendor == "postgresql":
+            cursor.execute(
+                "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+                f" IF NEW.uid = '{REFUSED}' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;"
+                " RETURN NEW; END $$"
+            )
+            cursor.execute(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON events_event FOR EACH ROW EXECUTE FUNCTION refuse_one()"
+            )
+        else:
+            cursor.execute(
+                "CREATE TRIGGER refuse_one BEFORE INSERT ON events_event"
+                f" WHEN NEW.uid = '{REFUSED}' BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
+            )
+    yield
+    with connection.cursor() as cursor:
+        cursor.execute("DROP TRIGGER refuse_one" + (" ON events_event" if connection.vendor == "postgresql" else ""))
+        if connection.vendor == "postgresql":
+            cursor.execute("DROP FUNCTION refuse_one()")

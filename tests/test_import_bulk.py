@@ -45,6 +45,7 @@ from ingest.records import RejectedRecord
 from reports import event_counts, site_summary
 from reports.models import EventCount, SiteActor, SiteSummary
 from tests import chat_oracle
+from tests.conftest import REFUSED
 from tests.races import backend_pid, start_writer, waits_for_a_lock
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -196,34 +197,6 @@ def test_a_number_jsonb_cannot_hold_is_imported_with_its_neighbours(tmp_path):
     assert f"{path}: accepted=3 duplicates=0 rejected=0" in err
     assert Event.objects.get(uid="tiny").raw == tiny.decode()  # stored as sent
     assert out == "s1,messages=0,emails=3,operators=0,visitors=1\n"
-
-
-REFUSED = "refused-1"
-
-
-@pytest.fixture
-def refuse_one_uid():
-    """A trigger that refuses one record, as a constraint or a value out of a type's range would."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "postgresql":
-            cursor.execute(
-                "CREATE FUNCTION refuse_one() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
-                f" IF NEW.uid = '{REFUSED}' THEN RAISE EXCEPTION 'refused by a test trigger'; END IF;"
-                " RETURN NEW; END $$"
-            )
-            cursor.execute(
-                "CREATE TRIGGER refuse_one BEFORE INSERT ON events_event FOR EACH ROW EXECUTE FUNCTION refuse_one()"
-            )
-        else:
-            cursor.execute(
-                "CREATE TRIGGER refuse_one BEFORE INSERT ON events_event"
-                f" WHEN NEW.uid = '{REFUSED}' BEGIN SELECT RAISE(ABORT, 'refused by a test trigger'); END"
-            )
-    yield
-    with connection.cursor() as cursor:
-        cursor.execute("DROP TRIGGER refuse_one" + (" ON events_event" if connection.vendor == "postgresql" else ""))
-        if connection.vendor == "postgresql":
-            cursor.execute("DROP FUNCTION refuse_one()")
 
 
 def test_a_record_the_database_refuses_is_rejected_and_its_chunk_stored(tmp_path, refuse_one_uid):

@@ -34,7 +34,7 @@ from ingest.models import ImportJob, RawBatch, Rejection
 from ingest.records import REFUSED as REFUSED_REASON
 from ingest.records import Chunk, validate_into, whole_record_limit
 from reports.models import EventCount
-from tests.test_import_bulk import REFUSED, refuse_one_uid  # noqa: F401 - a fixture
+from tests.conftest import REFUSED
 from tests.test_validation_equivalence import BASE, NOW, SAMPLE_LINES, STATUS, chat_lines
 
 FILES = hypothesis_settings(

@@ -48,6 +48,11 @@ T = TypeVar("T")
 NO_BLOCKS = Blocks()
 PR_SET_PDEATHSIG = 1
 
+# A chunk of an import (a transaction) is validated in parts of at most this many lines: a
+# worker's memory grows with its part, while the database's work per line falls with the
+# transaction (`store_parts`).
+PART_LINES = 25_000
+
 # The columns a chunk brings; `batch_id` is added when it is stored.
 COLUMNS = (
     "uid", "family", "kind", "category", "site_id", "session", "actor", "ts", "online", "client_timestamp", "raw",
@@ -207,14 +212,15 @@ def prepare(
 
 
 def prepared_chunks(
-    chunks: Iterable[tuple[list[LineBlock | RawRecord], T]], workers: int, *, array: bool = False
+    chunks: Iterable[tuple[list[LineBlock | RawRecord], T]], workers: int, *, array: bool = False, ahead: int = 1
 ) -> Iterator[tuple[Prepared, T]]:
     """Prepare chunks (records, or blocks of lines: `framing.ndjson_blocks`) in `workers`
     processes (in this one if 0), in order, a few ahead at most; each comes back with what
     the caller gave with it.
 
     "Future" timestamps are judged against the clock when a chunk is handed out.
-    Memory stays bounded: at most `workers + 1` chunks wait to be stored.
+    Memory stays bounded: at most `workers + ahead` chunks wait to be stored (`ahead`: as
+    many as the caller stores at once, so that the workers go on while it does).
     """
     postgresql = is_postgresql()
     withheld = current_blocks()
@@ -239,7 +245,7 @@ def prepared_chunks(
                 chunk = _handed(pieces, array)
                 submitted = pool.submit(_prepare_collected, chunk, time.time(), postgresql, array, withheld)
                 pending.append((submitted, extra))
-                if len(pending) > workers:
+                if len(pending) >= workers + ahead:
                     future, extra = pending.popleft()
                     yield future.result(), extra
                     collect()
@@ -328,8 +334,58 @@ def store(
 
     `seen` (PostgreSQL): the ids possibly stored already; only those are looked up.
     """
+    return store_parts([prepared], source=source, job_id=job_id, byte_start=byte_start, seen=seen, range_id=range_id)[0]
+
+
+def store_parts(
+    parts: list[Prepared],
+    *,
+    source: str,
+    job_id: int | None,
+    byte_start: int,
+    seen: SeenIds | None = None,
+    range_id: int | None = None,
+) -> list[Stored]:
+    """Store consecutive prepared parts of a source, each under a provenance batch of its own,
+    in the caller's transaction (the checkpoint's, after the last part).
+
+    On PostgreSQL their new ids are registered in one `COPY` and their events copied in
+    another (`_insert_together`), and the summaries' tallies added once: the registry's
+    unique index is swept once per transaction instead of once per part, and the rollup
+    upserted once (docs/benchmarks.md, the import's seventh round). Parts that need
+    care (detail rows, an id another writer stored meanwhile, a value the database refuses)
+    are stored one by one instead, as a single part always is.
+    """
     lock_shared()  # as every storing transaction: no prune moves ids between its look-up and its insert
-    batch = RawBatch.objects.create(
+    starts = [byte_start, *(part.end_offset for part in parts[:-1])]
+    batches = [_new_batch(part, source, job_id, start) for part, start in zip(parts, starts, strict=True)]
+    _add_sites(parts[0].sites if len(parts) == 1 else sorted(set().union(*(part.sites for part in parts))))
+    together = _insert_together(parts, [batch.pk for batch in batches], seen) if len(parts) > 1 else None
+    if together is None:
+        results = [_insert_isolating(part, batch.pk, seen) for part, batch in zip(parts, batches, strict=True)]
+    else:
+        results = [(inserted, []) for inserted in together]
+    marks: Counter[tuple[str, str]] = Counter()
+    counts: Counter[tuple[int, str, str]] = Counter()
+    stored = []
+    for part, batch, start, (inserted, refused) in zip(parts, batches, starts, results, strict=True):
+        Stanza.objects.bulk_create(
+            [Stanza(event_id=pk, **part.details[uid]) for pk, uid in inserted.ids if uid in part.details],
+            batch_size=1000,
+        )
+        part_marks, part_counts = _tallies_of_new(part, inserted.skipped)
+        if len(parts) == 1:
+            marks, counts = part_marks, part_counts
+        else:
+            marks.update(part_marks)
+            counts.update(part_counts)
+        stored.append(_finish_batch(part, batch, start, inserted, refused, part_counts, job_id, range_id))
+    maintenance.deferred_events_stored(marks, counts)
+    return stored
+
+
+def _new_batch(prepared: Prepared, source: str, job_id: int | None, byte_start: int) -> RawBatch:
+    return RawBatch.objects.create(
         source=source,
         import_job_id=job_id,
         byte_start=byte_start,
@@ -340,14 +396,20 @@ def store(
         status=RawBatch.Status.DONE,
         processed_at=timezone.now(),
     )
-    _add_sites(prepared.sites)
-    inserted, refused = _insert_isolating(prepared, batch.pk, seen)
-    Stanza.objects.bulk_create(
-        [Stanza(event_id=pk, **prepared.details[uid]) for pk, uid in inserted.ids if uid in prepared.details],
-        batch_size=1000,
-    )
-    marks, counts = _tallies_of_new(prepared, inserted.skipped)
-    maintenance.deferred_events_stored(marks, counts)
+
+
+def _finish_batch(
+    prepared: Prepared,
+    batch: RawBatch,
+    byte_start: int,
+    inserted: Inserted,
+    refused: list[RejectedRecord],
+    counts: Counter[tuple[int, str, str]],
+    job_id: int | None,
+    range_id: int | None,
+) -> Stored:
+    """A part's rejections and counts, and its line in the metrics once the transaction commits
+    (`counts`: the tally of the events it stored)."""
     rejections = prepared.rejections + refused
     _add_rejections(batch, rejections)
     result = Stored(inserted.count, prepared.events - inserted.count - len(refused), len(rejections), batch)
@@ -506,13 +568,65 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> In
     claims = _kept_text(prepared.claims, _rows_of(prepared.claims, prepared.uids, left_out))
     if not identity.copy_claims(cursor, claims):
         return None
+    _copy_events(cursor, prepared, left_out, batch_id)
+    return Inserted(len(prepared.uids) - len(stored), sorted(stored))
+
+
+def _insert_together(parts: list[Prepared], batch_ids: list[int], seen: SeenIds | None) -> list[Inserted] | None:
+    """PostgreSQL: the parts' new ids registered in one COPY, in id order, then their new
+    events in one more, under a savepoint; None, having stored nothing, when the parts are
+    to be stored one by one: on SQLite, with detail rows, when another writer registered one
+    of the ids meanwhile, or when the database refuses a value (`_insert_isolating` sets it aside).
+
+    An id of an earlier part of the same call is not registered yet: the later part's
+    event of it is a duplicate, found among the ids the filter says may be stored.
+    """
+    if not is_postgresql() or any(part.details for part in parts):
+        return None
+    asked = [part.uids if seen is None else seen.add_returning_seen(part.uids) for part in parts]
+    stored = identity.claimed(sorted(set().union(*asked)))
+    left_out = [
+        [uid for uid in ids if uid in stored or any(_holds(earlier.uids, uid) for earlier in parts[:i])]
+        for i, ids in enumerate(asked)
+    ]
+    # One id order for the claims of every writer (events/identity.py): a COPY row starts with
+    # its id, escaped in a way that keeps the order of ids (a backslash doubled; no id holds
+    # a control character), and ends it with a tab, which sorts before any character of an id.
+    claims = b"".join(
+        sorted(
+            row
+            for part, out in zip(parts, left_out, strict=True)
+            for row in _kept_text(part.claims, _rows_of(part.claims, part.uids, out)).splitlines(keepends=True)
+        )
+    )
+    with connection.cursor() as cursor:
+        try:
+            with transaction.atomic():
+                if not identity.copy_claims(cursor, claims):
+                    return None
+                for part, out, batch_id in zip(parts, left_out, batch_ids, strict=True):
+                    _copy_events(cursor, part, out, batch_id)  # one part's text at a time in memory
+        except (DataError, IntegrityError, InternalError):
+            if not connection.is_usable():
+                raise
+            return None
+    return [Inserted(len(part.uids) - len(out), out) for part, out in zip(parts, left_out, strict=True)]
+
+
+def _copy_events(cursor, prepared: Prepared, left_out: list[str], batch_id: int) -> None:  # noqa: ANN001
+    """COPY the chunk's events but those of the (sorted) ids `left_out` into the event table."""
     data = _kept_text(prepared.copy, _rows_of(prepared.copy, prepared.uids, left_out))
     with connection.wrap_database_errors:  # a refused value: the caller's savepoint gives the claims back
         cursor.cursor.copy_expert(
             f"COPY events_event ({_NAMES}, batch_id) FROM STDIN",
             io.BytesIO(data.replace(b"\n", b"\t%d\n" % batch_id)),
         )
-    return Inserted(len(prepared.uids) - len(stored), sorted(stored))
+
+
+def _holds(uids: list[str], uid: str) -> bool:
+    """Whether the sorted `uids` hold `uid`."""
+    i = bisect.bisect_left(uids, uid)
+    return i < len(uids) and uids[i] == uid
 
 
 def _insert_isolating(

@@ -166,13 +166,18 @@ def process_range(range_id: int, chunk_lines: int | None = None) -> ImportRange 
         )
         start = part.next_offset
         chunks = iter(lambda: list(islice(records, chunk_lines)), [])
+        part_lines = -(-chunk_lines // -(-chunk_lines // loader.PART_LINES))  # as the command's (sequential.py)
         with collector_paused() as collect:
             withheld = current_blocks()  # erasures' blocks, read once per delivery
-            for prepared in (loader.prepare(raw, now, is_postgresql(), withheld=withheld) for raw in chunks):
+            for raw in chunks:
+                prepared = [
+                    loader.prepare(raw[i : i + part_lines], now, is_postgresql(), withheld=withheld)
+                    for i in range(0, len(raw), part_lines)
+                ]
                 stored = _store_range_chunk(range_id, start, prepared)
                 if stored is None:
                     return None  # another delivery moved this range on: it carries on from there
-                part, start = stored, prepared.end_offset
+                part, start = stored, prepared[-1].end_offset
                 ImportJob.objects.filter(pk=part.job_id).update(updated_at=timezone.now())  # still advancing
                 collect()
     if start >= part.byte_end and part.status != ImportRange.Status.DONE:  # an empty range
@@ -204,20 +209,23 @@ def _check_file(part: ImportRange) -> None:
 
 
 @transaction.atomic
-def _store_range_chunk(range_id: int, start: int, prepared: loader.Prepared) -> ImportRange | None:
+def _store_range_chunk(range_id: int, start: int, prepared: list[loader.Prepared]) -> ImportRange | None:
     part = ImportRange.objects.select_for_update().select_related("job").get(pk=range_id)
     if part.status == ImportRange.Status.DONE or part.next_offset != start:
         return None
-    result = loader.store(prepared, source=part.job.path, job_id=part.job_id, byte_start=start, range_id=range_id)
+    results = loader.store_parts(
+        prepared, source=part.job.path, job_id=part.job_id, byte_start=start, range_id=range_id
+    )
     # A range holds many chunks: its counts grow with each, and it is done at its end.
-    part.record_count += prepared.records
-    part.accepted += result.accepted
-    part.duplicates += result.duplicates
-    part.rejected += result.rejected
-    part.next_offset = prepared.end_offset
-    part.next_line = prepared.next_line
+    part.record_count += sum(p.records for p in prepared)
+    part.accepted += sum(r.accepted for r in results)
+    part.duplicates += sum(r.duplicates for r in results)
+    part.rejected += sum(r.rejected for r in results)
+    last = prepared[-1]
+    part.next_offset = last.end_offset
+    part.next_line = last.next_line
     now = timezone.now()
-    if prepared.end_offset >= part.byte_end:
+    if last.end_offset >= part.byte_end:
         part.status, part.processed_at = ImportRange.Status.DONE, now
     part.claimed_at = now  # a heartbeat: the sweeper leaves an advancing range alone
     part.save()

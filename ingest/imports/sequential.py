@@ -64,14 +64,21 @@ def import_file(
             max_record=whole_record_limit(),
             inside=framing == ARRAY and job.next_offset > 0,
         )
-        chunks = _chunks_with_hashes(pieces, chunk_lines, stream)
-        for prepared, checkpoint_hash in loader.prepared_chunks(chunks, workers, array=framing == ARRAY):
+        per_chunk, parts = _parts_with_hashes(pieces, chunk_lines, stream)
+        chunk: list[loader.Prepared] = []
+        for prepared, checkpoint_hash in loader.prepared_chunks(
+            parts, workers, array=framing == ARRAY, ahead=per_chunk
+        ):
+            chunk.append(prepared)
+            if checkpoint_hash is None:
+                continue  # the chunk's next part is still to come
             if dominating and seen is None:
                 # Built once the validating workers are forked (handing out the first chunk
                 # forks them): forked before, each kept the filter's pages (32-64 MiB at 10 M
                 # lines) as the command wrote its own copy, counted twice in the import's RSS.
                 seen = seen_ids_of_table(left // BYTES_PER_RECORD)
-            _store_file_chunk(job, path, prepared, checkpoint_hash, seen)
+            _store_file_chunk(job, path, chunk, checkpoint_hash, seen)
+            chunk = []
             if on_progress:
                 on_progress(job)
     if job.finished_at is None:
@@ -119,20 +126,41 @@ def _chunks_with_hashes(
         yield chunk, stream.hash_before(end_of(chunk[-1]))
 
 
+def _parts_with_hashes(
+    pieces: Iterator[LineBlock | RawRecord], size: int, stream: TailKeeper
+) -> tuple[int, Iterator[tuple[list[LineBlock | RawRecord], str | None]]]:
+    """(parts per chunk, the parts): the records in chunks of about `size` (a transaction
+    each), each cut into as many equal parts of at most `loader.PART_LINES` as it takes. A
+    chunk's last part comes with the hash of the bytes before its end, the others with None."""
+    per_chunk = -(-size // loader.PART_LINES)
+    return per_chunk, _marked_parts(_chunks_with_hashes(pieces, -(-size // per_chunk), stream), per_chunk)
+
+
+def _marked_parts(
+    parts: Iterator[tuple[list[LineBlock | RawRecord], str]], per_chunk: int
+) -> Iterator[tuple[list[LineBlock | RawRecord], str | None]]:
+    held = next(parts, None)  # one part held back: the file's last part ends its chunk, whatever its number
+    for number, following in enumerate(parts, 1):
+        yield held[0], held[1] if number % per_chunk == 0 else None  # type: ignore[index]
+        held = following
+    if held is not None:
+        yield held
+
+
 @transaction.atomic
 def _store_file_chunk(
-    job: ImportJob, path: str, prepared: loader.Prepared, checkpoint_hash: str, seen: SeenIds | None
+    job: ImportJob, path: str, parts: list[loader.Prepared], checkpoint_hash: str, seen: SeenIds | None
 ) -> None:
     locked = ImportJob.objects.select_for_update().get(pk=job.pk)
     if locked.next_offset != job.next_offset:
         raise ConcurrentImport(f"{path} is being imported by another process")
-    stored = loader.store(prepared, source=path, job_id=job.pk, byte_start=job.next_offset, seen=seen)
-    job.next_offset = prepared.end_offset
-    job.next_line = prepared.next_line
+    stored = loader.store_parts(parts, source=path, job_id=job.pk, byte_start=job.next_offset, seen=seen)
+    job.next_offset = parts[-1].end_offset
+    job.next_line = parts[-1].next_line
     job.checkpoint_hash = checkpoint_hash
-    job.accepted += stored.accepted
-    job.duplicates += stored.duplicates
-    job.rejected += stored.rejected
+    job.accepted += sum(part.accepted for part in stored)
+    job.duplicates += sum(part.duplicates for part in stored)
+    job.rejected += sum(part.rejected for part in stored)
     job.deferred_ddl = locked.deferred_ddl  # another import may have built them meanwhile
     job.save()
 
