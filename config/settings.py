@@ -378,7 +378,7 @@ SWITCHBOARD = {
     "MAX_NESTING": env_int("MAX_NESTING", 100),
     # Lines per transaction (and checkpoint), validated in parts of 25,000 (loader.PART_LINES):
     # the registry and the rollup written once per transaction (docs/benchmarks.md).
-    "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 100_000),
+    "IMPORT_CHUNK_LINES": env_int("IMPORT_CHUNK_LINES", 75_000),
     # Processes that validate the next chunks of a file while import_jsonl stores one (0: none).
     "IMPORT_WORKERS": env_int("IMPORT_WORKERS", 1),
     # PostgreSQL: an import of at least this much that also doubles the event table or more
