@@ -24,9 +24,11 @@ from django.db import connection, transaction
 from events import identity
 from events.models import Event
 from ingest.imports import loader
+from ingest.imports.parallel import finish_import
+from ingest.imports.ranges import plan_import, process_range
 from ingest.imports.seen import SeenIds
 from ingest.models import ImportJob, RawBatch, Rejection
-from reports import event_counts
+from reports import event_counts, site_summary
 from reports.models import EventCount
 from tests import chat_oracle
 from tests.conftest import REFUSED
@@ -217,3 +219,26 @@ def test_the_parts_ids_are_registered_in_the_order_every_writer_claims_them():
     assert not errors
     assert worker_claimed == [{"B", "a"}]
     assert [(s.accepted, s.duplicates) for s in stored] == [(0, 1), (0, 1)]
+
+
+def test_a_ranges_sub_chunks_are_stored_in_parts_as_the_commands_chunks_are(tmp_path, monkeypatch, registry_copies):
+    """`import_jsonl --parallel`: a worker's sub-chunk of a range is validated in parts too."""
+    monkeypatch.setattr(loader, "PART_LINES", 4)
+    path = repeating_file(tmp_path / "repeating.jsonl")
+    data = path.read_bytes()
+    outcome = chat_oracle.read_ndjson(data, time.time())
+    plan = plan_import(str(path), chunk_bytes=len(data) // 3)
+
+    for part in plan.unfinished:
+        process_range(part, chunk_lines=12)
+    finish_import(ImportJob.objects.get())
+
+    assert dict(Event.objects.values_list("uid", "line")) == first_lines(data)
+    assert sorted(Rejection.objects.values_list("line", flat=True)) == outcome.rejected_lines
+    job = ImportJob.objects.get()
+    assert (job.accepted, job.duplicates, job.rejected) == (len(outcome.accepted), outcome.duplicates, outcome.rejected)
+    assert all(batch.record_count <= 4 for batch in RawBatch.objects.all())
+    assert [row.classic() for row in site_summary.summary_rows()] == chat_oracle.summary_lines(outcome.accepted)
+    if connection.vendor == "postgresql":
+        assert sum(registry_copies) == len(outcome.accepted)
+        assert len(registry_copies) < RawBatch.objects.count()  # a COPY per sub-chunk, not per part
