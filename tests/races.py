@@ -9,8 +9,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import TypeVar
 
 from django.db import connection, transaction
+
+T = TypeVar("T")
 
 
 def backend_pid() -> int:
@@ -97,3 +100,36 @@ def transaction_held(hold: Callable[[], object], errors: list) -> Iterator[Calla
     finally:
         release.set()
         thread.join(30)
+
+
+def against_a_code_point_claimer(store: Callable[[], T]) -> tuple[T | None, list[set[str]], list[Exception]]:
+    """Run `store` in a transaction of this thread while another writer, claiming ["B", "a"]
+    in code-point order (events/identity.py), holds "B" and claims "a" once `store` waits for
+    a lock: (what `store` returned, what the writer claimed, the errors of either). A `store`
+    that took "a" before waiting for "B" deadlocks with it."""
+    from events import identity  # the registry, for the tests that race on it
+
+    storing = backend_pid()
+    errors: list[Exception] = []
+    claimed: list[set[str]] = []
+    holds_b = threading.Event()
+
+    def writer() -> None:
+        with transaction.atomic():
+            ids = identity.claim([("B", 1_500_000_000.0)])
+            holds_b.set()
+            if waits_for_a_lock(storing):
+                ids |= identity.claim([("a", 1_500_000_000.0)])
+            claimed.append(ids)
+
+    thread = start_writer(writer, errors)
+    if not holds_b.wait(10):
+        errors.append(TimeoutError("the writer did not claim B"))
+    result = None
+    with transaction.atomic():
+        try:
+            result = store()
+        except Exception as error:  # noqa: BLE001 - the test checks `errors`
+            errors.append(error)
+    thread.join(30)
+    return result, claimed, errors

@@ -20,7 +20,6 @@ import itertools
 import math
 import multiprocessing
 import pickle
-import threading
 import time
 from collections import Counter
 from multiprocessing.reduction import ForkingPickler
@@ -46,7 +45,7 @@ from reports import event_counts, site_summary
 from reports.models import EventCount, SiteActor, SiteSummary
 from tests import chat_oracle
 from tests.conftest import REFUSED
-from tests.races import backend_pid, start_writer, waits_for_a_lock
+from tests.races import against_a_code_point_claimer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -557,27 +556,9 @@ def test_an_import_and_a_worker_claiming_the_same_ids_wait_on_each_other_whateve
 
     collate("und-x-icu")
     try:
-        importing = backend_pid()
-        errors: list[Exception] = []
-        worker_claimed: list[set[str]] = []
-        holds_b = threading.Event()
-
-        def worker() -> None:  # a group claiming ["B", "a"] in code-point order, caught between the two
-            with transaction.atomic():
-                claimed = identity.claim([("B", 1_500_000_000.0)])
-                holds_b.set()
-                if waits_for_a_lock(importing):
-                    claimed |= identity.claim([("a", 1_500_000_000.0)])
-                worker_claimed.append(claimed)
-
-        thread = start_writer(worker, errors)
-        assert holds_b.wait(10)
-        with transaction.atomic():
-            try:
-                stored = loader.store(prepared, source="test", job_id=None, byte_start=0)
-            except Exception as error:  # noqa: BLE001 - reported below
-                errors.append(error)
-        thread.join(30)
+        stored, worker_claimed, errors = against_a_code_point_claimer(
+            lambda: loader.store(prepared, source="test", job_id=None, byte_start=0)
+        )
         assert not errors
         assert worker_claimed == [{"B", "a"}] and stored.accepted == 0 and stored.duplicates == 2
     finally:

@@ -12,7 +12,6 @@ tallies once, and stores exactly what storing the parts one by one stores.
 from __future__ import annotations
 
 import io
-import threading
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ from reports import event_counts, site_summary
 from reports.models import EventCount
 from tests import chat_oracle
 from tests.conftest import REFUSED
-from tests.races import backend_pid, start_writer, waits_for_a_lock
+from tests.races import against_a_code_point_claimer
 
 pytestmark = pytest.mark.django_db(transaction=True)
 T0 = 1_500_000_000.0
@@ -194,27 +193,10 @@ def test_the_parts_ids_are_registered_in_the_order_every_writer_claims_them():
     two while the parts' COPY of ids waits for its "B": were the parts' ids registered part
     by part ("a" of the first part, then "B"), each would wait for the other."""
     parts = prepared_parts([["a"], ["B"]])
-    importing = backend_pid()
-    errors: list[Exception] = []
-    worker_claimed: list[set[str]] = []
-    holds_b = threading.Event()
 
-    def worker() -> None:
-        with transaction.atomic():
-            claimed = identity.claim([("B", T0)])
-            holds_b.set()
-            if waits_for_a_lock(importing):
-                claimed |= identity.claim([("a", T0)])
-            worker_claimed.append(claimed)
-
-    thread = start_writer(worker, errors)
-    assert holds_b.wait(10)
-    with transaction.atomic():
-        try:
-            stored = loader.store_parts(parts, source="test", job_id=None, byte_start=0)
-        except Exception as error:  # noqa: BLE001 - reported below
-            errors.append(error)
-    thread.join(30)
+    stored, worker_claimed, errors = against_a_code_point_claimer(
+        lambda: loader.store_parts(parts, source="test", job_id=None, byte_start=0)
+    )
 
     assert not errors
     assert worker_claimed == [{"B", "a"}]

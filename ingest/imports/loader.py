@@ -349,8 +349,8 @@ def store_parts(
     """Store consecutive prepared parts of a source, each under a provenance batch of its own,
     in the caller's transaction (the checkpoint's, after the last part).
 
-    On PostgreSQL their new ids are registered in one `COPY` and their events copied in
-    another (`_insert_together`), and the summaries' tallies added once: the registry's
+    On PostgreSQL their new ids are registered in one `COPY`, then their events copied
+    (`_insert_together`), and the summaries' tallies added once: the registry's
     unique index is swept once per transaction instead of once per part, and the rollup
     upserted once (docs/benchmarks.md, the import's seventh round). Parts that need
     care (detail rows, an id another writer stored meanwhile, a value the database refuses)
@@ -359,7 +359,7 @@ def store_parts(
     lock_shared()  # as every storing transaction: no prune moves ids between its look-up and its insert
     starts = [byte_start, *(part.end_offset for part in parts[:-1])]
     batches = [_new_batch(part, source, job_id, start) for part, start in zip(parts, starts, strict=True)]
-    _add_sites(parts[0].sites if len(parts) == 1 else sorted(set().union(*(part.sites for part in parts))))
+    _add_sites(sorted(set().union(*(part.sites for part in parts))))
     together = _insert_together(parts, [batch.pk for batch in batches], seen) if len(parts) > 1 else None
     if together is None:
         results = [_insert_isolating(part, batch.pk, seen) for part, batch in zip(parts, batches, strict=True)]
@@ -374,11 +374,8 @@ def store_parts(
             batch_size=1000,
         )
         part_marks, part_counts = _tallies_of_new(part, inserted.skipped)
-        if len(parts) == 1:
-            marks, counts = part_marks, part_counts
-        else:
-            marks.update(part_marks)
-            counts.update(part_counts)
+        marks.update(part_marks)
+        counts.update(part_counts)
         stored.append(_finish_batch(part, batch, start, inserted, refused, part_counts, job_id, range_id))
     maintenance.deferred_events_stored(marks, counts)
     return stored
@@ -574,7 +571,7 @@ def _copy_new(cursor, prepared: Prepared, batch_id: int, asked: list[str]) -> In
 
 def _insert_together(parts: list[Prepared], batch_ids: list[int], seen: SeenIds | None) -> list[Inserted] | None:
     """PostgreSQL: the parts' new ids registered in one COPY, in id order, then their new
-    events in one more, under a savepoint; None, having stored nothing, when the parts are
+    events copied part by part, under one savepoint; None, having stored nothing, when the parts are
     to be stored one by one: on SQLite, with detail rows, when another writer registered one
     of the ids meanwhile, or when the database refuses a value (`_insert_isolating` sets it aside).
 
